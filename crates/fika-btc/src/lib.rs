@@ -1,0 +1,1 @@
+//! The Bitcoin-like chain.

@@ -1,0 +1,129 @@
+//! The sans-IO node API.
+//!
+//! A [`Node`] is a state machine with three inputs — start, a message from a
+//! peer, a timer — that acts on the world only through a [`Context`]. The
+//! simulator and the emulator are two implementations of `Context`, so the
+//! same protocol code runs in both.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Event, NodeRng, SimTime};
+
+/// The index of a node in its network (dense, from 0).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The id as a `usize` index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A node's own label for a timer, handed back in [`Node::on_timer`].
+pub type TimerId = u64;
+
+/// A handle to a scheduled timer, used to cancel it.
+///
+/// Cancelling is O(1): the runtime marks the entry dead (a tombstone) and
+/// skips it when it comes up, never searching its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerKey {
+    /// Slot of the scheduled entry.
+    pub slot: u32,
+    /// Generation of the slot when the timer was set; stale keys do nothing.
+    pub generation: u32,
+}
+
+/// A message between nodes.
+///
+/// Cloning must be cheap: large payloads (blocks) live behind an `Arc` and
+/// are shared, never copied, however many peers receive them.
+pub trait Message: Clone + 'static {
+    /// Bytes this message takes on the wire, as the real protocol encodes it.
+    /// The bandwidth model charges this many bytes.
+    fn wire_size(&self) -> u32;
+    /// A short name of the message type, e.g. `"inv"` (for statistics).
+    fn kind(&self) -> &'static str;
+}
+
+/// A protocol state machine.
+///
+/// Nodes never block, spawn threads or read clocks; everything they learn
+/// comes in through these methods and everything they do goes out through
+/// `cx`.
+pub trait Node {
+    /// The messages this node exchanges with its peers.
+    type Msg: Message;
+
+    /// Called once when the run starts (and again after a restart unless
+    /// [`Node::on_restart`] is overridden).
+    fn on_start(&mut self, cx: &mut dyn Context<Self::Msg>);
+
+    /// Called when a message from peer `from` arrives.
+    fn on_message(&mut self, cx: &mut dyn Context<Self::Msg>, from: NodeId, msg: Self::Msg);
+
+    /// Called when a timer set with [`Context::set_timer`] fires.
+    fn on_timer(&mut self, cx: &mut dyn Context<Self::Msg>, timer: TimerId);
+
+    /// Called when the node crashes: drop volatile state (what a real process
+    /// loses), keep what it would have persisted. Its timers are cancelled
+    /// and messages to it are lost while it is down.
+    fn on_crash(&mut self) {}
+
+    /// Called when a crashed node comes back. Defaults to [`Node::on_start`].
+    fn on_restart(&mut self, cx: &mut dyn Context<Self::Msg>) {
+        self.on_start(cx);
+    }
+}
+
+/// What a node may do to the world.
+pub trait Context<M> {
+    /// This node's id.
+    fn id(&self) -> NodeId;
+    /// The current time (virtual in simulation).
+    fn now(&self) -> SimTime;
+    /// This node's random stream, derived from the run seed and its id.
+    fn rng(&mut self) -> &mut NodeRng;
+    /// How many peers this node is linked to.
+    fn peer_count(&self) -> usize;
+    /// The `i`-th peer (`i < peer_count()`), in a stable order.
+    fn peer(&self, i: usize) -> NodeId;
+    /// Sends `msg` to peer `to`. Delivery follows the link model (latency,
+    /// bandwidth, loss, partitions); a message to a non-peer is dropped.
+    fn send(&mut self, to: NodeId, msg: M);
+    /// Schedules [`Node::on_timer`] with `timer` after `after`.
+    fn set_timer(&mut self, after: Duration, timer: TimerId) -> TimerKey;
+    /// Cancels a timer; a key of a timer that already fired does nothing.
+    fn cancel_timer(&mut self, key: TimerKey);
+    /// Records an observation (log line, metric sample, report entry).
+    fn emit(&mut self, event: Event);
+}
+
+impl<M: Message> Node for Box<dyn Node<Msg = M>> {
+    type Msg = M;
+    fn on_start(&mut self, cx: &mut dyn Context<M>) {
+        (**self).on_start(cx);
+    }
+    fn on_message(&mut self, cx: &mut dyn Context<M>, from: NodeId, msg: M) {
+        (**self).on_message(cx, from, msg);
+    }
+    fn on_timer(&mut self, cx: &mut dyn Context<M>, timer: TimerId) {
+        (**self).on_timer(cx, timer);
+    }
+    fn on_crash(&mut self) {
+        (**self).on_crash();
+    }
+    fn on_restart(&mut self, cx: &mut dyn Context<M>) {
+        (**self).on_restart(cx);
+    }
+}

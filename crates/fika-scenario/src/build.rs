@@ -1,0 +1,197 @@
+//! From a scenario to the pieces a runtime needs: node names and roles,
+//! regions, the link graph and the fault schedule with every random choice
+//! resolved from the seed.
+
+use fika_core::{NodeId, SimTime, derive_rng};
+use fika_sim::regions::assign_regions;
+use fika_sim::topology::{self, Graph};
+use fika_sim::{Fault, FaultAction};
+use rand::seq::SliceRandom;
+
+use crate::scenario::{FaultKind, Scenario, Target, Topology};
+
+/// A network ready to be populated with nodes.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Node names, index = node id.
+    pub names: Vec<String>,
+    /// Index into `Scenario::nodes` of each node's group.
+    pub group: Vec<usize>,
+    /// Region index of each node (0 without a region table).
+    pub region: Vec<u8>,
+    /// The link graph.
+    pub graph: Graph,
+    /// The fault schedule, sorted by time.
+    pub faults: Vec<Fault>,
+}
+
+/// Why a layout could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The topology generator refused its parameters.
+    #[error("topology: {0}")]
+    Topology(String),
+    /// Region assignment failed.
+    #[error("network.region_shares: {0}")]
+    Regions(String),
+}
+
+impl Layout {
+    /// The id of the node called `name`.
+    pub fn id_of(&self, name: &str) -> Option<NodeId> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| NodeId(i as u32))
+    }
+
+    /// Ids of the nodes of group `g`.
+    pub fn members(&self, g: usize) -> impl Iterator<Item = NodeId> + '_ {
+        self.group
+            .iter()
+            .enumerate()
+            .filter(move |(_, x)| **x == g)
+            .map(|(i, _)| NodeId(i as u32))
+    }
+}
+
+/// Builds the layout of `s`. Deterministic in `s.seed`.
+pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
+    let mut names = Vec::new();
+    let mut group = Vec::new();
+    for (gi, g) in s.nodes.iter().enumerate() {
+        for i in 0..g.count {
+            names.push(g.node_name(i));
+            group.push(gi);
+        }
+    }
+    let n = names.len();
+    let region = match &s.network.model.regions {
+        Some(table) if !s.network.region_shares.is_empty() => {
+            let mut rng = derive_rng(s.seed, "regions", 0);
+            let mut r = assign_regions(&s.network.region_shares, n, &mut rng)
+                .map_err(|e| BuildError::Regions(e.to_string()))?;
+            for (i, gi) in group.iter().enumerate() {
+                if let Some(idx) = s.nodes[*gi]
+                    .region
+                    .as_deref()
+                    .and_then(|name| table.index_of(name))
+                {
+                    r[i] = idx as u8;
+                }
+            }
+            r
+        }
+        _ => vec![0; n],
+    };
+    let mut rng = derive_rng(s.seed, "topology", 0);
+    let graph = match &s.topology {
+        Topology::Generated(spec) => topology::generate(spec, n, &mut rng)
+            .map_err(|e| BuildError::Topology(e.to_string()))?,
+        Topology::Explicit { links, .. } => {
+            let idx = |name: &str| names.iter().position(|x| x == name).map(|i| i as u32);
+            let pairs: Vec<(u32, u32)> = links
+                .iter()
+                .filter_map(|(a, b)| Some((idx(a)?, idx(b)?)))
+                .collect();
+            topology::explicit(n, &pairs).map_err(|e| BuildError::Topology(e.to_string()))?
+        }
+    };
+    let mut layout = Layout {
+        names,
+        group,
+        region,
+        graph,
+        faults: Vec::new(),
+    };
+    layout.faults = faults(s, &layout);
+    Ok(layout)
+}
+
+fn faults(s: &Scenario, layout: &Layout) -> Vec<Fault> {
+    let mut out = Vec::new();
+    let ids = |names: &[String]| -> Vec<NodeId> {
+        names.iter().filter_map(|n| layout.id_of(n)).collect()
+    };
+    for (i, f) in s.faults.iter().enumerate() {
+        let at = SimTime::ZERO + f.at;
+        let mut rng = derive_rng(s.seed, "faults", i as u64);
+        let mut pick = |t: &Target| -> Vec<NodeId> {
+            match t {
+                Target::Nodes(names) => ids(names),
+                Target::Random(k) => {
+                    let all: Vec<NodeId> = (0..layout.names.len() as u32).map(NodeId).collect();
+                    let mut chosen: Vec<NodeId> = all
+                        .choose_multiple(&mut rng, *k as usize)
+                        .copied()
+                        .collect();
+                    chosen.sort();
+                    chosen
+                }
+            }
+        };
+        match &f.action {
+            FaultKind::Crash {
+                target,
+                restart_after,
+            } => {
+                for id in pick(target) {
+                    out.push(Fault {
+                        at,
+                        action: FaultAction::Crash(id),
+                    });
+                    if let Some(d) = restart_after {
+                        out.push(Fault {
+                            at: at + *d,
+                            action: FaultAction::Restart(id),
+                        });
+                    }
+                }
+            }
+            FaultKind::Restart { target } => {
+                for id in pick(target) {
+                    out.push(Fault {
+                        at,
+                        action: FaultAction::Restart(id),
+                    });
+                }
+            }
+            FaultKind::Partition { groups } => {
+                out.push(Fault {
+                    at,
+                    action: FaultAction::Partition(groups.iter().map(|g| ids(g)).collect()),
+                });
+            }
+            FaultKind::Heal => out.push(Fault {
+                at,
+                action: FaultAction::Heal,
+            }),
+            FaultKind::Link {
+                a,
+                b,
+                latency_ms,
+                loss,
+            } => {
+                if let (Some(a), Some(b)) = (layout.id_of(a), layout.id_of(b)) {
+                    out.push(Fault {
+                        at,
+                        action: FaultAction::SetLink {
+                            a,
+                            b,
+                            latency_ms: *latency_ms,
+                            loss: *loss,
+                        },
+                    });
+                }
+            }
+            FaultKind::Loss { loss } => out.push(Fault {
+                at,
+                action: FaultAction::SetLoss(*loss),
+            }),
+        }
+    }
+    // Stable: equal times keep the file's order.
+    out.sort_by_key(|f| f.at);
+    out
+}

@@ -1,0 +1,640 @@
+//! Reading a scenario file: TOML syntax, presets, then every field checked,
+//! with all errors reported together, each with its path and expectation.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use fika_gossip::GossipConfig;
+use fika_sim::regions::{RegionTable, region_shares_preset};
+use fika_sim::topology::TopologySpec;
+use fika_sim::{BandwidthModel, LatencyModel, NetworkModel};
+use toml::{Table, Value};
+
+use crate::check::{Errors, FieldError, Section, parse};
+use crate::presets;
+use crate::scenario::*;
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Io {
+        /// The file.
+        file: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// Fields are missing, unknown or wrong.
+    #[error("{file}: {} error(s):\n{}", errors.len(), errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Every problem found.
+        errors: Vec<FieldError>,
+    },
+}
+
+impl ScenarioError {
+    /// The field errors, if this is a validation failure.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ScenarioError::Invalid { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+}
+
+/// Reads and validates a scenario file.
+pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    load_str(&text, &file)
+}
+
+/// Validates scenario text; `file` names it in errors.
+pub fn load_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    let table: Table = toml::from_str(text).map_err(|e| ScenarioError::Syntax {
+        file: file.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let mut errs = Errors::default();
+    let scenario = read_scenario(&table, &mut errs);
+    match scenario {
+        Some(s) if errs.0.is_empty() => Ok(s),
+        _ => {
+            if errs.0.is_empty() {
+                errs.push("", "the scenario is incomplete");
+            }
+            Err(ScenarioError::Invalid {
+                file: file.to_owned(),
+                errors: errs.0,
+            })
+        }
+    }
+}
+
+/// Serializes a scenario (with every default) back to TOML.
+pub fn to_toml(s: &Scenario) -> String {
+    toml::to_string_pretty(s)
+        .unwrap_or_else(|e| format!("# could not serialize the scenario: {e}\n"))
+}
+
+const TOP: &[&str] = &[
+    "name",
+    "description",
+    "seed",
+    "duration",
+    "protocol",
+    "network",
+    "topology",
+    "nodes",
+    "gossip",
+    "faults",
+    "output",
+];
+
+fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
+    let top = Section::new(t, "");
+    top.deny_unknown(TOP, errs);
+    let name: String = top.or("name", "scenario".to_owned(), errs);
+    let description: String = top.or("description", String::new(), errs);
+    let seed: u64 = top.or("seed", 1, errs);
+    let duration = match top.raw("duration") {
+        Some(_) => top.duration("duration", errs),
+        None => {
+            errs.push(
+                "duration",
+                "missing field; expected the virtual time to simulate, e.g. \"1h\"",
+            );
+            None
+        }
+    };
+    let protocol = match top
+        .req::<String>("protocol", "one of: gossip", errs)
+        .as_deref()
+    {
+        Some("gossip") => Some(ProtocolKind::Gossip),
+        Some(other) => {
+            errs.push(
+                "protocol",
+                format!(
+                    "unknown protocol \"{other}\"; expected one of: {}",
+                    ProtocolKind::NAMES.join(", ")
+                ),
+            );
+            None
+        }
+        None => None,
+    };
+    let empty = Table::new();
+    let network = read_network(
+        top.sub("network", errs)
+            .unwrap_or(Section::new(&empty, "network")),
+        errs,
+    );
+    let nodes = read_nodes(&top, protocol, network.as_ref(), errs);
+    let names = node_names(&nodes, errs);
+    let topology = match top.sub("topology", errs) {
+        Some(s) => read_topology(s, &names, errs),
+        None => {
+            errs.push(
+                "topology",
+                "missing section; expected a [topology] table with a `kind`",
+            );
+            None
+        }
+    };
+    let gossip = match (protocol, top.sub("gossip", errs)) {
+        (Some(ProtocolKind::Gossip), s) => {
+            read_gossip(s.unwrap_or(Section::new(&empty, "gossip")), errs)
+        }
+        (_, Some(s)) => {
+            errs.push(s.path.clone(), "only valid with protocol = \"gossip\"");
+            None
+        }
+        _ => None,
+    };
+    let faults = read_faults(&top, &names, errs);
+    let output = read_output(
+        top.sub("output", errs)
+            .unwrap_or(Section::new(&empty, "output")),
+        errs,
+    );
+    Some(Scenario {
+        name,
+        description,
+        seed,
+        duration: duration?,
+        protocol: protocol?,
+        network: network?,
+        topology: topology?,
+        nodes,
+        gossip,
+        faults,
+        output,
+    })
+}
+
+/// Applies `preset = "…"` of a section: the preset's table with the
+/// section's own fields merged over it.
+fn with_preset(s: &Section<'_>, table: &[(&str, &str)], errs: &mut Errors) -> Table {
+    let mut own = s.table.clone();
+    let Some(p) = own.remove("preset") else {
+        return own;
+    };
+    let Some(name) = p.as_str() else {
+        errs.push(
+            s.at("preset"),
+            format!("expected a preset name, one of: {}", presets::names(table)),
+        );
+        return own;
+    };
+    match presets::lookup(table, name) {
+        Some(mut base) => {
+            crate::check::merge(&mut base, &own);
+            base
+        }
+        None => {
+            errs.push(
+                s.at("preset"),
+                format!(
+                    "unknown preset \"{name}\"; expected one of: {}",
+                    presets::names(table)
+                ),
+            );
+            own
+        }
+    }
+}
+
+fn read_network(s: Section<'_>, errs: &mut Errors) -> Option<NetworkSpec> {
+    let merged = with_preset(&s, presets::NETWORK, errs);
+    let s = Section::new(&merged, s.path.clone());
+    s.deny_unknown(
+        &[
+            "latency",
+            "extra_latency_ms",
+            "bandwidth",
+            "processing_ms",
+            "loss",
+            "regions",
+            "region_shares",
+        ],
+        errs,
+    );
+    let latency: LatencyModel = s.or("latency", NetworkModel::default().latency, errs);
+    let bandwidth: BandwidthModel = s.or("bandwidth", BandwidthModel::Unlimited, errs);
+    let extra_latency_ms = s.ranged("extra_latency_ms", 0.0, 1e9, 0.0, errs);
+    let processing_ms = s.ranged("processing_ms", 0.0, 1e9, 0.0, errs);
+    let loss = s.ranged("loss", 0.0, 1.0, 0.0, errs);
+    let regions = match s.raw("regions") {
+        None => None,
+        Some(Value::String(name)) => match RegionTable::preset(name) {
+            Some(t) => Some(t),
+            None => {
+                errs.push(
+                    s.at("regions"),
+                    format!(
+                        "unknown region table \"{name}\"; expected one of: {}",
+                        RegionTable::PRESETS.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        Some(v) => parse::<RegionTable>(v, &s.at("regions"), errs),
+    };
+    if let Some(t) = &regions {
+        if let Err(e) = t.validate() {
+            errs.push(s.at("regions"), e.to_string());
+        }
+    }
+    let region_shares = match (s.raw("region_shares"), &regions) {
+        (None, None) => Vec::new(),
+        (None, Some(t)) => vec![1.0 / t.len().max(1) as f64; t.len()],
+        (Some(Value::String(name)), _) => region_shares_preset(name).unwrap_or_else(|| {
+            errs.push(
+                s.at("region_shares"),
+                format!(
+                    "unknown share preset \"{name}\"; expected one of: {}",
+                    fika_sim::regions::SHARE_PRESETS.join(", ")
+                ),
+            );
+            Vec::new()
+        }),
+        (Some(v), _) => parse::<Vec<f64>>(v, &s.at("region_shares"), errs).unwrap_or_default(),
+    };
+    if let Some(t) = &regions {
+        if !region_shares.is_empty() && region_shares.len() != t.len() {
+            errs.push(
+                s.at("region_shares"),
+                format!(
+                    "has {} entries; expected one per region ({})",
+                    region_shares.len(),
+                    t.len()
+                ),
+            );
+        }
+    } else if !region_shares.is_empty() {
+        errs.push(
+            s.at("region_shares"),
+            "needs a region table (network.regions)",
+        );
+    }
+    let model = NetworkModel {
+        latency,
+        extra_latency_ms,
+        bandwidth,
+        processing_ms,
+        loss,
+        regions,
+    };
+    if let Err(e) = model.validate() {
+        errs.push(s.path.clone(), e.to_string());
+    }
+    Some(NetworkSpec {
+        model,
+        region_shares,
+    })
+}
+
+fn read_nodes(
+    top: &Section<'_>,
+    protocol: Option<ProtocolKind>,
+    net: Option<&NetworkSpec>,
+    errs: &mut Errors,
+) -> Vec<NodeGroup> {
+    let Some(v) = top.raw("nodes") else {
+        errs.push(
+            "nodes",
+            "missing; expected one or more [[nodes]] groups with a role and a count",
+        );
+        return Vec::new();
+    };
+    let Some(list) = v.as_array() else {
+        errs.push("nodes", "expected an array of tables ([[nodes]])");
+        return Vec::new();
+    };
+    let mut groups = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("nodes[{i}]");
+        let Some(t) = item.as_table() else {
+            errs.push(path, "expected a table with role, count and name");
+            continue;
+        };
+        let s = Section::new(t, path);
+        s.deny_unknown(&["role", "count", "name", "region"], errs);
+        let role: String = s.or("role", "node".to_owned(), errs);
+        if let Some(p) = protocol {
+            if !p.roles().contains(&role.as_str()) {
+                errs.push(
+                    s.at("role"),
+                    format!(
+                        "unknown role \"{role}\"; expected one of: {}",
+                        p.roles().join(", ")
+                    ),
+                );
+            }
+        }
+        let count: u32 = s.or("count", 1, errs);
+        if count == 0 {
+            errs.push(s.at("count"), "expected at least 1");
+        }
+        let name: String = s.or("name", role.clone(), errs);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.push(
+                s.at("name"),
+                format!("\"{name}\" is not a valid name; expected letters, digits, '-' or '_'"),
+            );
+        }
+        let region: Option<String> = s.opt("region", errs);
+        if let Some(r) = &region {
+            match net.and_then(|n| n.model.regions.as_ref()) {
+                Some(t) if t.index_of(r).is_some() => {}
+                Some(t) => errs.push(
+                    s.at("region"),
+                    format!(
+                        "unknown region \"{r}\"; expected one of: {}",
+                        t.names.join(", ")
+                    ),
+                ),
+                None => errs.push(s.at("region"), "needs a region table (network.regions)"),
+            }
+        }
+        groups.push(NodeGroup {
+            role,
+            count,
+            name,
+            region,
+        });
+    }
+    let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
+    if total > 10_000_000 {
+        errs.push(
+            "nodes",
+            format!("{total} nodes in all; expected at most 10,000,000"),
+        );
+    }
+    groups
+}
+
+/// Every node name in id order; records duplicates.
+fn node_names(groups: &[NodeGroup], errs: &mut Errors) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for i in 0..g.count {
+            let n = g.node_name(i);
+            if !seen.insert(n.clone()) {
+                errs.push(
+                    format!("nodes[{gi}].name"),
+                    format!("node name \"{n}\" is used twice"),
+                );
+                return names;
+            }
+            names.push(n);
+        }
+    }
+    names
+}
+
+fn check_name(names: &[String], name: &str, path: &str, errs: &mut Errors) {
+    if !names.iter().any(|n| n == name) {
+        let hint: Vec<_> = names.iter().take(5).cloned().collect();
+        errs.push(
+            path,
+            format!(
+                "no node is named \"{name}\"; nodes are named like {}",
+                hint.join(", ")
+            ),
+        );
+    }
+}
+
+fn read_topology(s: Section<'_>, names: &[String], errs: &mut Errors) -> Option<Topology> {
+    let kind: String = s.req("kind", "a topology kind", errs)?;
+    if kind == "explicit" {
+        s.deny_unknown(&["kind", "links"], errs);
+        let links: Vec<(String, String)> =
+            s.req("links", "a list of [\"a\", \"b\"] name pairs", errs)?;
+        for (i, (a, b)) in links.iter().enumerate() {
+            let p = s.at(&format!("links[{i}]"));
+            check_name(names, a, &p, errs);
+            check_name(names, b, &p, errs);
+            if a == b {
+                errs.push(p, format!("links \"{a}\" to itself"));
+            }
+        }
+        return Some(Topology::Explicit { kind, links });
+    }
+    let spec: TopologySpec = parse(&Value::Table(s.table.clone()), &s.path, errs)?;
+    if let Err(e) = spec.validate() {
+        errs.push(s.path.clone(), e.to_string());
+    }
+    Some(Topology::Generated(spec))
+}
+
+fn read_gossip(s: Section<'_>, errs: &mut Errors) -> Option<GossipSpec> {
+    s.deny_unknown(
+        &[
+            "request_timeout",
+            "floods",
+            "size_bytes",
+            "start",
+            "interval",
+        ],
+        errs,
+    );
+    let default = GossipConfig::default();
+    let request_timeout = s
+        .duration("request_timeout", errs)
+        .unwrap_or(default.request_timeout);
+    if request_timeout.is_zero() {
+        errs.push(s.at("request_timeout"), "expected a positive duration");
+    }
+    Some(GossipSpec {
+        config: GossipConfig { request_timeout },
+        floods: s.or("floods", 1, errs),
+        size_bytes: s.or("size_bytes", 1_000_000, errs),
+        start: s.duration("start", errs).unwrap_or(Duration::from_secs(1)),
+        interval: s
+            .duration("interval", errs)
+            .unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+fn read_target(s: &Section<'_>, names: &[String], errs: &mut Errors) -> Option<Target> {
+    match (s.raw("node"), s.raw("nodes"), s.raw("random")) {
+        (Some(_), None, None) => {
+            let n: String = s.opt("node", errs)?;
+            check_name(names, &n, &s.at("node"), errs);
+            Some(Target::Nodes(vec![n]))
+        }
+        (None, Some(_), None) => {
+            let list: Vec<String> = s.opt("nodes", errs)?;
+            for (i, n) in list.iter().enumerate() {
+                check_name(names, n, &s.at(&format!("nodes[{i}]")), errs);
+            }
+            Some(Target::Nodes(list))
+        }
+        (None, None, Some(_)) => {
+            let k: u32 = s.opt("random", errs)?;
+            if k as usize > names.len() {
+                errs.push(
+                    s.at("random"),
+                    format!("{k} nodes asked for; the scenario has {}", names.len()),
+                );
+            }
+            Some(Target::Random(k))
+        }
+        _ => {
+            errs.push(
+                s.path.clone(),
+                "expected exactly one of `node`, `nodes` or `random`",
+            );
+            None
+        }
+    }
+}
+
+fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<FaultSpec> {
+    let Some(v) = top.raw("faults") else {
+        return Vec::new();
+    };
+    let Some(list) = v.as_array() else {
+        errs.push("faults", "expected an array of tables ([[faults]])");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("faults[{i}]");
+        let Some(t) = item.as_table() else {
+            errs.push(path, "expected a table with `at` and `kind`");
+            continue;
+        };
+        let s = Section::new(t, path);
+        let at = match s.raw("at") {
+            Some(_) => s.duration("at", errs),
+            None => {
+                errs.push(
+                    s.at("at"),
+                    "missing field; expected the time of the fault, e.g. \"10m\"",
+                );
+                None
+            }
+        };
+        let kind: Option<String> = s.req(
+            "kind",
+            "one of: crash, restart, partition, heal, link, loss",
+            errs,
+        );
+        let action = match kind.as_deref() {
+            Some("crash") => {
+                s.deny_unknown(
+                    &["at", "kind", "node", "nodes", "random", "restart_after"],
+                    errs,
+                );
+                read_target(&s, names, errs).map(|target| FaultKind::Crash {
+                    target,
+                    restart_after: s.duration("restart_after", errs),
+                })
+            }
+            Some("restart") => {
+                s.deny_unknown(&["at", "kind", "node", "nodes"], errs);
+                read_target(&s, names, errs).map(|target| FaultKind::Restart { target })
+            }
+            Some("partition") => {
+                s.deny_unknown(&["at", "kind", "groups"], errs);
+                let groups: Option<Vec<Vec<String>>> =
+                    s.req("groups", "a list of lists of node names", errs);
+                if let Some(gs) = &groups {
+                    for (g, members) in gs.iter().enumerate() {
+                        for (m, n) in members.iter().enumerate() {
+                            check_name(names, n, &s.at(&format!("groups[{g}][{m}]")), errs);
+                        }
+                    }
+                }
+                groups.map(|groups| FaultKind::Partition { groups })
+            }
+            Some("heal") => {
+                s.deny_unknown(&["at", "kind"], errs);
+                Some(FaultKind::Heal)
+            }
+            Some("link") => {
+                s.deny_unknown(&["at", "kind", "a", "b", "latency_ms", "loss"], errs);
+                let a: Option<String> = s.req("a", "a node name", errs);
+                let b: Option<String> = s.req("b", "a node name", errs);
+                for (k, n) in [("a", &a), ("b", &b)] {
+                    if let Some(n) = n {
+                        check_name(names, n, &s.at(k), errs);
+                    }
+                }
+                let latency_ms = s
+                    .raw("latency_ms")
+                    .map(|_| s.ranged("latency_ms", 0.0, 1e9, 0.0, errs));
+                let loss = s.raw("loss").map(|_| s.ranged("loss", 0.0, 1.0, 0.0, errs));
+                if latency_ms.is_none() && loss.is_none() {
+                    errs.push(
+                        s.path.clone(),
+                        "a link fault needs `latency_ms`, `loss` or both",
+                    );
+                }
+                a.zip(b).map(|(a, b)| FaultKind::Link {
+                    a,
+                    b,
+                    latency_ms,
+                    loss,
+                })
+            }
+            Some("loss") => {
+                s.deny_unknown(&["at", "kind", "loss"], errs);
+                s.raw("loss")
+                    .map(|_| FaultKind::Loss {
+                        loss: s.ranged("loss", 0.0, 1.0, 0.0, errs),
+                    })
+                    .or_else(|| {
+                        errs.push(
+                            s.at("loss"),
+                            "missing field; expected a probability in [0, 1]",
+                        );
+                        None
+                    })
+            }
+            Some(other) => {
+                errs.push(s.at("kind"), format!("unknown fault \"{other}\"; expected one of: crash, restart, partition, heal, link, loss"));
+                None
+            }
+            None => None,
+        };
+        if let (Some(at), Some(action)) = (at, action) {
+            out.push(FaultSpec { at, action });
+        }
+    }
+    out
+}
+
+fn read_output(s: Section<'_>, errs: &mut Errors) -> OutputSpec {
+    s.deny_unknown(&["events", "exclude"], errs);
+    OutputSpec {
+        events: s.or("events", true, errs),
+        exclude: s.or("exclude", Vec::new(), errs),
+    }
+}

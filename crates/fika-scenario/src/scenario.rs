@@ -1,0 +1,207 @@
+//! The validated scenario: every field resolved, every default filled in.
+//! It serializes back to TOML as the run's `scenario.resolved.toml`, which
+//! loads again to the same scenario.
+
+use std::time::Duration;
+
+use fika_gossip::GossipConfig;
+use fika_sim::NetworkModel;
+use fika_sim::topology::TopologySpec;
+use serde::Serialize;
+
+use crate::check::dur;
+
+/// Which protocol family runs on the nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    /// The generic announce → request → deliver flood.
+    Gossip,
+}
+
+impl ProtocolKind {
+    /// Every protocol name, for error messages.
+    pub const NAMES: &'static [&'static str] = &["gossip"];
+
+    /// The roles nodes of this protocol may take.
+    pub fn roles(self) -> &'static [&'static str] {
+        match self {
+            ProtocolKind::Gossip => &["node"],
+        }
+    }
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scenario {
+    /// Short name, used in output file names.
+    pub name: String,
+    /// What the scenario shows.
+    pub description: String,
+    /// The run seed; every random choice derives from it.
+    pub seed: u64,
+    /// Virtual time to simulate.
+    #[serde(with = "dur")]
+    pub duration: Duration,
+    /// The protocol family.
+    pub protocol: ProtocolKind,
+    /// Latency, bandwidth, loss and regions.
+    pub network: NetworkSpec,
+    /// How nodes are linked.
+    pub topology: Topology,
+    /// Node groups in id order.
+    pub nodes: Vec<NodeGroup>,
+    /// Parameters of the gossip protocol and its flood workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<GossipSpec>,
+    /// Scheduled faults.
+    pub faults: Vec<FaultSpec>,
+    /// What to write.
+    pub output: OutputSpec,
+}
+
+/// The network section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    /// The link model.
+    #[serde(flatten)]
+    pub model: NetworkModel,
+    /// Share of nodes per region (same order as the region table); empty
+    /// when there is no region table.
+    pub region_shares: Vec<f64>,
+}
+
+/// The topology section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Topology {
+    /// A generated graph.
+    Generated(TopologySpec),
+    /// Links listed by node name.
+    Explicit {
+        /// Always `"explicit"`.
+        kind: String,
+        /// Pairs of node names.
+        links: Vec<(String, String)>,
+    },
+}
+
+/// A group of nodes with one role.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeGroup {
+    /// The role, one of the protocol's roles.
+    pub role: String,
+    /// How many nodes.
+    pub count: u32,
+    /// The exact name (count 1) or the name prefix (`name1`, `name2`, …).
+    pub name: String,
+    /// Pin every node of the group to this region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl NodeGroup {
+    /// The name of the `i`-th node of the group (from 0).
+    pub fn node_name(&self, i: u32) -> String {
+        if self.count == 1 {
+            self.name.clone()
+        } else {
+            format!("{}{}", self.name, i + 1)
+        }
+    }
+}
+
+/// The gossip protocol's parameters and workload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GossipSpec {
+    /// Protocol parameters.
+    #[serde(flatten)]
+    pub config: GossipConfig,
+    /// How many items are flooded.
+    pub floods: u32,
+    /// Size of each item in bytes.
+    pub size_bytes: u32,
+    /// Time of the first flood.
+    #[serde(with = "dur")]
+    pub start: Duration,
+    /// Time between floods.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+}
+
+/// Which nodes a fault hits.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// These nodes, by name.
+    Nodes(Vec<String>),
+    /// This many nodes chosen from the seed.
+    Random(u32),
+}
+
+/// A scheduled fault.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaultSpec {
+    /// When it happens.
+    #[serde(with = "dur")]
+    pub at: Duration,
+    /// What happens.
+    #[serde(flatten)]
+    pub action: FaultKind,
+}
+
+/// What a fault does.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Crash nodes, optionally restarting them after a while.
+    Crash {
+        /// Which nodes.
+        target: Target,
+        /// Restart after this long, if set.
+        #[serde(
+            serialize_with = "dur::serialize_opt",
+            skip_serializing_if = "Option::is_none"
+        )]
+        restart_after: Option<Duration>,
+    },
+    /// Restart crashed nodes.
+    Restart {
+        /// Which nodes.
+        target: Target,
+    },
+    /// Cut the network into islands.
+    Partition {
+        /// Each list an island; nodes in none stay together.
+        groups: Vec<Vec<String>>,
+    },
+    /// Remove every partition.
+    Heal,
+    /// Change one link.
+    Link {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// New constant latency.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<f64>,
+        /// New loss probability.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        loss: Option<f64>,
+    },
+    /// Change the loss probability of all links.
+    Loss {
+        /// The probability.
+        loss: f64,
+    },
+}
+
+/// What a run writes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutputSpec {
+    /// Write `events.jsonl`.
+    pub events: bool,
+    /// Event kinds to leave out of `events.jsonl` (e.g. `["gossip.have"]`).
+    pub exclude: Vec<String>,
+}

@@ -1,0 +1,287 @@
+//! Running a scenario: build the network its file describes, drive it in the
+//! simulator, stream its events and write its outputs.
+//!
+//! The command line (`main.rs`) is a thin shell over [`run`]; tests call
+//! [`run`] directly.
+
+use std::fs;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fika_core::{Event, EventSink, NodeId, SimTime, TraceDigest, derive_rng};
+use fika_gossip::{GossipNode, Origination};
+use fika_report::{
+    JsonlWriter, PropagationSummary, PropagationTracker, SummaryTable, peak_rss_bytes,
+};
+use fika_scenario::{Layout, ProtocolKind, Scenario};
+use fika_sim::{Net, Progress, SimStats, Simulation};
+use rand::Rng;
+use serde::Serialize;
+
+/// Why a run failed (after its scenario was accepted).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The network could not be built.
+    #[error(transparent)]
+    Build(#[from] fika_scenario::BuildError),
+    /// An output could not be written.
+    #[error("writing {path}: {source}")]
+    Output {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+    /// Where outputs go; nothing is written without it.
+    pub out: Option<PathBuf>,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed used.
+    pub seed: u64,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Number of links.
+    pub links: usize,
+    /// Virtual time reached, seconds.
+    pub virtual_time_s: f64,
+    /// Wall time of the simulation loop, seconds.
+    pub wall_s: f64,
+    /// Events handled per wall second.
+    pub events_per_s: f64,
+    /// Peak resident memory of the process, bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Engine counters.
+    pub stats: SimStats,
+    /// Events emitted by nodes and the runtime.
+    pub observations: u64,
+    /// Item propagation, where the protocol floods items.
+    pub propagation: Option<PropagationSummary>,
+    /// SHA-256 over the event trace.
+    pub digest: String,
+}
+
+impl RunReport {
+    /// The summary table printed at the end of a run.
+    pub fn table(&self) -> SummaryTable {
+        let mut t = SummaryTable::new();
+        t.row("scenario", &self.scenario)
+            .row("seed", self.seed)
+            .row("nodes / links", format!("{} / {}", self.nodes, self.links))
+            .row("virtual time", format!("{:.3} s", self.virtual_time_s))
+            .row("events", self.stats.events)
+            .row("wall time", format!("{:.3} s", self.wall_s))
+            .row("events/s", format!("{:.0}", self.events_per_s))
+            .row(
+                "messages sent / delivered",
+                format!(
+                    "{} / {}",
+                    self.stats.messages_sent, self.stats.messages_delivered
+                ),
+            )
+            .row(
+                "dropped loss / partition / down",
+                format!(
+                    "{} / {} / {}",
+                    self.stats.dropped_loss, self.stats.dropped_partition, self.stats.dropped_down
+                ),
+            );
+        if let Some(p) = &self.propagation {
+            let f = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.3}"));
+            t.row("items propagated", p.items);
+            for (i, lvl) in ["50", "90", "95", "99"].iter().enumerate() {
+                t.row(
+                    format!("to {lvl}% of nodes (median / p90)"),
+                    format!("{} s / {} s", f(p.median_s[i]), f(p.p90_s[i])),
+                );
+            }
+        }
+        if let Some(b) = self.peak_rss_bytes {
+            t.row("peak memory", format!("{:.1} MB", b as f64 / 1e6));
+        }
+        t.row("trace digest", &self.digest);
+        t
+    }
+}
+
+/// Fans every event out to the digest, the JSON-lines file and collectors.
+struct Sinks {
+    digest: TraceDigest,
+    jsonl: Option<JsonlWriter>,
+    propagation: Option<PropagationTracker>,
+}
+
+impl EventSink for Sinks {
+    fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event) {
+        self.digest.record(at, node, event);
+        if let Some(w) = &mut self.jsonl {
+            w.record(at, node, event);
+        }
+        if let Some(p) = &mut self.propagation {
+            p.record(at, node, event);
+        }
+    }
+}
+
+fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Output {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Runs `scenario`; `progress` is called periodically with the virtual time
+/// reached and the events handled.
+pub fn run(
+    scenario: &Scenario,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunReport, RunError> {
+    let mut s = scenario.clone();
+    if let Some(seed) = opts.seed {
+        s.seed = seed;
+    }
+    let layout = fika_scenario::layout(&s)?;
+    if let Some(dir) = &opts.out {
+        fs::create_dir_all(dir).map_err(out_err(dir))?;
+        let p = dir.join("scenario.resolved.toml");
+        fs::write(&p, fika_scenario::to_toml(&s)).map_err(out_err(&p))?;
+    }
+    let jsonl = match (&opts.out, s.output.events) {
+        (Some(dir), true) => {
+            let p = dir.join("events.jsonl");
+            Some(JsonlWriter::create(&p, s.output.exclude.clone()).map_err(out_err(&p))?)
+        }
+        _ => None,
+    };
+    let sinks = Sinks {
+        digest: TraceDigest::new(),
+        jsonl,
+        propagation: None,
+    };
+    let net = Net::new(
+        &layout.graph.adjacency(),
+        layout.region.clone(),
+        s.network.model.clone(),
+        derive_rng(s.seed, "net", 0),
+    );
+    match s.protocol {
+        ProtocolKind::Gossip => run_gossip(&s, &layout, net, sinks, opts, progress),
+    }
+}
+
+fn run_gossip(
+    s: &Scenario,
+    layout: &Layout,
+    net: Net,
+    mut sinks: Sinks,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunReport, RunError> {
+    let n = layout.names.len();
+    let spec = s
+        .gossip
+        .clone()
+        .unwrap_or_else(|| fika_scenario::GossipSpec {
+            config: Default::default(),
+            floods: 0,
+            size_bytes: 0,
+            start: Duration::ZERO,
+            interval: Duration::ZERO,
+        });
+    let mut schedules = vec![Vec::new(); n];
+    let mut rng = derive_rng(s.seed, "workload", 0);
+    for i in 0..spec.floods {
+        let origin = rng.gen_range(0..n.max(1));
+        let at = SimTime::ZERO + spec.start + spec.interval * i;
+        schedules[origin].push(Origination {
+            at,
+            id: i,
+            size: spec.size_bytes,
+        });
+    }
+    let nodes: Vec<GossipNode> = schedules
+        .into_iter()
+        .map(|sch| GossipNode::new(spec.config.clone(), sch))
+        .collect();
+    sinks.propagation = Some(PropagationTracker::new(
+        n,
+        "gossip.created",
+        "gossip.have",
+        "item",
+    ));
+    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
+    let started = Instant::now();
+    sim.run_until(SimTime::ZERO + s.duration, progress);
+    let wall = started.elapsed();
+    let now = sim.now();
+    let links = layout.graph.edges.len();
+    let (_, sinks, stats) = sim.into_parts();
+    finish(s, opts, layout, links, now, wall, stats, sinks)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &Scenario,
+    opts: &RunOptions,
+    layout: &Layout,
+    links: usize,
+    now: SimTime,
+    wall: Duration,
+    stats: SimStats,
+    sinks: Sinks,
+) -> Result<RunReport, RunError> {
+    let Sinks {
+        digest,
+        jsonl,
+        propagation,
+    } = sinks;
+    if let Some(w) = jsonl {
+        let path = opts.out.clone().unwrap_or_default().join("events.jsonl");
+        w.finish().map_err(out_err(&path))?;
+    }
+    let wall_s = wall.as_secs_f64();
+    let report = RunReport {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        nodes: layout.names.len(),
+        links,
+        virtual_time_s: now.as_secs_f64(),
+        wall_s,
+        events_per_s: if wall_s > 0.0 {
+            stats.events as f64 / wall_s
+        } else {
+            0.0
+        },
+        peak_rss_bytes: peak_rss_bytes(),
+        observations: digest.events(),
+        propagation: propagation.as_ref().map(PropagationTracker::summary),
+        digest: digest.hex(),
+        stats,
+    };
+    if let Some(dir) = &opts.out {
+        if let Some(p) = &propagation {
+            let path = dir.join("propagation.csv");
+            let f = fs::File::create(&path).map_err(out_err(&path))?;
+            p.write_csv(&mut BufWriter::new(f))
+                .map_err(out_err(&path))?;
+        }
+        let path = dir.join("metrics.json");
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        fs::write(&path, json + "\n").map_err(out_err(&path))?;
+    }
+    Ok(report)
+}
