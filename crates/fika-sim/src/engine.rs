@@ -386,22 +386,16 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
     fn set_timer(&mut self, after: Duration, timer: TimerId) -> TimerKey {
         let at = self.world.now + after;
         let epoch = self.world.epoch[self.id as usize];
-        self.world.queue.push(
-            at,
-            Pending::Timer {
-                node: self.id,
-                epoch,
-                id: timer,
-            },
-        )
+        let item = Pending::Timer {
+            node: self.id,
+            epoch,
+            id: timer,
+        };
+        self.world.queue.push_cancellable(at, item)
     }
     fn cancel_timer(&mut self, key: TimerKey) {
-        // A node cancels only its own timers; any other key does nothing.
-        let me = self.id;
-        self.world.queue.cancel_where(
-            key,
-            |p| matches!(p, Pending::Timer { node, .. } if *node == me),
-        );
+        // Keys come only from `set_timer`; a stale key does nothing.
+        self.world.queue.cancel(key);
     }
     fn emit(&mut self, event: Event) {
         self.world

@@ -399,16 +399,43 @@ impl DegreeDistribution {
 
 /// Where a random topology's degree table comes from: a preset name (see
 /// [`DegreeDistribution::PRESETS`]) or a table written out, `{ cdf = [...] }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a degree table preset name (\"bitcoin-2015\", \"litecoin\", \"dogecoin\") or a table { cdf = [...] }"
-)]
+///
+/// Serialized untagged (a string or a table). Deserialization is written by
+/// hand so that a bad table reports its real problem (say an unknown field)
+/// rather than serde's "did not match any variant".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum DegreeSpec {
     /// A preset by name.
     Preset(String),
     /// An explicit cumulative table.
     Table(DegreeDistribution),
+}
+
+impl<'de> Deserialize<'de> for DegreeSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+        impl<'de> serde::de::Visitor<'de> for SpecVisitor {
+            type Value = DegreeSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a degree table preset name (\"bitcoin-2015\", \"litecoin\", \"dogecoin\") \
+                     or a table { cdf = [...] }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DegreeSpec, E> {
+                Ok(DegreeSpec::Preset(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DegreeSpec, A::Error> {
+                DegreeDistribution::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DegreeSpec::Table)
+            }
+        }
+        deserializer.deserialize_any(SpecVisitor)
+    }
 }
 
 impl DegreeSpec {
@@ -434,8 +461,17 @@ impl DegreeSpec {
 ///
 /// Explicit link lists are resolved from node names elsewhere and checked by
 /// [`explicit`].
+///
+/// Deserialization goes through a private mirror whose field-less kinds are
+/// empty structs, so a stray field is an error for every kind (serde would
+/// otherwise ignore fields next to a unit variant's tag).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    deny_unknown_fields,
+    from = "TopologySpecRepr"
+)]
 pub enum TopologySpec {
     /// SimBlock-style: each node draws its outbound degree from the table and
     /// opens links to that many distinct random other nodes.
@@ -465,6 +501,43 @@ pub enum TopologySpec {
     },
     /// Every pair of nodes linked.
     FullMesh,
+}
+
+/// The serialized form of [`TopologySpec`], with field-less kinds as empty
+/// structs so `deny_unknown_fields` applies to them too.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum TopologySpecRepr {
+    Random {
+        degree: DegreeSpec,
+    },
+    ErdosRenyi {
+        p: f64,
+    },
+    KRegular {
+        k: u32,
+    },
+    Ring {},
+    Line {},
+    Star {
+        #[serde(default)]
+        center: u32,
+    },
+    FullMesh {},
+}
+
+impl From<TopologySpecRepr> for TopologySpec {
+    fn from(repr: TopologySpecRepr) -> Self {
+        match repr {
+            TopologySpecRepr::Random { degree } => TopologySpec::Random { degree },
+            TopologySpecRepr::ErdosRenyi { p } => TopologySpec::ErdosRenyi { p },
+            TopologySpecRepr::KRegular { k } => TopologySpec::KRegular { k },
+            TopologySpecRepr::Ring {} => TopologySpec::Ring,
+            TopologySpecRepr::Line {} => TopologySpec::Line,
+            TopologySpecRepr::Star { center } => TopologySpec::Star { center },
+            TopologySpecRepr::FullMesh {} => TopologySpec::FullMesh,
+        }
+    }
 }
 
 impl TopologySpec {
@@ -1003,8 +1076,9 @@ mod tests {
     fn random_100k_nodes() {
         let n = 100_000;
         let start = std::time::Instant::now();
-        let g = gen_ok(&random("bitcoin-2015"), n, 42);
+        let g = generate(&random("bitcoin-2015"), n, &mut rng(42)).expect("valid spec");
         let elapsed = start.elapsed();
+        g.validate().expect("generated graph is simple");
         let mean = g.edges.len() as f64 / n as f64;
         assert!((mean - 8.645).abs() < 0.05, "{mean}");
         assert!(g.is_connected());
@@ -1189,6 +1263,8 @@ mod tests {
             Ok(random("litecoin"))
         );
         assert!(from_map(&[("kind", "torus")]).is_err());
+        assert!(from_map(&[("kind", "ring"), ("k", "3")]).is_err());
+        assert!(from_map(&[("kind", "full-mesh"), ("p", "1")]).is_err());
         assert!(from_map(&[("kind", "random"), ("degree", "litecoin"), ("x", "1")]).is_err());
         let d: Result<DegreeSpec, DeError> =
             DegreeSpec::deserialize("dogecoin".into_deserializer());
