@@ -86,10 +86,7 @@ pub struct Event {
 impl Event {
     /// An event with no fields yet.
     pub fn new(kind: &'static str) -> Self {
-        Event {
-            kind,
-            fields: Vec::new(),
-        }
+        Event { kind, fields: Vec::new() }
     }
     /// Adds a field (builder style).
     #[must_use]
@@ -255,11 +252,7 @@ mod tests {
 
     #[test]
     fn json_line_escapes_and_orders_fields() {
-        let e = Event::new("x.y")
-            .with("n", 3u64)
-            .with("s", "a\"b\n")
-            .with("f", f64::NAN)
-            .with("ok", true);
+        let e = Event::new("x.y").with("n", 3u64).with("s", "a\"b\n").with("f", f64::NAN).with("ok", true);
         let mut s = String::new();
         e.write_json_line(SimTime::from_millis(2), Some(NodeId(7)), &mut s);
         assert_eq!(

@@ -72,9 +72,7 @@ pub struct GossipConfig {
 
 impl Default for GossipConfig {
     fn default() -> Self {
-        GossipConfig {
-            request_timeout: Duration::from_secs(60),
-        }
+        GossipConfig { request_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -125,13 +123,7 @@ impl GossipNode {
     /// A node that will originate the items of `schedule`.
     pub fn new(config: GossipConfig, mut schedule: Vec<Origination>) -> Self {
         schedule.sort_by_key(|o| (o.at, o.id));
-        GossipNode {
-            config,
-            schedule,
-            state: Vec::new(),
-            items: Vec::new(),
-            pending: Vec::new(),
-        }
+        GossipNode { config, schedule, state: Vec::new(), items: Vec::new(), pending: Vec::new() }
     }
 
     /// Whether this node holds item `id`.
@@ -196,11 +188,7 @@ impl Node for GossipNode {
                 UNKNOWN => {
                     self.set_state(id, REQUESTED);
                     let timer = cx.set_timer(self.config.request_timeout, u64::from(id));
-                    self.pending.push(PendingRequest {
-                        id,
-                        others: Vec::new(),
-                        timer,
-                    });
+                    self.pending.push(PendingRequest { id, others: Vec::new(), timer });
                     cx.send(from, GossipMsg::Request(id));
                 }
                 REQUESTED => {
@@ -231,17 +219,8 @@ impl Node for GossipNode {
             if self.state_of(o.id) == HAVE {
                 return;
             }
-            let item = Arc::new(Item {
-                id: o.id,
-                size: o.size,
-                origin: cx.id(),
-                created: cx.now(),
-            });
-            cx.emit(
-                Event::new("gossip.created")
-                    .with("item", o.id)
-                    .with("size", o.size),
-            );
+            let item = Arc::new(Item { id: o.id, size: o.size, origin: cx.id(), created: cx.now() });
+            cx.emit(Event::new("gossip.created").with("item", o.id).with("size", o.size));
             self.accept(cx, item, None);
             return;
         }
@@ -258,11 +237,7 @@ impl Node for GossipNode {
         }
         let next = p.others.remove(0);
         p.timer = cx.set_timer(self.config.request_timeout, u64::from(id));
-        cx.emit(
-            Event::new("gossip.retry")
-                .with("item", id)
-                .with("peer", next.0),
-        );
+        cx.emit(Event::new("gossip.retry").with("item", id).with("peer", next.0));
         cx.send(next, GossipMsg::Request(id));
     }
 

@@ -67,13 +67,7 @@ impl PropagationTracker {
         arrived_kind: &'static str,
         key_field: &'static str,
     ) -> Self {
-        PropagationTracker {
-            nodes,
-            created_kind,
-            arrived_kind,
-            key_field,
-            items: BTreeMap::new(),
-        }
+        PropagationTracker { nodes, created_kind, arrived_kind, key_field, items: BTreeMap::new() }
     }
 
     fn key(&self, e: &Event) -> Option<[u8; 32]> {
@@ -96,9 +90,7 @@ impl PropagationTracker {
                 let created = t.created?;
                 let to_level_s = LEVELS.map(|l| {
                     let need = ((l * self.nodes as f64).ceil() as usize).max(1);
-                    t.arrivals
-                        .get(need - 1)
-                        .map(|a| SimTime(*a).saturating_since(created).as_secs_f64())
+                    t.arrivals.get(need - 1).map(|a| SimTime(*a).saturating_since(created).as_secs_f64())
                 });
                 let item = if k[..24].iter().all(|b| *b == 0) {
                     let mut v = [0u8; 8];
@@ -132,23 +124,13 @@ impl PropagationTracker {
             p90_s[l] = quantile(&v, 0.9);
             mean_s[l] = (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         }
-        PropagationSummary {
-            items: items.len(),
-            median_s,
-            p90_s,
-            mean_s,
-            not_reached,
-        }
+        PropagationSummary { items: items.len(), median_s, p90_s, mean_s, not_reached }
     }
 
     /// Writes the per-item table as CSV.
     pub fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "item,created_s,origin,reached,t50_s,t90_s,t95_s,t99_s")?;
-        for (i, t) in self
-            .items()
-            .iter()
-            .zip(self.items.values().filter(|t| t.created.is_some()))
-        {
+        for (i, t) in self.items().iter().zip(self.items.values().filter(|t| t.created.is_some())) {
             let cell = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.6}"));
             writeln!(
                 out,
@@ -191,27 +173,16 @@ mod tests {
     #[test]
     fn levels_follow_arrival_order() {
         let mut p = PropagationTracker::new(10, "c", "a", "item");
-        p.record(
-            SimTime::from_secs(1),
-            Some(NodeId(0)),
-            &Event::new("c").with("item", 7u64),
-        );
+        p.record(SimTime::from_secs(1), Some(NodeId(0)), &Event::new("c").with("item", 7u64));
         for i in 0..10u64 {
-            p.record(
-                SimTime::from_secs(1 + i),
-                Some(NodeId(i as u32)),
-                &Event::new("a").with("item", 7u64),
-            );
+            p.record(SimTime::from_secs(1 + i), Some(NodeId(i as u32)), &Event::new("a").with("item", 7u64));
         }
         let items = p.items();
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].item, "7");
         assert_eq!(items[0].reached, 10);
         // 50 % of 10 nodes = 5th arrival at t = 5 s, 4 s after creation.
-        assert_eq!(
-            items[0].to_level_s,
-            [Some(4.0), Some(8.0), Some(9.0), Some(9.0)]
-        );
+        assert_eq!(items[0].to_level_s, [Some(4.0), Some(8.0), Some(9.0), Some(9.0)]);
         let s = p.summary();
         assert_eq!(s.median_s[0], Some(4.0));
         assert_eq!(s.not_reached, [0; 4]);
@@ -221,11 +192,7 @@ mod tests {
     fn unreached_levels_are_none() {
         let mut p = PropagationTracker::new(100, "c", "a", "item");
         p.record(SimTime::ZERO, None, &Event::new("c").with("item", 1u64));
-        p.record(
-            SimTime::from_secs(1),
-            None,
-            &Event::new("a").with("item", 1u64),
-        );
+        p.record(SimTime::from_secs(1), None, &Event::new("a").with("item", 1u64));
         assert_eq!(p.items()[0].to_level_s, [None; 4]);
         assert_eq!(p.summary().not_reached, [1; 4]);
     }

@@ -26,20 +26,8 @@ impl SummaryTable {
 
 impl fmt::Display for SummaryTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .rows
-            .iter()
-            .map(|(l, _)| l.chars().count())
-            .max()
-            .unwrap_or(0);
-        let total = w
-            + 2
-            + self
-                .rows
-                .iter()
-                .map(|(_, v)| v.chars().count())
-                .max()
-                .unwrap_or(0);
+        let w = self.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+        let total = w + 2 + self.rows.iter().map(|(_, v)| v.chars().count()).max().unwrap_or(0);
         writeln!(f, "{}", "─".repeat(total))?;
         for (l, v) in &self.rows {
             writeln!(f, "{l:<w$}  {v}")?;

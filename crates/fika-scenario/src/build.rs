@@ -40,19 +40,12 @@ pub enum BuildError {
 impl Layout {
     /// The id of the node called `name`.
     pub fn id_of(&self, name: &str) -> Option<NodeId> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| NodeId(i as u32))
+        self.names.iter().position(|n| n == name).map(|i| NodeId(i as u32))
     }
 
     /// Ids of the nodes of group `g`.
     pub fn members(&self, g: usize) -> impl Iterator<Item = NodeId> + '_ {
-        self.group
-            .iter()
-            .enumerate()
-            .filter(move |(_, x)| **x == g)
-            .map(|(i, _)| NodeId(i as u32))
+        self.group.iter().enumerate().filter(move |(_, x)| **x == g).map(|(i, _)| NodeId(i as u32))
     }
 }
 
@@ -73,11 +66,7 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
             let mut r = assign_regions(&s.network.region_shares, n, &mut rng)
                 .map_err(|e| BuildError::Regions(e.to_string()))?;
             for (i, gi) in group.iter().enumerate() {
-                if let Some(idx) = s.nodes[*gi]
-                    .region
-                    .as_deref()
-                    .and_then(|name| table.index_of(name))
-                {
+                if let Some(idx) = s.nodes[*gi].region.as_deref().and_then(|name| table.index_of(name)) {
                     r[i] = idx as u8;
                 }
             }
@@ -87,33 +76,23 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
     };
     let mut rng = derive_rng(s.seed, "topology", 0);
     let graph = match &s.topology {
-        Topology::Generated(spec) => topology::generate(spec, n, &mut rng)
-            .map_err(|e| BuildError::Topology(e.to_string()))?,
+        Topology::Generated(spec) => {
+            topology::generate(spec, n, &mut rng).map_err(|e| BuildError::Topology(e.to_string()))?
+        }
         Topology::Explicit { links, .. } => {
             let idx = |name: &str| names.iter().position(|x| x == name).map(|i| i as u32);
-            let pairs: Vec<(u32, u32)> = links
-                .iter()
-                .filter_map(|(a, b)| Some((idx(a)?, idx(b)?)))
-                .collect();
+            let pairs: Vec<(u32, u32)> = links.iter().filter_map(|(a, b)| Some((idx(a)?, idx(b)?))).collect();
             topology::explicit(n, &pairs).map_err(|e| BuildError::Topology(e.to_string()))?
         }
     };
-    let mut layout = Layout {
-        names,
-        group,
-        region,
-        graph,
-        faults: Vec::new(),
-    };
+    let mut layout = Layout { names, group, region, graph, faults: Vec::new() };
     layout.faults = faults(s, &layout);
     Ok(layout)
 }
 
 fn faults(s: &Scenario, layout: &Layout) -> Vec<Fault> {
     let mut out = Vec::new();
-    let ids = |names: &[String]| -> Vec<NodeId> {
-        names.iter().filter_map(|n| layout.id_of(n)).collect()
-    };
+    let ids = |names: &[String]| -> Vec<NodeId> { names.iter().filter_map(|n| layout.id_of(n)).collect() };
     for (i, f) in s.faults.iter().enumerate() {
         let at = SimTime::ZERO + f.at;
         let mut rng = derive_rng(s.seed, "faults", i as u64);
@@ -122,39 +101,25 @@ fn faults(s: &Scenario, layout: &Layout) -> Vec<Fault> {
                 Target::Nodes(names) => ids(names),
                 Target::Random(k) => {
                     let all: Vec<NodeId> = (0..layout.names.len() as u32).map(NodeId).collect();
-                    let mut chosen: Vec<NodeId> = all
-                        .choose_multiple(&mut rng, *k as usize)
-                        .copied()
-                        .collect();
+                    let mut chosen: Vec<NodeId> =
+                        all.choose_multiple(&mut rng, *k as usize).copied().collect();
                     chosen.sort();
                     chosen
                 }
             }
         };
         match &f.action {
-            FaultKind::Crash {
-                target,
-                restart_after,
-            } => {
+            FaultKind::Crash { target, restart_after } => {
                 for id in pick(target) {
-                    out.push(Fault {
-                        at,
-                        action: FaultAction::Crash(id),
-                    });
+                    out.push(Fault { at, action: FaultAction::Crash(id) });
                     if let Some(d) = restart_after {
-                        out.push(Fault {
-                            at: at + *d,
-                            action: FaultAction::Restart(id),
-                        });
+                        out.push(Fault { at: at + *d, action: FaultAction::Restart(id) });
                     }
                 }
             }
             FaultKind::Restart { target } => {
                 for id in pick(target) {
-                    out.push(Fault {
-                        at,
-                        action: FaultAction::Restart(id),
-                    });
+                    out.push(Fault { at, action: FaultAction::Restart(id) });
                 }
             }
             FaultKind::Partition { groups } => {
@@ -163,32 +128,16 @@ fn faults(s: &Scenario, layout: &Layout) -> Vec<Fault> {
                     action: FaultAction::Partition(groups.iter().map(|g| ids(g)).collect()),
                 });
             }
-            FaultKind::Heal => out.push(Fault {
-                at,
-                action: FaultAction::Heal,
-            }),
-            FaultKind::Link {
-                a,
-                b,
-                latency_ms,
-                loss,
-            } => {
+            FaultKind::Heal => out.push(Fault { at, action: FaultAction::Heal }),
+            FaultKind::Link { a, b, latency_ms, loss } => {
                 if let (Some(a), Some(b)) = (layout.id_of(a), layout.id_of(b)) {
                     out.push(Fault {
                         at,
-                        action: FaultAction::SetLink {
-                            a,
-                            b,
-                            latency_ms: *latency_ms,
-                            loss: *loss,
-                        },
+                        action: FaultAction::SetLink { a, b, latency_ms: *latency_ms, loss: *loss },
                     });
                 }
             }
-            FaultKind::Loss { loss } => out.push(Fault {
-                at,
-                action: FaultAction::SetLoss(*loss),
-            }),
+            FaultKind::Loss { loss } => out.push(Fault { at, action: FaultAction::SetLoss(*loss) }),
         }
     }
     // Stable: equal times keep the file's order.

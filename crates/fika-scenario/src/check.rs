@@ -29,20 +29,13 @@ pub struct Errors(pub Vec<FieldError>);
 impl Errors {
     /// Records an error at `path`.
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError { path: path.into(), message: message.into() });
     }
 }
 
 /// Joins a parent path and a key.
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 /// Deserializes `value` as `T`; on failure records the error with the path
@@ -52,11 +45,7 @@ pub fn parse<T: DeserializeOwned>(value: &Value, path: &str, errs: &mut Errors) 
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_owned()
-            } else {
-                join(path, &inner)
-            };
+            let full = if inner == "." || inner.is_empty() { path.to_owned() } else { join(path, &inner) };
             errs.push(full, e.into_inner().to_string());
             None
         }
@@ -74,10 +63,7 @@ pub struct Section<'a> {
 impl<'a> Section<'a> {
     /// Wraps a table found at `path`.
     pub fn new(table: &'a Table, path: impl Into<String>) -> Self {
-        Section {
-            table,
-            path: path.into(),
-        }
+        Section { table, path: path.into() }
     }
 
     /// Path of a key of this table.
@@ -89,10 +75,7 @@ impl<'a> Section<'a> {
     pub fn deny_unknown(&self, allowed: &[&str], errs: &mut Errors) {
         for key in self.table.keys() {
             if !allowed.contains(&key.as_str()) {
-                errs.push(
-                    self.at(key),
-                    format!("unknown field; expected one of: {}", allowed.join(", ")),
-                );
+                errs.push(self.at(key), format!("unknown field; expected one of: {}", allowed.join(", ")));
             }
         }
     }
@@ -113,12 +96,7 @@ impl<'a> Section<'a> {
     }
 
     /// A required field; records `missing field, expected …` if absent.
-    pub fn req<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        expected: &str,
-        errs: &mut Errors,
-    ) -> Option<T> {
+    pub fn req<T: DeserializeOwned>(&self, key: &str, expected: &str, errs: &mut Errors) -> Option<T> {
         if self.raw(key).is_none() {
             errs.push(self.at(key), format!("missing field; expected {expected}"));
             return None;
@@ -131,10 +109,7 @@ impl<'a> Section<'a> {
         match self.raw(key)? {
             Value::Table(t) => Some(Section::new(t, self.at(key))),
             other => {
-                errs.push(
-                    self.at(key),
-                    format!("expected a table, found {}", other.type_str()),
-                );
+                errs.push(self.at(key), format!("expected a table, found {}", other.type_str()));
                 None
             }
         }
@@ -154,10 +129,7 @@ impl<'a> Section<'a> {
     pub fn ranged(&self, key: &str, lo: f64, hi: f64, default: f64, errs: &mut Errors) -> f64 {
         let v: f64 = self.or(key, default, errs);
         if !(lo..=hi).contains(&v) || !v.is_finite() {
-            errs.push(
-                self.at(key),
-                format!("{v} is out of range; expected a number in [{lo}, {hi}]"),
-            );
+            errs.push(self.at(key), format!("{v} is out of range; expected a number in [{lo}, {hi}]"));
             return default;
         }
         v
@@ -208,12 +180,10 @@ pub fn merge(base: &mut Table, over: &Table) {
 }
 
 fn same_variant(a: &Table, b: &Table) -> bool {
-    ["model", "kind"]
-        .iter()
-        .all(|tag| match (a.get(*tag), b.get(*tag)) {
-            (Some(x), Some(y)) => x == y,
-            _ => true,
-        })
+    ["model", "kind"].iter().all(|tag| match (a.get(*tag), b.get(*tag)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    })
 }
 
 #[cfg(test)]
@@ -222,16 +192,13 @@ mod tests {
 
     #[test]
     fn merge_replaces_other_variants_and_merges_same() {
-        let mut base: Table = toml::from_str(
-            "a = 1\n[lat]\nmodel = \"regions\"\nspread_ms = 5\n[bw]\nmodel = \"x\"\nup = 1",
-        )
-        .unwrap_or_default();
+        let mut base: Table =
+            toml::from_str("a = 1\n[lat]\nmodel = \"regions\"\nspread_ms = 5\n[bw]\nmodel = \"x\"\nup = 1")
+                .unwrap_or_default();
         let over: Table =
             toml::from_str("[lat]\nmodel = \"constant\"\nms = 3\n[bw]\nup = 2").unwrap_or_default();
         merge(&mut base, &over);
-        let lat = base["lat"]
-            .as_table()
-            .map(|t| t.keys().cloned().collect::<Vec<_>>());
+        let lat = base["lat"].as_table().map(|t| t.keys().cloned().collect::<Vec<_>>());
         assert_eq!(lat, Some(vec!["model".to_owned(), "ms".to_owned()]));
         assert_eq!(base["bw"]["model"].as_str(), Some("x"));
         assert_eq!(base["bw"]["up"].as_integer(), Some(2));
@@ -240,18 +207,9 @@ mod tests {
 
     #[test]
     fn durations_in_all_forms() {
-        assert_eq!(
-            parse_duration(&Value::String("1h 30m".into())),
-            Some(Duration::from_secs(5400))
-        );
-        assert_eq!(
-            parse_duration(&Value::Integer(7)),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_duration(&Value::Float(0.5)),
-            Some(Duration::from_millis(500))
-        );
+        assert_eq!(parse_duration(&Value::String("1h 30m".into())), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(&Value::Integer(7)), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration(&Value::Float(0.5)), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration(&Value::Integer(-1)), None);
         assert_eq!(parse_duration(&Value::String("soon".into())), None);
     }

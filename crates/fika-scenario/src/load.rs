@@ -58,10 +58,8 @@ impl ScenarioError {
 /// Reads and validates a scenario file.
 pub fn load_file(path: &Path) -> Result<Scenario, ScenarioError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { file: file.clone(), source })?;
     load_str(&text, &file)
 }
 
@@ -79,18 +77,14 @@ pub fn load_str(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
             if errs.0.is_empty() {
                 errs.push("", "the scenario is incomplete");
             }
-            Err(ScenarioError::Invalid {
-                file: file.to_owned(),
-                errors: errs.0,
-            })
+            Err(ScenarioError::Invalid { file: file.to_owned(), errors: errs.0 })
         }
     }
 }
 
 /// Serializes a scenario (with every default) back to TOML.
 pub fn to_toml(s: &Scenario) -> String {
-    toml::to_string_pretty(s)
-        .unwrap_or_else(|e| format!("# could not serialize the scenario: {e}\n"))
+    toml::to_string_pretty(s).unwrap_or_else(|e| format!("# could not serialize the scenario: {e}\n"))
 }
 
 const TOP: &[&str] = &[
@@ -116,52 +110,34 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
     let duration = match top.raw("duration") {
         Some(_) => top.duration("duration", errs),
         None => {
-            errs.push(
-                "duration",
-                "missing field; expected the virtual time to simulate, e.g. \"1h\"",
-            );
+            errs.push("duration", "missing field; expected the virtual time to simulate, e.g. \"1h\"");
             None
         }
     };
-    let protocol = match top
-        .req::<String>("protocol", "one of: gossip", errs)
-        .as_deref()
-    {
+    let protocol = match top.req::<String>("protocol", "one of: gossip", errs).as_deref() {
         Some("gossip") => Some(ProtocolKind::Gossip),
         Some(other) => {
             errs.push(
                 "protocol",
-                format!(
-                    "unknown protocol \"{other}\"; expected one of: {}",
-                    ProtocolKind::NAMES.join(", ")
-                ),
+                format!("unknown protocol \"{other}\"; expected one of: {}", ProtocolKind::NAMES.join(", ")),
             );
             None
         }
         None => None,
     };
     let empty = Table::new();
-    let network = read_network(
-        top.sub("network", errs)
-            .unwrap_or(Section::new(&empty, "network")),
-        errs,
-    );
+    let network = read_network(top.sub("network", errs).unwrap_or(Section::new(&empty, "network")), errs);
     let nodes = read_nodes(&top, protocol, network.as_ref(), errs);
     let names = node_names(&nodes, errs);
     let topology = match top.sub("topology", errs) {
         Some(s) => read_topology(s, &names, errs),
         None => {
-            errs.push(
-                "topology",
-                "missing section; expected a [topology] table with a `kind`",
-            );
+            errs.push("topology", "missing section; expected a [topology] table with a `kind`");
             None
         }
     };
     let gossip = match (protocol, top.sub("gossip", errs)) {
-        (Some(ProtocolKind::Gossip), s) => {
-            read_gossip(s.unwrap_or(Section::new(&empty, "gossip")), errs)
-        }
+        (Some(ProtocolKind::Gossip), s) => read_gossip(s.unwrap_or(Section::new(&empty, "gossip")), errs),
         (_, Some(s)) => {
             errs.push(s.path.clone(), "only valid with protocol = \"gossip\"");
             None
@@ -169,11 +145,7 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
         _ => None,
     };
     let faults = read_faults(&top, &names, errs);
-    let output = read_output(
-        top.sub("output", errs)
-            .unwrap_or(Section::new(&empty, "output")),
-        errs,
-    );
+    let output = read_output(top.sub("output", errs).unwrap_or(Section::new(&empty, "output")), errs);
     Some(Scenario {
         name,
         description,
@@ -197,10 +169,7 @@ fn with_preset(s: &Section<'_>, table: &[(&str, &str)], errs: &mut Errors) -> Ta
         return own;
     };
     let Some(name) = p.as_str() else {
-        errs.push(
-            s.at("preset"),
-            format!("expected a preset name, one of: {}", presets::names(table)),
-        );
+        errs.push(s.at("preset"), format!("expected a preset name, one of: {}", presets::names(table)));
         return own;
     };
     match presets::lookup(table, name) {
@@ -211,10 +180,7 @@ fn with_preset(s: &Section<'_>, table: &[(&str, &str)], errs: &mut Errors) -> Ta
         None => {
             errs.push(
                 s.at("preset"),
-                format!(
-                    "unknown preset \"{name}\"; expected one of: {}",
-                    presets::names(table)
-                ),
+                format!("unknown preset \"{name}\"; expected one of: {}", presets::names(table)),
             );
             own
         }
@@ -225,15 +191,7 @@ fn read_network(s: Section<'_>, errs: &mut Errors) -> Option<NetworkSpec> {
     let merged = with_preset(&s, presets::NETWORK, errs);
     let s = Section::new(&merged, s.path.clone());
     s.deny_unknown(
-        &[
-            "latency",
-            "extra_latency_ms",
-            "bandwidth",
-            "processing_ms",
-            "loss",
-            "regions",
-            "region_shares",
-        ],
+        &["latency", "extra_latency_ms", "bandwidth", "processing_ms", "loss", "regions", "region_shares"],
         errs,
     );
     let latency: LatencyModel = s.or("latency", NetworkModel::default().latency, errs);
@@ -282,34 +240,17 @@ fn read_network(s: Section<'_>, errs: &mut Errors) -> Option<NetworkSpec> {
         if !region_shares.is_empty() && region_shares.len() != t.len() {
             errs.push(
                 s.at("region_shares"),
-                format!(
-                    "has {} entries; expected one per region ({})",
-                    region_shares.len(),
-                    t.len()
-                ),
+                format!("has {} entries; expected one per region ({})", region_shares.len(), t.len()),
             );
         }
     } else if !region_shares.is_empty() {
-        errs.push(
-            s.at("region_shares"),
-            "needs a region table (network.regions)",
-        );
+        errs.push(s.at("region_shares"), "needs a region table (network.regions)");
     }
-    let model = NetworkModel {
-        latency,
-        extra_latency_ms,
-        bandwidth,
-        processing_ms,
-        loss,
-        regions,
-    };
+    let model = NetworkModel { latency, extra_latency_ms, bandwidth, processing_ms, loss, regions };
     if let Err(e) = model.validate() {
         errs.push(s.path.clone(), e.to_string());
     }
-    Some(NetworkSpec {
-        model,
-        region_shares,
-    })
+    Some(NetworkSpec { model, region_shares })
 }
 
 fn read_nodes(
@@ -319,10 +260,7 @@ fn read_nodes(
     errs: &mut Errors,
 ) -> Vec<NodeGroup> {
     let Some(v) = top.raw("nodes") else {
-        errs.push(
-            "nodes",
-            "missing; expected one or more [[nodes]] groups with a role and a count",
-        );
+        errs.push("nodes", "missing; expected one or more [[nodes]] groups with a role and a count");
         return Vec::new();
     };
     let Some(list) = v.as_array() else {
@@ -343,10 +281,7 @@ fn read_nodes(
             if !p.roles().contains(&role.as_str()) {
                 errs.push(
                     s.at("role"),
-                    format!(
-                        "unknown role \"{role}\"; expected one of: {}",
-                        p.roles().join(", ")
-                    ),
+                    format!("unknown role \"{role}\"; expected one of: {}", p.roles().join(", ")),
                 );
             }
         }
@@ -355,11 +290,7 @@ fn read_nodes(
             errs.push(s.at("count"), "expected at least 1");
         }
         let name: String = s.or("name", role.clone(), errs);
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             errs.push(
                 s.at("name"),
                 format!("\"{name}\" is not a valid name; expected letters, digits, '-' or '_'"),
@@ -371,27 +302,16 @@ fn read_nodes(
                 Some(t) if t.index_of(r).is_some() => {}
                 Some(t) => errs.push(
                     s.at("region"),
-                    format!(
-                        "unknown region \"{r}\"; expected one of: {}",
-                        t.names.join(", ")
-                    ),
+                    format!("unknown region \"{r}\"; expected one of: {}", t.names.join(", ")),
                 ),
                 None => errs.push(s.at("region"), "needs a region table (network.regions)"),
             }
         }
-        groups.push(NodeGroup {
-            role,
-            count,
-            name,
-            region,
-        });
+        groups.push(NodeGroup { role, count, name, region });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
     if total > 10_000_000 {
-        errs.push(
-            "nodes",
-            format!("{total} nodes in all; expected at most 10,000,000"),
-        );
+        errs.push("nodes", format!("{total} nodes in all; expected at most 10,000,000"));
     }
     groups
 }
@@ -404,10 +324,7 @@ fn node_names(groups: &[NodeGroup], errs: &mut Errors) -> Vec<String> {
         for i in 0..g.count {
             let n = g.node_name(i);
             if !seen.insert(n.clone()) {
-                errs.push(
-                    format!("nodes[{gi}].name"),
-                    format!("node name \"{n}\" is used twice"),
-                );
+                errs.push(format!("nodes[{gi}].name"), format!("node name \"{n}\" is used twice"));
                 return names;
             }
             names.push(n);
@@ -419,13 +336,7 @@ fn node_names(groups: &[NodeGroup], errs: &mut Errors) -> Vec<String> {
 fn check_name(names: &[String], name: &str, path: &str, errs: &mut Errors) {
     if !names.iter().any(|n| n == name) {
         let hint: Vec<_> = names.iter().take(5).cloned().collect();
-        errs.push(
-            path,
-            format!(
-                "no node is named \"{name}\"; nodes are named like {}",
-                hint.join(", ")
-            ),
-        );
+        errs.push(path, format!("no node is named \"{name}\"; nodes are named like {}", hint.join(", ")));
     }
 }
 
@@ -433,8 +344,7 @@ fn read_topology(s: Section<'_>, names: &[String], errs: &mut Errors) -> Option<
     let kind: String = s.req("kind", "a topology kind", errs)?;
     if kind == "explicit" {
         s.deny_unknown(&["kind", "links"], errs);
-        let links: Vec<(String, String)> =
-            s.req("links", "a list of [\"a\", \"b\"] name pairs", errs)?;
+        let links: Vec<(String, String)> = s.req("links", "a list of [\"a\", \"b\"] name pairs", errs)?;
         for (i, (a, b)) in links.iter().enumerate() {
             let p = s.at(&format!("links[{i}]"));
             check_name(names, a, &p, errs);
@@ -453,20 +363,9 @@ fn read_topology(s: Section<'_>, names: &[String], errs: &mut Errors) -> Option<
 }
 
 fn read_gossip(s: Section<'_>, errs: &mut Errors) -> Option<GossipSpec> {
-    s.deny_unknown(
-        &[
-            "request_timeout",
-            "floods",
-            "size_bytes",
-            "start",
-            "interval",
-        ],
-        errs,
-    );
+    s.deny_unknown(&["request_timeout", "floods", "size_bytes", "start", "interval"], errs);
     let default = GossipConfig::default();
-    let request_timeout = s
-        .duration("request_timeout", errs)
-        .unwrap_or(default.request_timeout);
+    let request_timeout = s.duration("request_timeout", errs).unwrap_or(default.request_timeout);
     if request_timeout.is_zero() {
         errs.push(s.at("request_timeout"), "expected a positive duration");
     }
@@ -475,9 +374,7 @@ fn read_gossip(s: Section<'_>, errs: &mut Errors) -> Option<GossipSpec> {
         floods: s.or("floods", 1, errs),
         size_bytes: s.or("size_bytes", 1_000_000, errs),
         start: s.duration("start", errs).unwrap_or(Duration::from_secs(1)),
-        interval: s
-            .duration("interval", errs)
-            .unwrap_or(Duration::from_secs(60)),
+        interval: s.duration("interval", errs).unwrap_or(Duration::from_secs(60)),
     })
 }
 
@@ -498,18 +395,12 @@ fn read_target(s: &Section<'_>, names: &[String], errs: &mut Errors) -> Option<T
         (None, None, Some(_)) => {
             let k: u32 = s.opt("random", errs)?;
             if k as usize > names.len() {
-                errs.push(
-                    s.at("random"),
-                    format!("{k} nodes asked for; the scenario has {}", names.len()),
-                );
+                errs.push(s.at("random"), format!("{k} nodes asked for; the scenario has {}", names.len()));
             }
             Some(Target::Random(k))
         }
         _ => {
-            errs.push(
-                s.path.clone(),
-                "expected exactly one of `node`, `nodes` or `random`",
-            );
+            errs.push(s.path.clone(), "expected exactly one of `node`, `nodes` or `random`");
             None
         }
     }
@@ -534,24 +425,14 @@ fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<Fa
         let at = match s.raw("at") {
             Some(_) => s.duration("at", errs),
             None => {
-                errs.push(
-                    s.at("at"),
-                    "missing field; expected the time of the fault, e.g. \"10m\"",
-                );
+                errs.push(s.at("at"), "missing field; expected the time of the fault, e.g. \"10m\"");
                 None
             }
         };
-        let kind: Option<String> = s.req(
-            "kind",
-            "one of: crash, restart, partition, heal, link, loss",
-            errs,
-        );
+        let kind: Option<String> = s.req("kind", "one of: crash, restart, partition, heal, link, loss", errs);
         let action = match kind.as_deref() {
             Some("crash") => {
-                s.deny_unknown(
-                    &["at", "kind", "node", "nodes", "random", "restart_after"],
-                    errs,
-                );
+                s.deny_unknown(&["at", "kind", "node", "nodes", "random", "restart_after"], errs);
                 read_target(&s, names, errs).map(|target| FaultKind::Crash {
                     target,
                     restart_after: s.duration("restart_after", errs),
@@ -563,8 +444,7 @@ fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<Fa
             }
             Some("partition") => {
                 s.deny_unknown(&["at", "kind", "groups"], errs);
-                let groups: Option<Vec<Vec<String>>> =
-                    s.req("groups", "a list of lists of node names", errs);
+                let groups: Option<Vec<Vec<String>>> = s.req("groups", "a list of lists of node names", errs);
                 if let Some(gs) = &groups {
                     for (g, members) in gs.iter().enumerate() {
                         for (m, n) in members.iter().enumerate() {
@@ -587,34 +467,19 @@ fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<Fa
                         check_name(names, n, &s.at(k), errs);
                     }
                 }
-                let latency_ms = s
-                    .raw("latency_ms")
-                    .map(|_| s.ranged("latency_ms", 0.0, 1e9, 0.0, errs));
+                let latency_ms = s.raw("latency_ms").map(|_| s.ranged("latency_ms", 0.0, 1e9, 0.0, errs));
                 let loss = s.raw("loss").map(|_| s.ranged("loss", 0.0, 1.0, 0.0, errs));
                 if latency_ms.is_none() && loss.is_none() {
-                    errs.push(
-                        s.path.clone(),
-                        "a link fault needs `latency_ms`, `loss` or both",
-                    );
+                    errs.push(s.path.clone(), "a link fault needs `latency_ms`, `loss` or both");
                 }
-                a.zip(b).map(|(a, b)| FaultKind::Link {
-                    a,
-                    b,
-                    latency_ms,
-                    loss,
-                })
+                a.zip(b).map(|(a, b)| FaultKind::Link { a, b, latency_ms, loss })
             }
             Some("loss") => {
                 s.deny_unknown(&["at", "kind", "loss"], errs);
                 s.raw("loss")
-                    .map(|_| FaultKind::Loss {
-                        loss: s.ranged("loss", 0.0, 1.0, 0.0, errs),
-                    })
+                    .map(|_| FaultKind::Loss { loss: s.ranged("loss", 0.0, 1.0, 0.0, errs) })
                     .or_else(|| {
-                        errs.push(
-                            s.at("loss"),
-                            "missing field; expected a probability in [0, 1]",
-                        );
+                        errs.push(s.at("loss"), "missing field; expected a probability in [0, 1]");
                         None
                     })
             }
@@ -633,8 +498,5 @@ fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<Fa
 
 fn read_output(s: Section<'_>, errs: &mut Errors) -> OutputSpec {
     s.deny_unknown(&["events", "exclude"], errs);
-    OutputSpec {
-        events: s.or("events", true, errs),
-        exclude: s.or("exclude", Vec::new(), errs),
-    }
+    OutputSpec { events: s.or("events", true, errs), exclude: s.or("exclude", Vec::new(), errs) }
 }

@@ -62,11 +62,7 @@ pub fn lookup(table: &[(&str, &str)], name: &str) -> Option<Table> {
 
 /// The names in a preset table, for error messages.
 pub fn names(table: &[(&str, &str)]) -> String {
-    table
-        .iter()
-        .map(|(n, _)| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    table.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

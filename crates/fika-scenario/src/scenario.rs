@@ -103,11 +103,7 @@ pub struct NodeGroup {
 impl NodeGroup {
     /// The name of the `i`-th node of the group (from 0).
     pub fn node_name(&self, i: u32) -> String {
-        if self.count == 1 {
-            self.name.clone()
-        } else {
-            format!("{}{}", self.name, i + 1)
-        }
+        if self.count == 1 { self.name.clone() } else { format!("{}{}", self.name, i + 1) }
     }
 }
 
@@ -157,17 +153,16 @@ pub enum FaultKind {
     /// Crash nodes, optionally restarting them after a while.
     Crash {
         /// Which nodes.
+        #[serde(flatten)]
         target: Target,
         /// Restart after this long, if set.
-        #[serde(
-            serialize_with = "dur::serialize_opt",
-            skip_serializing_if = "Option::is_none"
-        )]
+        #[serde(serialize_with = "dur::serialize_opt", skip_serializing_if = "Option::is_none")]
         restart_after: Option<Duration>,
     },
     /// Restart crashed nodes.
     Restart {
         /// Which nodes.
+        #[serde(flatten)]
         target: Target,
     },
     /// Cut the network into islands.

@@ -7,8 +7,7 @@
 use std::time::Duration;
 
 use fika_core::{
-    Context, Event, EventSink, Message, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey,
-    derive_rng,
+    Context, Event, EventSink, Message, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng,
 };
 
 use crate::fault::{Fault, FaultAction};
@@ -17,17 +16,8 @@ use crate::queue::EventQueue;
 
 enum Pending<M> {
     Start(u32),
-    Deliver {
-        from: u32,
-        to: u32,
-        epoch: u32,
-        msg: M,
-    },
-    Timer {
-        node: u32,
-        epoch: u32,
-        id: TimerId,
-    },
+    Deliver { from: u32, to: u32, epoch: u32, msg: M },
+    Timer { node: u32, epoch: u32, id: TimerId },
     Fault(u32),
 }
 
@@ -184,19 +174,13 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
             self.step();
             if self.world.stats.events >= next_report {
                 next_report += 1 << 16;
-                progress(Progress {
-                    now: self.world.now,
-                    events: self.world.stats.events,
-                });
+                progress(Progress { now: self.world.now, events: self.world.stats.events });
             }
         }
         if self.world.now < until && until != SimTime::MAX {
             self.world.now = until;
         }
-        progress(Progress {
-            now: self.world.now,
-            events: self.world.stats.events,
-        });
+        progress(Progress { now: self.world.now, events: self.world.stats.events });
     }
 
     /// Handles the next event; returns false if the queue is empty.
@@ -209,12 +193,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         self.world.stats.events += 1;
         match item {
             Pending::Start(i) => self.with_node(i, |n, cx| n.on_start(cx)),
-            Pending::Deliver {
-                from,
-                to,
-                epoch,
-                msg,
-            } => {
+            Pending::Deliver { from, to, epoch, msg } => {
                 let w = &self.world;
                 if !w.up[to as usize] || w.epoch[to as usize] != epoch {
                     self.world.stats.dropped_down += 1;
@@ -239,11 +218,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
 
     fn with_node(&mut self, i: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
         let rng = &mut self.rngs[i as usize];
-        let mut cx = Cx {
-            id: i,
-            rng,
-            world: &mut self.world,
-        };
+        let mut cx = Cx { id: i, rng, world: &mut self.world };
         f(&mut self.nodes[i as usize], &mut cx);
     }
 
@@ -256,17 +231,13 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                     self.world.up[n.index()] = false;
                     self.world.epoch[n.index()] = self.world.epoch[n.index()].wrapping_add(1);
                     self.nodes[n.index()].on_crash();
-                    self.world
-                        .sink
-                        .record(now, Some(n), &Event::new("sim.crash"));
+                    self.world.sink.record(now, Some(n), &Event::new("sim.crash"));
                 }
             }
             FaultAction::Restart(n) => {
                 if self.world.up.get(n.index()).is_some_and(|up| !up) {
                     self.world.up[n.index()] = true;
-                    self.world
-                        .sink
-                        .record(now, Some(n), &Event::new("sim.restart"));
+                    self.world.sink.record(now, Some(n), &Event::new("sim.restart"));
                     self.with_node(n.0, |node, cx| node.on_restart(cx));
                 }
             }
@@ -287,15 +258,8 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 self.world.net.partition.iter_mut().for_each(|p| *p = 0);
                 self.world.sink.record(now, None, &Event::new("sim.heal"));
             }
-            FaultAction::SetLink {
-                a,
-                b,
-                latency_ms,
-                loss,
-            } => {
-                self.world
-                    .net
-                    .set_override(a.0, b.0, LinkOverride { latency_ms, loss });
+            FaultAction::SetLink { a, b, latency_ms, loss } => {
+                self.world.net.set_override(a.0, b.0, LinkOverride { latency_ms, loss });
                 let mut ev = Event::new("sim.link").with("a", a.0).with("b", b.0);
                 if let Some(l) = latency_ms {
                     ev = ev.with("latency_ms", l);
@@ -307,9 +271,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
             }
             FaultAction::SetLoss(p) => {
                 self.world.net.set_loss(p);
-                self.world
-                    .sink
-                    .record(now, None, &Event::new("sim.loss").with("loss", p));
+                self.world.sink.record(now, None, &Event::new("sim.loss").with("loss", p));
             }
         }
     }
@@ -344,20 +306,12 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         stats.messages_sent += 1;
         stats.bytes_sent += u64::from(bytes);
         let kind = msg.kind();
-        match stats
-            .by_kind
-            .iter_mut()
-            .find(|k| std::ptr::eq(k.kind, kind) || k.kind == kind)
-        {
+        match stats.by_kind.iter_mut().find(|k| std::ptr::eq(k.kind, kind) || k.kind == kind) {
             Some(k) => {
                 k.count += 1;
                 k.bytes += u64::from(bytes);
             }
-            None => stats.by_kind.push(KindStats {
-                kind,
-                count: 1,
-                bytes: u64::from(bytes),
-            }),
+            None => stats.by_kind.push(KindStats { kind, count: 1, bytes: u64::from(bytes) }),
         }
         if to.index() >= w.net.len() {
             stats.dropped_unlinked += 1;
@@ -368,15 +322,7 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
                 // The receiver's epoch is checked again at arrival: a crash
                 // in between loses the message.
                 let epoch = w.epoch[to.index()];
-                w.queue.push(
-                    SimTime(at),
-                    Pending::Deliver {
-                        from: self.id,
-                        to: to.0,
-                        epoch,
-                        msg,
-                    },
-                );
+                w.queue.push(SimTime(at), Pending::Deliver { from: self.id, to: to.0, epoch, msg });
             }
             Route::NotLinked => stats.dropped_unlinked += 1,
             Route::Partitioned => stats.dropped_partition += 1,
@@ -386,11 +332,7 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
     fn set_timer(&mut self, after: Duration, timer: TimerId) -> TimerKey {
         let at = self.world.now + after;
         let epoch = self.world.epoch[self.id as usize];
-        let item = Pending::Timer {
-            node: self.id,
-            epoch,
-            id: timer,
-        };
+        let item = Pending::Timer { node: self.id, epoch, id: timer };
         self.world.queue.push_cancellable(at, item)
     }
     fn cancel_timer(&mut self, key: TimerKey) {
@@ -398,8 +340,6 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         self.world.queue.cancel(key);
     }
     fn emit(&mut self, event: Event) {
-        self.world
-            .sink
-            .record(self.world.now, Some(NodeId(self.id)), &event);
+        self.world.sink.record(self.world.now, Some(NodeId(self.id)), &event);
     }
 }

@@ -130,11 +130,7 @@ impl NetworkModel {
             if value.is_finite() && value >= 0.0 {
                 Ok(())
             } else {
-                Err(NetError::OutOfRange {
-                    field,
-                    value,
-                    expected: "a finite number ≥ 0",
-                })
+                Err(NetError::OutOfRange { field, value, expected: "a finite number ≥ 0" })
             }
         };
         match &self.latency {
@@ -161,11 +157,7 @@ impl NetworkModel {
                 }
             }
         }
-        if let BandwidthModel::Uniform {
-            upload_bps,
-            download_bps,
-        } = self.bandwidth
-        {
+        if let BandwidthModel::Uniform { upload_bps, download_bps } = self.bandwidth {
             if upload_bps == 0 || download_bps == 0 {
                 return Err(NetError::OutOfRange {
                     field: "bandwidth",
@@ -258,23 +250,15 @@ impl Net {
         }
         let (up_bps, down_bps) = match (&model.bandwidth, &model.regions) {
             (BandwidthModel::Regions, Some(t)) => (t.upload_bps.clone(), t.download_bps.clone()),
-            (
-                BandwidthModel::Uniform {
-                    upload_bps,
-                    download_bps,
-                },
-                _,
-            ) => (vec![*upload_bps], vec![*download_bps]),
+            (BandwidthModel::Uniform { upload_bps, download_bps }, _) => {
+                (vec![*upload_bps], vec![*download_bps])
+            }
             _ => (vec![0], vec![0]),
         };
         Net {
             offsets,
             neighbours,
-            region: if region.len() == n {
-                region
-            } else {
-                vec![0; n]
-            },
+            region: if region.len() == n { region } else { vec![0; n] },
             busy_until: vec![0; n],
             partition: vec![0; n],
             overrides: BTreeMap::new(),
@@ -337,14 +321,8 @@ impl Net {
             BandwidthModel::Unlimited => return 0,
             BandwidthModel::Uniform { .. } => (self.up_bps[0], self.down_bps[0]),
             BandwidthModel::Regions => (
-                self.up_bps
-                    .get(self.region(from) as usize)
-                    .copied()
-                    .unwrap_or(0),
-                self.down_bps
-                    .get(self.region(to) as usize)
-                    .copied()
-                    .unwrap_or(0),
+                self.up_bps.get(self.region(from) as usize).copied().unwrap_or(0),
+                self.down_bps.get(self.region(to) as usize).copied().unwrap_or(0),
             ),
         };
         let bw = up.min(down).max(1);
@@ -364,9 +342,7 @@ impl Net {
                     *min_ms
                 }
             }
-            LatencyModel::Pareto { mean_ms, spread_ms } => {
-                pareto_ms(&mut self.rng, *mean_ms, *spread_ms)
-            }
+            LatencyModel::Pareto { mean_ms, spread_ms } => pareto_ms(&mut self.rng, *mean_ms, *spread_ms),
             LatencyModel::Regions { spread_ms } => {
                 let mean = match &self.model.regions {
                     Some(t) => t.latency_ms[self.region(from) as usize][self.region(to) as usize],

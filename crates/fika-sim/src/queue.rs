@@ -92,11 +92,7 @@ impl<T> EventQueue<T> {
     #[inline]
     fn place(&mut self, e: Entry<T>) {
         let x = e.key() ^ self.last;
-        let b = if x == 0 {
-            0
-        } else {
-            128 - x.leading_zeros() as usize
-        };
+        let b = if x == 0 { 0 } else { 128 - x.leading_zeros() as usize };
         self.buckets[b].push(e);
         if b > 0 {
             self.nonempty |= 1u128 << (b - 1);
@@ -109,13 +105,7 @@ impl<T> EventQueue<T> {
         self.live += 1;
         let last_time = (self.last >> 64) as u64;
         let time = time.as_nanos().max(last_time);
-        self.place(Entry {
-            time,
-            seq,
-            slot,
-            generation,
-            item,
-        });
+        self.place(Entry { time, seq, slot, generation, item });
     }
 
     /// Schedules `item` at `time`; it cannot be cancelled.
@@ -248,9 +238,7 @@ mod tests {
     fn cancel_is_a_tombstone_not_a_search() {
         let mut q = EventQueue::new();
         let n = 200_000u64;
-        let keys: Vec<_> = (0..n)
-            .map(|i| q.push_cancellable(SimTime(n - i), i))
-            .collect();
+        let keys: Vec<_> = (0..n).map(|i| q.push_cancellable(SimTime(n - i), i)).collect();
         for k in keys.iter().step_by(2) {
             assert!(q.cancel(*k));
         }

@@ -146,12 +146,8 @@ impl RegionTable {
                     [151.0, 252.0, 301.0, 58.0, 12.0, 126.0],
                     [189.0, 294.0, 322.0, 198.0, 126.0, 16.0],
                 ],
-                [
-                    19_200_000, 20_700_000, 5_800_000, 15_700_000, 10_200_000, 11_300_000,
-                ],
-                [
-                    52_000_000, 40_000_000, 18_000_000, 22_800_000, 22_800_000, 29_900_000,
-                ],
+                [19_200_000, 20_700_000, 5_800_000, 15_700_000, 10_200_000, 11_300_000],
+                [52_000_000, 40_000_000, 18_000_000, 22_800_000, 22_800_000, 29_900_000],
             ),
             "simblock-2015" => (
                 [
@@ -162,12 +158,8 @@ impl RegionTable {
                     [154.0, 266.0, 256.0, 172.0, 9.0, 163.0],
                     [208.0, 350.0, 269.0, 278.0, 163.0, 22.0],
                 ],
-                [
-                    4_700_000, 8_100_000, 1_800_000, 5_300_000, 3_400_000, 5_200_000,
-                ],
-                [
-                    25_000_000, 24_000_000, 6_500_000, 10_000_000, 17_500_000, 14_000_000,
-                ],
+                [4_700_000, 8_100_000, 1_800_000, 5_300_000, 3_400_000, 5_200_000],
+                [25_000_000, 24_000_000, 6_500_000, 10_000_000, 17_500_000, 14_000_000],
             ),
             _ => return None,
         };
@@ -214,10 +206,7 @@ impl RegionTable {
             return Err(RegionError::DuplicateName { name: w[0].clone() });
         }
         if self.latency_ms.len() != regions {
-            return Err(RegionError::LatencyRows {
-                rows: self.latency_ms.len(),
-                regions,
-            });
+            return Err(RegionError::LatencyRows { rows: self.latency_ms.len(), regions });
         }
         for (from, row) in self.latency_ms.iter().enumerate() {
             if row.len() != regions {
@@ -237,22 +226,12 @@ impl RegionTable {
                 }
             }
         }
-        for (which, list) in [
-            ("upload", &self.upload_bps),
-            ("download", &self.download_bps),
-        ] {
+        for (which, list) in [("upload", &self.upload_bps), ("download", &self.download_bps)] {
             if list.len() != regions {
-                return Err(RegionError::BandwidthLength {
-                    which,
-                    len: list.len(),
-                    regions,
-                });
+                return Err(RegionError::BandwidthLength { which, len: list.len(), regions });
             }
             if let Some(i) = list.iter().position(|&b| b == 0) {
-                return Err(RegionError::ZeroBandwidth {
-                    which,
-                    region: self.names[i].clone(),
-                });
+                return Err(RegionError::ZeroBandwidth { which, region: self.names[i].clone() });
             }
         }
         Ok(())
@@ -288,15 +267,9 @@ pub fn region_counts(shares: &[f64], n: usize) -> Result<Vec<usize>, RegionError
         return Err(RegionError::NoShares);
     }
     if shares.len() > MAX_REGIONS {
-        return Err(RegionError::TooManyRegions {
-            count: shares.len(),
-        });
+        return Err(RegionError::TooManyRegions { count: shares.len() });
     }
-    if let Some((index, &value)) = shares
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !(s.is_finite() && **s >= 0.0))
-    {
+    if let Some((index, &value)) = shares.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s >= 0.0)) {
         return Err(RegionError::BadShare { index, value });
     }
     let sum: f64 = shares.iter().sum();
@@ -343,18 +316,12 @@ pub fn region_counts(shares: &[f64], n: usize) -> Result<Vec<usize>, RegionError
 ///
 /// Fails if the shares are empty, more than [`MAX_REGIONS`], negative or not
 /// finite, or do not sum to 1 within [`SHARE_SUM_TOLERANCE`].
-pub fn assign_regions(
-    shares: &[f64],
-    n: usize,
-    rng: &mut impl Rng,
-) -> Result<Vec<u8>, RegionError> {
+pub fn assign_regions(shares: &[f64], n: usize, rng: &mut impl Rng) -> Result<Vec<u8>, RegionError> {
     let counts = region_counts(shares, n)?;
     let mut assignment = Vec::with_capacity(n);
     for (region, &count) in counts.iter().enumerate() {
         // region < MAX_REGIONS = 256 was checked by region_counts.
-        let region = u8::try_from(region).map_err(|_| RegionError::TooManyRegions {
-            count: shares.len(),
-        })?;
+        let region = u8::try_from(region).map_err(|_| RegionError::TooManyRegions { count: shares.len() })?;
         assignment.extend(std::iter::repeat_n(region, count));
     }
     assignment.shuffle(rng);
@@ -410,13 +377,7 @@ mod tests {
 
         let mut t = good.clone();
         t.latency_ms.pop();
-        assert_eq!(
-            t.validate(),
-            Err(RegionError::LatencyRows {
-                rows: 5,
-                regions: 6
-            })
-        );
+        assert_eq!(t.validate(), Err(RegionError::LatencyRows { rows: 5, regions: 6 }));
 
         let mut t = good.clone();
         t.latency_ms[2].push(1.0);
@@ -436,38 +397,21 @@ mod tests {
 
         let mut t = good.clone();
         t.upload_bps[4] = 0;
-        assert_eq!(
-            t.validate(),
-            Err(RegionError::ZeroBandwidth {
-                which: "upload",
-                region: "JP".into()
-            })
-        );
+        assert_eq!(t.validate(), Err(RegionError::ZeroBandwidth { which: "upload", region: "JP".into() }));
 
         let mut t = good.clone();
         t.download_bps.pop();
         assert!(matches!(
             t.validate(),
-            Err(RegionError::BandwidthLength {
-                which: "download",
-                len: 5,
-                regions: 6
-            })
+            Err(RegionError::BandwidthLength { which: "download", len: 5, regions: 6 })
         ));
 
         let mut t = good.clone();
         t.names[5] = "NA".into();
-        assert_eq!(
-            t.validate(),
-            Err(RegionError::DuplicateName { name: "NA".into() })
-        );
+        assert_eq!(t.validate(), Err(RegionError::DuplicateName { name: "NA".into() }));
 
-        let empty = RegionTable {
-            names: vec![],
-            latency_ms: vec![],
-            upload_bps: vec![],
-            download_bps: vec![],
-        };
+        let empty =
+            RegionTable { names: vec![], latency_ms: vec![], upload_bps: vec![], download_bps: vec![] };
         assert!(empty.is_empty());
         assert_eq!(empty.validate(), Err(RegionError::NoRegions));
     }
@@ -497,10 +441,7 @@ mod tests {
                 }
                 for (i, &c) in counts.iter().enumerate() {
                     let want = shares[i] * n as f64;
-                    assert!(
-                        (c as f64 - want).abs() < 1.0,
-                        "{name} n={n} region {i}: {c} vs {want}"
-                    );
+                    assert!((c as f64 - want).abs() < 1.0, "{name} n={n} region {i}: {c} vs {want}");
                 }
             }
         }
@@ -547,10 +488,7 @@ mod tests {
             Err(RegionError::BadShare { index: 0, .. })
         ));
         let many = vec![1.0 / 300.0; 300];
-        assert_eq!(
-            assign_regions(&many, 3, &mut rng),
-            Err(RegionError::TooManyRegions { count: 300 })
-        );
+        assert_eq!(assign_regions(&many, 3, &mut rng), Err(RegionError::TooManyRegions { count: 300 }));
         // Within tolerance: normalised and accepted.
         let a = assign_regions(&[0.5, 0.5 + 1e-7], 10, &mut rng).expect("within tolerance");
         assert_eq!(a.len(), 10);

@@ -177,10 +177,7 @@ pub struct Graph {
 impl Graph {
     /// A graph of `nodes` nodes and no links.
     pub fn empty(nodes: usize) -> Graph {
-        Graph {
-            nodes,
-            edges: Vec::new(),
-        }
+        Graph { nodes, edges: Vec::new() }
     }
 
     /// Each node's neighbours (both directions), sorted ascending, so callers
@@ -188,10 +185,7 @@ impl Graph {
     /// `0..nodes` are skipped ([`Graph::validate`] reports them).
     pub fn adjacency(&self) -> Vec<Vec<u32>> {
         let degrees = self.degrees();
-        let mut adj: Vec<Vec<u32>> = degrees
-            .iter()
-            .map(|&d| Vec::with_capacity(d as usize))
-            .collect();
+        let mut adj: Vec<Vec<u32>> = degrees.iter().map(|&d| Vec::with_capacity(d as usize)).collect();
         for e in self.in_range_edges() {
             adj[e.from as usize].push(e.to);
             adj[e.to as usize].push(e.from);
@@ -257,11 +251,7 @@ impl Graph {
         for (link, e) in self.edges.iter().enumerate() {
             for node in [e.from, e.to] {
                 if node as usize >= self.nodes {
-                    return Err(TopologyError::NodeOutOfRange {
-                        link,
-                        node,
-                        n: self.nodes,
-                    });
+                    return Err(TopologyError::NodeOutOfRange { link, node, n: self.nodes });
                 }
             }
             if e.from == e.to {
@@ -271,27 +261,17 @@ impl Graph {
         }
         keys.sort_unstable();
         // Report the duplicate that comes first in the list.
-        let dup = keys
-            .windows(2)
-            .filter(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
-            .min_by_key(|w| w[1].2);
+        let dup = keys.windows(2).filter(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1).min_by_key(|w| w[1].2);
         if let Some(w) = dup {
             let e = self.edges[w[1].2];
-            return Err(TopologyError::DuplicateLink {
-                link: w[1].2,
-                first: w[0].2,
-                a: e.from,
-                b: e.to,
-            });
+            return Err(TopologyError::DuplicateLink { link: w[1].2, first: w[0].2, a: e.from, b: e.to });
         }
         Ok(())
     }
 
     fn in_range_edges(&self) -> impl Iterator<Item = &Edge> {
         let n = self.nodes;
-        self.edges
-            .iter()
-            .filter(move |e| (e.from as usize) < n && (e.to as usize) < n)
+        self.edges.iter().filter(move |e| (e.from as usize) < n && (e.to as usize) < n)
     }
 }
 
@@ -315,12 +295,12 @@ impl DegreeDistribution {
     pub fn preset(name: &str) -> Option<DegreeDistribution> {
         let cdf: Vec<f64> = match name {
             "bitcoin-2015" => vec![
-                0.025, 0.05, 0.075, 0.10, 0.20, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80, 0.85, 0.90,
-                0.95, 0.97, 0.97, 0.98, 0.99, 0.995, 1.0,
+                0.025, 0.05, 0.075, 0.10, 0.20, 0.30, 0.40, 0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.95, 0.97,
+                0.97, 0.98, 0.99, 0.995, 1.0,
             ],
             "litecoin" => vec![
-                0.01, 0.02, 0.04, 0.07, 0.09, 0.14, 0.20, 0.28, 0.39, 0.5, 0.6, 0.69, 0.76, 0.81,
-                0.85, 0.87, 0.89, 0.92, 0.93, 1.0,
+                0.01, 0.02, 0.04, 0.07, 0.09, 0.14, 0.20, 0.28, 0.39, 0.5, 0.6, 0.69, 0.76, 0.81, 0.85, 0.87,
+                0.89, 0.92, 0.93, 1.0,
             ],
             "dogecoin" => vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
             _ => return None,
@@ -336,17 +316,10 @@ impl DegreeDistribution {
         let mut previous = 0.0;
         for (k, &value) in self.cdf.iter().enumerate() {
             if !(0.0..=1.0).contains(&value) {
-                return Err(TopologyError::DegreeTableValue {
-                    degree: k + 1,
-                    value,
-                });
+                return Err(TopologyError::DegreeTableValue { degree: k + 1, value });
             }
             if value < previous {
-                return Err(TopologyError::DegreeTableDecreasing {
-                    degree: k + 1,
-                    value,
-                    previous,
-                });
+                return Err(TopologyError::DegreeTableDecreasing { degree: k + 1, value, previous });
             }
             previous = value;
         }
@@ -384,11 +357,7 @@ impl DegreeDistribution {
 
     /// The mean degree of a valid table.
     pub fn mean(&self) -> f64 {
-        self.pmf()
-            .iter()
-            .enumerate()
-            .map(|(k, p)| (k + 1) as f64 * p)
-            .sum()
+        self.pmf().iter().enumerate().map(|(k, p)| (k + 1) as f64 * p).sum()
     }
 
     /// The largest degree the table can produce.
@@ -426,10 +395,7 @@ impl<'de> Deserialize<'de> for DegreeSpec {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DegreeSpec, E> {
                 Ok(DegreeSpec::Preset(v.to_owned()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<DegreeSpec, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DegreeSpec, A::Error> {
                 DegreeDistribution::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(DegreeSpec::Table)
             }
@@ -443,12 +409,12 @@ impl DegreeSpec {
     /// invalid table is an error.
     pub fn resolve(&self) -> Result<DegreeDistribution, TopologyError> {
         let table = match self {
-            DegreeSpec::Preset(name) => DegreeDistribution::preset(name).ok_or_else(|| {
-                TopologyError::UnknownDegreePreset {
+            DegreeSpec::Preset(name) => {
+                DegreeDistribution::preset(name).ok_or_else(|| TopologyError::UnknownDegreePreset {
                     name: name.clone(),
                     known: DegreeDistribution::PRESETS.join(", "),
-                }
-            })?,
+                })?
+            }
             DegreeSpec::Table(table) => table.clone(),
         };
         table.validate()?;
@@ -466,12 +432,7 @@ impl DegreeSpec {
 /// empty structs, so a stray field is an error for every kind (serde would
 /// otherwise ignore fields next to a unit variant's tag).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "kebab-case",
-    deny_unknown_fields,
-    from = "TopologySpecRepr"
-)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields, from = "TopologySpecRepr")]
 pub enum TopologySpec {
     /// SimBlock-style: each node draws its outbound degree from the table and
     /// opens links to that many distinct random other nodes.
@@ -631,10 +592,7 @@ pub fn generate(spec: &TopologySpec, n: usize, rng: &mut impl Rng) -> Result<Gra
 /// that no pair is linked twice (in either direction). The links keep their
 /// order and direction.
 pub fn explicit(n: usize, links: &[(u32, u32)]) -> Result<Graph, TopologyError> {
-    let graph = Graph {
-        nodes: n,
-        edges: links.iter().map(|&(from, to)| Edge { from, to }).collect(),
-    };
+    let graph = Graph { nodes: n, edges: links.iter().map(|&(from, to)| Edge { from, to }).collect() };
     graph.validate()?;
     Ok(graph)
 }
@@ -674,10 +632,7 @@ fn random_graph(table: &DegreeDistribution, n: usize, rng: &mut impl Rng) -> Gra
         if mine.iter().any(|e| e.to == peer) {
             return true;
         }
-        peer < me
-            && edges[start[peer as usize]..start[peer as usize + 1]]
-                .iter()
-                .any(|e| e.to == me)
+        peer < me && edges[start[peer as usize]..start[peer as usize + 1]].iter().any(|e| e.to == me)
     };
     for (i, &want) in wanted.iter().enumerate() {
         let me = i as u32;
@@ -696,9 +651,8 @@ fn random_graph(table: &DegreeDistribution, n: usize, rng: &mut impl Rng) -> Gra
             made += 1;
         }
         if made < want {
-            let mut candidates: Vec<u32> = (0..n32)
-                .filter(|&j| j != me && !linked(&edges, &start, me, j))
-                .collect();
+            let mut candidates: Vec<u32> =
+                (0..n32).filter(|&j| j != me && !linked(&edges, &start, me, j)).collect();
             let need = (want - made).min(candidates.len());
             let (chosen, _) = candidates.partial_shuffle(rng, need);
             edges.extend(chosen.iter().map(|&peer| Edge { from: me, to: peer }));
@@ -726,11 +680,7 @@ fn erdos_renyi(p: f64, n: usize, rng: &mut impl Rng) -> Graph {
         let r: f64 = rng.r#gen();
         // ln(1 - r) / ln(1 - p) >= 0; `as` saturates on huge values.
         let skip = ((-r).ln_1p() / log_q).floor();
-        let skip = if skip.is_finite() && skip > 0.0 {
-            skip as i64
-        } else {
-            0
-        };
+        let skip = if skip.is_finite() && skip > 0.0 { skip as i64 } else { 0 };
         w = w.saturating_add(1).saturating_add(skip);
         while w >= v && v < n {
             w -= v;
@@ -738,18 +688,11 @@ fn erdos_renyi(p: f64, n: usize, rng: &mut impl Rng) -> Graph {
         }
         if v < n {
             let (a, b) = (w as u32, v as u32);
-            let edge = if rng.r#gen::<bool>() {
-                Edge { from: a, to: b }
-            } else {
-                Edge { from: b, to: a }
-            };
+            let edge = if rng.r#gen::<bool>() { Edge { from: a, to: b } } else { Edge { from: b, to: a } };
             edges.push(edge);
         }
     }
-    Graph {
-        nodes: n as usize,
-        edges,
-    }
+    Graph { nodes: n as usize, edges }
 }
 
 /// A random k-regular graph; `k < n` and `n·k` even were checked.
@@ -780,9 +723,7 @@ fn k_regular_sparse(k: usize, n: usize, rng: &mut impl Rng) -> Graph {
 /// One pairing attempt (Steger & Wormald): repeatedly join two random free
 /// stubs of different, not yet linked nodes. `None` if it gets stuck.
 fn pair_stubs(k: usize, n: usize, rng: &mut impl Rng) -> Option<Vec<Edge>> {
-    let mut stubs: Vec<u32> = (0..n as u32)
-        .flat_map(|v| std::iter::repeat_n(v, k))
-        .collect();
+    let mut stubs: Vec<u32> = (0..n as u32).flat_map(|v| std::iter::repeat_n(v, k)).collect();
     let mut adj: Vec<Vec<u32>> = vec![Vec::with_capacity(k); n];
     let mut edges = Vec::with_capacity(n * k / 2);
     let suitable = |adj: &[Vec<u32>], u: u32, v: u32| u != v && !adj[u as usize].contains(&v);
@@ -842,18 +783,12 @@ fn circulant(k: usize, n: usize, rng: &mut impl Rng) -> Graph {
     let mut edges = Vec::with_capacity(n * k / 2);
     for i in 0..n {
         for d in 1..=k / 2 {
-            edges.push(Edge {
-                from: order[i],
-                to: order[(i + d) % n],
-            });
+            edges.push(Edge { from: order[i], to: order[(i + d) % n] });
         }
     }
     if k % 2 == 1 {
         for i in 0..n / 2 {
-            edges.push(Edge {
-                from: order[i],
-                to: order[i + n / 2],
-            });
+            edges.push(Edge { from: order[i], to: order[i + n / 2] });
         }
     }
     Graph { nodes: n, edges }
@@ -876,11 +811,7 @@ fn complement(graph: &Graph, rng: &mut impl Rng) -> Graph {
                 continue;
             }
             let a = i as u32;
-            edges.push(if rng.r#gen::<bool>() {
-                Edge { from: a, to: j }
-            } else {
-                Edge { from: j, to: a }
-            });
+            edges.push(if rng.r#gen::<bool>() { Edge { from: a, to: j } } else { Edge { from: j, to: a } });
         }
     }
     Graph { nodes: n, edges }
@@ -890,12 +821,7 @@ fn ring(n: usize) -> Graph {
     let edges = match n {
         0 | 1 => Vec::new(),
         2 => vec![Edge { from: 0, to: 1 }],
-        _ => (0..n as u32)
-            .map(|i| Edge {
-                from: i,
-                to: (i + 1) % n as u32,
-            })
-            .collect(),
+        _ => (0..n as u32).map(|i| Edge { from: i, to: (i + 1) % n as u32 }).collect(),
     };
     Graph { nodes: n, edges }
 }
@@ -906,13 +832,7 @@ fn line(n: usize) -> Graph {
 }
 
 fn star(center: u32, n: usize) -> Graph {
-    let edges = (0..n as u32)
-        .filter(|&i| i != center)
-        .map(|i| Edge {
-            from: i,
-            to: center,
-        })
-        .collect();
+    let edges = (0..n as u32).filter(|&i| i != center).map(|i| Edge { from: i, to: center }).collect();
     Graph { nodes: n, edges }
 }
 
@@ -947,9 +867,7 @@ mod tests {
     }
 
     fn random(preset: &str) -> TopologySpec {
-        TopologySpec::Random {
-            degree: DegreeSpec::Preset(preset.into()),
-        }
+        TopologySpec::Random { degree: DegreeSpec::Preset(preset.into()) }
     }
 
     #[test]
@@ -970,9 +888,7 @@ mod tests {
     #[test]
     fn sample_inverts_the_cdf() {
         // A table with a gap (degree 2 impossible) and known boundaries.
-        let t = DegreeDistribution {
-            cdf: vec![0.25, 0.25, 1.0],
-        };
+        let t = DegreeDistribution { cdf: vec![0.25, 0.25, 1.0] };
         let mut r = rng(3);
         let mut counts = [0usize; 4];
         for _ in 0..40_000 {
@@ -991,39 +907,19 @@ mod tests {
     fn degree_table_validation_names_the_problem() {
         let t = |cdf: Vec<f64>| DegreeDistribution { cdf }.validate();
         assert_eq!(t(vec![]), Err(TopologyError::EmptyDegreeTable));
-        assert_eq!(
-            t(vec![0.5, 1.2]),
-            Err(TopologyError::DegreeTableValue {
-                degree: 2,
-                value: 1.2
-            })
-        );
-        assert!(matches!(
-            t(vec![f64::NAN, 1.0]),
-            Err(TopologyError::DegreeTableValue { degree: 1, .. })
-        ));
+        assert_eq!(t(vec![0.5, 1.2]), Err(TopologyError::DegreeTableValue { degree: 2, value: 1.2 }));
+        assert!(matches!(t(vec![f64::NAN, 1.0]), Err(TopologyError::DegreeTableValue { degree: 1, .. })));
         assert_eq!(
             t(vec![0.5, 0.4, 1.0]),
-            Err(TopologyError::DegreeTableDecreasing {
-                degree: 2,
-                value: 0.4,
-                previous: 0.5
-            })
+            Err(TopologyError::DegreeTableDecreasing { degree: 2, value: 0.4, previous: 0.5 })
         );
-        assert_eq!(
-            t(vec![0.5, 0.9]),
-            Err(TopologyError::DegreeTableEnd { last: 0.9 })
-        );
+        assert_eq!(t(vec![0.5, 0.9]), Err(TopologyError::DegreeTableEnd { last: 0.9 }));
         assert_eq!(t(vec![0.5, 1.0 - 1e-12]), Ok(()));
-        let err = DegreeSpec::Preset("bitcoin".into())
-            .resolve()
-            .expect_err("unknown");
+        let err = DegreeSpec::Preset("bitcoin".into()).resolve().expect_err("unknown");
         assert!(err.to_string().contains("litecoin"), "{err}");
         assert!(
             generate(
-                &TopologySpec::Random {
-                    degree: DegreeSpec::Table(DegreeDistribution { cdf: vec![0.3] })
-                },
+                &TopologySpec::Random { degree: DegreeSpec::Table(DegreeDistribution { cdf: vec![0.3] }) },
                 10,
                 &mut rng(0)
             )
@@ -1049,11 +945,7 @@ mod tests {
             assert_eq!(hist[pmf.len() + 1], 0, "{name}: no degree above the table");
             for (k, &p) in pmf.iter().enumerate() {
                 let got = hist[k + 1] as f64 / n as f64;
-                assert!(
-                    (got - p).abs() <= 0.01,
-                    "{name}: degree {} has share {got}, table says {p}",
-                    k + 1
-                );
+                assert!((got - p).abs() <= 0.01, "{name}: degree {} has share {got}, table says {p}", k + 1);
             }
             assert!(g.is_connected(), "{name}");
         }
@@ -1082,10 +974,7 @@ mod tests {
         let mean = g.edges.len() as f64 / n as f64;
         assert!((mean - 8.645).abs() < 0.05, "{mean}");
         assert!(g.is_connected());
-        eprintln!(
-            "random bitcoin-2015 n={n}: {} links in {elapsed:?}",
-            g.edges.len()
-        );
+        eprintln!("random bitcoin-2015 n={n}: {} links in {elapsed:?}", g.edges.len());
     }
 
     #[test]
@@ -1121,23 +1010,12 @@ mod tests {
         assert_eq!(gen_ok(&TopologySpec::Ring, 2, 0).edges.len(), 1);
         assert_eq!(gen_ok(&TopologySpec::Ring, 1, 0).edges.len(), 0);
         assert_eq!(gen_ok(&TopologySpec::Line, 1, 0).edges.len(), 0);
-        assert_eq!(
-            gen_ok(&TopologySpec::Star { center: 0 }, 1, 0).edges.len(),
-            0
-        );
+        assert_eq!(gen_ok(&TopologySpec::Star { center: 0 }, 1, 0).edges.len(), 0);
     }
 
     #[test]
     fn k_regular_every_degree_is_k() {
-        for (n, k) in [
-            (1000, 8),
-            (999, 4),
-            (100, 3),
-            (10, 9),
-            (10, 7),
-            (11, 6),
-            (2, 1),
-        ] {
+        for (n, k) in [(1000, 8), (999, 4), (100, 3), (10, 9), (10, 7), (11, 6), (2, 1)] {
             let g = gen_ok(&TopologySpec::KRegular { k }, n, 5);
             assert_eq!(g.edges.len(), n * k as usize / 2);
             assert!(g.degrees().iter().all(|&d| d == k), "n={n} k={k}");
@@ -1168,11 +1046,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_graph_other_seed_other_graph() {
-        let specs = [
-            random("bitcoin-2015"),
-            TopologySpec::ErdosRenyi { p: 0.05 },
-            TopologySpec::KRegular { k: 6 },
-        ];
+        let specs =
+            [random("bitcoin-2015"), TopologySpec::ErdosRenyi { p: 0.05 }, TopologySpec::KRegular { k: 6 }];
         for spec in &specs {
             let a = gen_ok(spec, 500, 1);
             assert_eq!(a, gen_ok(spec, 500, 1), "{spec:?}");
@@ -1204,9 +1079,7 @@ mod tests {
         );
         assert_eq!(
             generate(&TopologySpec::FullMesh, 100_000, &mut r),
-            Err(TopologyError::TooManyEdges {
-                edges: 100_000 * 99_999 / 2
-            })
+            Err(TopologyError::TooManyEdges { edges: 100_000 * 99_999 / 2 })
         );
     }
 
@@ -1217,30 +1090,14 @@ mod tests {
         assert!(g.is_connected());
         assert_eq!(
             explicit(3, &[(0, 1), (1, 3)]),
-            Err(TopologyError::NodeOutOfRange {
-                link: 1,
-                node: 3,
-                n: 3
-            })
+            Err(TopologyError::NodeOutOfRange { link: 1, node: 3, n: 3 })
         );
-        assert_eq!(
-            explicit(3, &[(2, 2)]),
-            Err(TopologyError::SelfLoop { link: 0, node: 2 })
-        );
+        assert_eq!(explicit(3, &[(2, 2)]), Err(TopologyError::SelfLoop { link: 0, node: 2 }));
         assert_eq!(
             explicit(4, &[(0, 1), (2, 3), (3, 2), (1, 0)]),
-            Err(TopologyError::DuplicateLink {
-                link: 2,
-                first: 1,
-                a: 3,
-                b: 2
-            })
+            Err(TopologyError::DuplicateLink { link: 2, first: 1, a: 3, b: 2 })
         );
-        assert!(
-            !explicit(4, &[(0, 1), (2, 3)])
-                .expect("valid")
-                .is_connected()
-        );
+        assert!(!explicit(4, &[(0, 1), (2, 3)]).expect("valid").is_connected());
     }
 
     fn from_map(pairs: &[(&'static str, &'static str)]) -> Result<TopologySpec, DeError> {
@@ -1250,24 +1107,14 @@ mod tests {
     #[test]
     fn spec_deserializes_by_kind() {
         assert_eq!(from_map(&[("kind", "ring")]), Ok(TopologySpec::Ring));
-        assert_eq!(
-            from_map(&[("kind", "full-mesh")]),
-            Ok(TopologySpec::FullMesh)
-        );
-        assert_eq!(
-            from_map(&[("kind", "star")]),
-            Ok(TopologySpec::Star { center: 0 })
-        );
-        assert_eq!(
-            from_map(&[("kind", "random"), ("degree", "litecoin")]),
-            Ok(random("litecoin"))
-        );
+        assert_eq!(from_map(&[("kind", "full-mesh")]), Ok(TopologySpec::FullMesh));
+        assert_eq!(from_map(&[("kind", "star")]), Ok(TopologySpec::Star { center: 0 }));
+        assert_eq!(from_map(&[("kind", "random"), ("degree", "litecoin")]), Ok(random("litecoin")));
         assert!(from_map(&[("kind", "torus")]).is_err());
         assert!(from_map(&[("kind", "ring"), ("k", "3")]).is_err());
         assert!(from_map(&[("kind", "full-mesh"), ("p", "1")]).is_err());
         assert!(from_map(&[("kind", "random"), ("degree", "litecoin"), ("x", "1")]).is_err());
-        let d: Result<DegreeSpec, DeError> =
-            DegreeSpec::deserialize("dogecoin".into_deserializer());
+        let d: Result<DegreeSpec, DeError> = DegreeSpec::deserialize("dogecoin".into_deserializer());
         assert_eq!(d, Ok(DegreeSpec::Preset("dogecoin".into())));
     }
 

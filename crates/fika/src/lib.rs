@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use fika_core::{Event, EventSink, NodeId, SimTime, TraceDigest, derive_rng};
 use fika_gossip::{GossipNode, Origination};
-use fika_report::{
-    JsonlWriter, PropagationSummary, PropagationTracker, SummaryTable, peak_rss_bytes,
-};
+use fika_report::{JsonlWriter, PropagationSummary, PropagationTracker, SummaryTable, peak_rss_bytes};
 use fika_scenario::{Layout, ProtocolKind, Scenario};
 use fika_sim::{Net, Progress, SimStats, Simulation};
 use rand::Rng;
@@ -87,10 +85,7 @@ impl RunReport {
             .row("events/s", format!("{:.0}", self.events_per_s))
             .row(
                 "messages sent / delivered",
-                format!(
-                    "{} / {}",
-                    self.stats.messages_sent, self.stats.messages_delivered
-                ),
+                format!("{} / {}", self.stats.messages_sent, self.stats.messages_delivered),
             )
             .row(
                 "dropped loss / partition / down",
@@ -137,10 +132,7 @@ impl EventSink for Sinks {
 }
 
 fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-    move |source| RunError::Output {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| RunError::Output { path: path.display().to_string(), source }
 }
 
 /// Runs `scenario`; `progress` is called periodically with the virtual time
@@ -167,11 +159,7 @@ pub fn run(
         }
         _ => None,
     };
-    let sinks = Sinks {
-        digest: TraceDigest::new(),
-        jsonl,
-        propagation: None,
-    };
+    let sinks = Sinks { digest: TraceDigest::new(), jsonl, propagation: None };
     let net = Net::new(
         &layout.graph.adjacency(),
         layout.region.clone(),
@@ -192,37 +180,23 @@ fn run_gossip(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RunReport, RunError> {
     let n = layout.names.len();
-    let spec = s
-        .gossip
-        .clone()
-        .unwrap_or_else(|| fika_scenario::GossipSpec {
-            config: Default::default(),
-            floods: 0,
-            size_bytes: 0,
-            start: Duration::ZERO,
-            interval: Duration::ZERO,
-        });
+    let spec = s.gossip.clone().unwrap_or_else(|| fika_scenario::GossipSpec {
+        config: Default::default(),
+        floods: 0,
+        size_bytes: 0,
+        start: Duration::ZERO,
+        interval: Duration::ZERO,
+    });
     let mut schedules = vec![Vec::new(); n];
     let mut rng = derive_rng(s.seed, "workload", 0);
     for i in 0..spec.floods {
         let origin = rng.gen_range(0..n.max(1));
         let at = SimTime::ZERO + spec.start + spec.interval * i;
-        schedules[origin].push(Origination {
-            at,
-            id: i,
-            size: spec.size_bytes,
-        });
+        schedules[origin].push(Origination { at, id: i, size: spec.size_bytes });
     }
-    let nodes: Vec<GossipNode> = schedules
-        .into_iter()
-        .map(|sch| GossipNode::new(spec.config.clone(), sch))
-        .collect();
-    sinks.propagation = Some(PropagationTracker::new(
-        n,
-        "gossip.created",
-        "gossip.have",
-        "item",
-    ));
+    let nodes: Vec<GossipNode> =
+        schedules.into_iter().map(|sch| GossipNode::new(spec.config.clone(), sch)).collect();
+    sinks.propagation = Some(PropagationTracker::new(n, "gossip.created", "gossip.have", "item"));
     let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
     let started = Instant::now();
     sim.run_until(SimTime::ZERO + s.duration, progress);
@@ -244,11 +218,7 @@ fn finish(
     stats: SimStats,
     sinks: Sinks,
 ) -> Result<RunReport, RunError> {
-    let Sinks {
-        digest,
-        jsonl,
-        propagation,
-    } = sinks;
+    let Sinks { digest, jsonl, propagation } = sinks;
     if let Some(w) = jsonl {
         let path = opts.out.clone().unwrap_or_default().join("events.jsonl");
         w.finish().map_err(out_err(&path))?;
@@ -261,11 +231,7 @@ fn finish(
         links,
         virtual_time_s: now.as_secs_f64(),
         wall_s,
-        events_per_s: if wall_s > 0.0 {
-            stats.events as f64 / wall_s
-        } else {
-            0.0
-        },
+        events_per_s: if wall_s > 0.0 { stats.events as f64 / wall_s } else { 0.0 },
         peak_rss_bytes: peak_rss_bytes(),
         observations: digest.events(),
         propagation: propagation.as_ref().map(PropagationTracker::summary),
@@ -276,8 +242,7 @@ fn finish(
         if let Some(p) = &propagation {
             let path = dir.join("propagation.csv");
             let f = fs::File::create(&path).map_err(out_err(&path))?;
-            p.write_csv(&mut BufWriter::new(f))
-                .map_err(out_err(&path))?;
+            p.write_csv(&mut BufWriter::new(f)).map_err(out_err(&path))?;
         }
         let path = dir.join("metrics.json");
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();

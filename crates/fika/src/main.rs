@@ -63,12 +63,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
-        Command::Run {
-            scenario,
-            seed,
-            out,
-            quiet,
-        } => {
+        Command::Run { scenario, seed, out, quiet } => {
             let s = match fika_scenario::load_file(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
@@ -77,10 +72,7 @@ fn main() -> ExitCode {
                 }
             };
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&s.name));
-            let opts = RunOptions {
-                seed,
-                out: Some(out.clone()),
-            };
+            let opts = RunOptions { seed, out: Some(out.clone()) };
             let bar = if quiet || !std::io::stderr().is_terminal() {
                 ProgressBar::hidden()
             } else {
@@ -94,11 +86,7 @@ fn main() -> ExitCode {
             let mut progress = |p: fika_sim::Progress| {
                 bar.set_position(p.now.as_millis());
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "{} virtual, {:.1} M events/s",
-                    p.now,
-                    p.events as f64 / secs / 1e6
-                ));
+                bar.set_message(format!("{} virtual, {:.1} M events/s", p.now, p.events as f64 / secs / 1e6));
             };
             match run(&s, &opts, &mut progress) {
                 Ok(report) => {
