@@ -157,7 +157,7 @@ pub enum ChainError {
         /// The header.
         hash: BlockHash,
         /// Why.
-        error: BlockError,
+        error: Box<BlockError>,
     },
     /// The block is invalid and the chain did not change.
     #[error("invalid block {hash}: {error}")]
@@ -165,7 +165,7 @@ pub enum ChainError {
         /// The block.
         hash: BlockHash,
         /// Why.
-        error: BlockError,
+        error: Box<BlockError>,
     },
     /// An ancestor of the block turned out invalid while trying to connect
     /// it, and the chain did not change.
@@ -176,7 +176,7 @@ pub enum ChainError {
         /// The invalid ancestor.
         ancestor: BlockHash,
         /// Why the ancestor is invalid.
-        error: BlockError,
+        error: Box<BlockError>,
     },
     /// An internal inconsistency (a bug).
     #[error("internal chain error: {0}")]
@@ -430,9 +430,7 @@ impl ChainState {
 
     /// Whether `hash` is on the best chain.
     pub fn is_on_best_chain(&self, hash: &BlockHash) -> bool {
-        self.entries
-            .get(hash)
-            .is_some_and(|e| self.active.get(e.height as usize) == Some(hash))
+        self.entries.get(hash).is_some_and(|e| self.active.get(e.height as usize) == Some(hash))
     }
 
     /// The hash at `height` on the best chain.
@@ -548,7 +546,9 @@ impl ChainState {
         let mut times = vec![header.time];
         let mut cur = header.prev_blockhash;
         while times.len() < self.params.mtp_window {
-            let Some(e) = self.entries.get(&cur) else { break };
+            let Some(e) = self.entries.get(&cur) else {
+                break;
+            };
             times.push(e.header.time);
             if e.height == 0 {
                 break;
@@ -572,9 +572,9 @@ impl ChainState {
         }
         let info = self.parent_info(parent);
         validate::check_header_context(header, &info, &self.params, now)
-            .map_err(|error| ChainError::InvalidHeader { hash, error })?;
+            .map_err(|error| ChainError::InvalidHeader { hash, error: Box::new(error) })?;
         let work = pow::header_work(header)
-            .map_err(|e| ChainError::InvalidHeader { hash, error: BlockError::Pow(e) })?;
+            .map_err(|e| ChainError::InvalidHeader { hash, error: Box::new(BlockError::Pow(e)) })?;
         let chain_work = parent.chain_work + work;
         let height = parent.height + 1;
         let mtp = self.compute_mtp(header);
@@ -619,12 +619,11 @@ impl ChainState {
         let before = self.best_header;
         self.insert_header(header, now)?;
         let height = self.entries.get(&hash).map(|e| e.height).unwrap_or_default();
-        // Orphan blocks waiting for this header can now be stored.
+        // Orphan blocks waiting for this header can now be stored. They
+        // cannot connect yet (this block's data is missing), so the best
+        // chain does not move.
         let mut scratch = self.empty_outcome(hash);
         self.process_orphans(hash, now, &mut scratch);
-        if !scratch.orphans_stored.is_empty() {
-            self.activate_best_chain(&mut scratch);
-        }
         Ok(HeaderOutcome { hash, height, is_new: true, best_header_changed: self.best_header != before })
     }
 
@@ -657,7 +656,11 @@ impl ChainState {
     /// If the block was found invalid only while connecting a branch that
     /// changed the best chain anyway, the result is `Ok` with
     /// `accepted == false` and the failure in `invalid`.
-    pub fn accept_block(&mut self, block: impl Into<Arc<Block>>, now: u64) -> Result<AcceptOutcome, ChainError> {
+    pub fn accept_block(
+        &mut self,
+        block: impl Into<Arc<Block>>,
+        now: u64,
+    ) -> Result<AcceptOutcome, ChainError> {
         let block: Arc<Block> = block.into();
         let hash = block.block_hash();
         if let Some(e) = self.entries.get(&hash) {
@@ -677,9 +680,9 @@ impl ChainState {
             }
             // Cheap checks before pooling so the pool cannot be filled with junk.
             pow::check_pow_target(&block.header, &self.params)
-                .map_err(|e| ChainError::InvalidHeader { hash, error: BlockError::Pow(e) })?;
+                .map_err(|e| ChainError::InvalidHeader { hash, error: Box::new(BlockError::Pow(e)) })?;
             validate::check_block(&block, &self.params)
-                .map_err(|error| ChainError::InvalidBlock { hash, error })?;
+                .map_err(|error| ChainError::InvalidBlock { hash, error: Box::new(error) })?;
             let seq = self.next_seq;
             self.next_seq += 1;
             self.orphans.insert(seq, block, self.max_orphans);
@@ -692,13 +695,15 @@ impl ChainState {
         self.finish_outcome(old_tip, &mut outcome)?;
         if let Some(e) = self.entries.get(&hash) {
             let failure = match &e.validity {
-                Validity::Invalid(error) => Some(ChainError::InvalidBlock { hash, error: error.clone() }),
+                Validity::Invalid(error) => {
+                    Some(ChainError::InvalidBlock { hash, error: Box::new(error.clone()) })
+                }
                 Validity::InvalidAncestor(anc) => {
                     let error = match self.entries.get(anc).map(|a| &a.validity) {
                         Some(Validity::Invalid(err)) => err.clone(),
                         _ => BlockError::NoTransactions,
                     };
-                    Some(ChainError::InvalidAncestor { hash, ancestor: *anc, error })
+                    Some(ChainError::InvalidAncestor { hash, ancestor: *anc, error: Box::new(error) })
                 }
                 _ => None,
             };
@@ -714,7 +719,12 @@ impl ChainState {
 
     /// Header + body checks and storage of a block whose parent is in the
     /// tree. Errors leave the best chain unchanged.
-    fn store_block(&mut self, block: Arc<Block>, now: u64, outcome: &mut AcceptOutcome) -> Result<(), ChainError> {
+    fn store_block(
+        &mut self,
+        block: Arc<Block>,
+        now: u64,
+        outcome: &mut AcceptOutcome,
+    ) -> Result<(), ChainError> {
         let hash = block.block_hash();
         let parent_hash = block.header.prev_blockhash;
         if let Some(p) = self.entries.get(&parent_hash) {
@@ -727,7 +737,9 @@ impl ChainState {
         }
         let (height, parent_mtp) = match (self.entries.get(&hash), self.entries.get(&parent_hash)) {
             (Some(e), Some(p)) => (e.height, p.mtp),
-            _ => return Err(ChainError::Internal(format!("block {hash} or its parent missing after insert"))),
+            _ => {
+                return Err(ChainError::Internal(format!("block {hash} or its parent missing after insert")));
+            }
         };
         let checked = validate::check_block(&block, &self.params)
             .and_then(|_| validate::contextual_check_block(&block, height, parent_mtp, &self.params));
@@ -735,7 +747,7 @@ impl ChainState {
             if !error.may_be_malleated() {
                 self.mark_invalid(hash, error.clone(), outcome);
             }
-            return Err(ChainError::InvalidBlock { hash, error });
+            return Err(ChainError::InvalidBlock { hash, error: Box::new(error) });
         }
         let parent_data_chain = self.entries.get(&parent_hash).is_some_and(|p| p.data_chain);
         if let Some(e) = self.entries.get_mut(&hash) {
@@ -753,7 +765,9 @@ impl ChainState {
         let tip_work = self.tip().chain_work;
         let mut queue = VecDeque::from([hash]);
         while let Some(h) = queue.pop_front() {
-            let Some(e) = self.entries.get_mut(&h) else { continue };
+            let Some(e) = self.entries.get_mut(&h) else {
+                continue;
+            };
             if !e.has_data() || e.data_chain || e.validity.is_invalid() {
                 continue;
             }
@@ -798,15 +812,19 @@ impl ChainState {
         let mut queue = VecDeque::from([parent]);
         while let Some(p) = queue.pop_front() {
             for child in self.orphans.children_of(&p) {
-                let Some(block) = self.orphans.remove(&child) else { continue };
+                let Some(block) = self.orphans.remove(&child) else {
+                    continue;
+                };
                 match self.store_block(block, now, outcome) {
                     Ok(()) => {
                         outcome.orphans_stored.push(child);
                         queue.push_back(child);
                     }
-                    Err(ChainError::InvalidBlock { hash, error } | ChainError::InvalidHeader { hash, error }) => {
+                    Err(
+                        ChainError::InvalidBlock { hash, error } | ChainError::InvalidHeader { hash, error },
+                    ) => {
                         if !outcome.invalid.iter().any(|(h, _)| *h == hash) {
-                            outcome.invalid.push((hash, error));
+                            outcome.invalid.push((hash, *error));
                         }
                     }
                     Err(_) => {}
@@ -819,7 +837,9 @@ impl ChainState {
     fn activate_best_chain(&mut self, outcome: &mut AcceptOutcome) {
         loop {
             let tip_work = self.tip().chain_work;
-            let Some(best) = self.candidates.first().cloned() else { break };
+            let Some(best) = self.candidates.first().cloned() else {
+                break;
+            };
             let Some(entry) = self.entries.get(&best.hash) else {
                 self.candidates.remove(&best);
                 continue;
@@ -872,7 +892,8 @@ impl ChainState {
         };
         let prev_mtp = self.tip().mtp;
         let mtp_at = |h: u32| self.mtp_at_height(h);
-        let ctx = TxContext { spend_height: height, prev_mtp, mtp_at: &mtp_at, flags: self.params.script_flags };
+        let ctx =
+            TxContext { spend_height: height, prev_mtp, mtp_at: &mtp_at, flags: self.params.script_flags };
         validate::check_block_inputs(&block, &self.utxo, &ctx, &self.params)?;
         let undo = self.utxo.apply_block(&block, height)?;
         if let Some(e) = self.entries.get_mut(&hash) {

@@ -83,10 +83,14 @@ pub fn build_partial_tree(block_txids: &[Txid], matches: &[Txid]) -> PartialMerk
 
 /// Checks a partial merkle tree against a header; returns the proven
 /// `(index in block, txid)` pairs.
-pub fn verify_partial_tree(header: &Header, pmt: &PartialMerkleTree) -> Result<Vec<(u32, Txid)>, MerkleError> {
+pub fn verify_partial_tree(
+    header: &Header,
+    pmt: &PartialMerkleTree,
+) -> Result<Vec<(u32, Txid)>, MerkleError> {
     let mut matches = Vec::new();
     let mut indexes = Vec::new();
-    let root = pmt.extract_matches(&mut matches, &mut indexes).map_err(|e| MerkleError::Malformed(e.to_string()))?;
+    let root =
+        pmt.extract_matches(&mut matches, &mut indexes).map_err(|e| MerkleError::Malformed(e.to_string()))?;
     if root != header.merkle_root {
         return Err(MerkleError::RootMismatch { proof: root, header: header.merkle_root });
     }

@@ -286,17 +286,17 @@ impl ChainParams {
         }
     }
 
-    /// Dogecoin-like constants: 1 min blocks, a flat 10 000 coin subsidy,
-    /// per-block retargeting (Bitcoin's rule over a one-block interval, an
-    /// approximation of DigiShield), maturity 240, no segwit.
+    /// Dogecoin-like constants: 1 min blocks, a flat 10 000 coin subsidy
+    /// (as after block 600 000), Dogecoin's original 4-hour retarget (240
+    /// blocks; DigiShield is not modelled), maturity 240, no segwit.
     pub fn dogecoin() -> Self {
         ChainParams {
             name: "dogecoin".into(),
             initial_subsidy_sat: 10_000 * COIN,
             halving_interval: 0,
             max_money_sat: 10_000_000_000 * COIN,
-            retarget_interval: 1,
-            target_timespan_secs: 60,
+            retarget_interval: 240,
+            target_timespan_secs: 240 * 60,
             pow_limit_bits: 0x1e0f_ffff,
             coinbase_maturity: 240,
             block_interval_secs: 60,
@@ -322,15 +322,11 @@ impl ChainParams {
     /// `overrides`, e.g. `{"block_interval_secs": 30}`. Unknown fields and
     /// wrong types are errors naming the field.
     pub fn with_overrides(&self, overrides: &serde_json::Value) -> Result<Self, ParamsError> {
-        let serde_json::Value::Object(over) = overrides else {
+        if !overrides.is_object() {
             return Err(ParamsError::NotATable(overrides.to_string()));
-        };
-        let mut base = serde_json::to_value(self)?;
-        if let serde_json::Value::Object(map) = &mut base {
-            for (key, value) in over {
-                map.insert(key.clone(), value.clone());
-            }
         }
+        let mut base = serde_json::to_value(self)?;
+        merge(&mut base, overrides);
         let params: ChainParams = serde_json::from_value(base)?;
         params.check()?;
         Ok(params)
@@ -339,8 +335,8 @@ impl ChainParams {
     /// Checks the values for internal consistency.
     pub fn check(&self) -> Result<(), ParamsError> {
         let oor = |field, reason: &str| Err(ParamsError::OutOfRange { field, reason: reason.into() });
-        if self.retarget_interval == 0 {
-            return oor("retarget_interval", "must be at least 1");
+        if self.retarget_interval < 2 {
+            return oor("retarget_interval", "must be at least 2 (Core measures interval - 1 block times)");
         }
         if self.target_timespan_secs == 0 {
             return oor("target_timespan_secs", "must be at least 1");
@@ -369,6 +365,25 @@ impl ChainParams {
             return bitcoin::Amount::ZERO;
         }
         bitcoin::Amount::from_sat(self.initial_subsidy_sat >> halvings)
+    }
+}
+
+/// Merges `over` into `base`: objects field by field (recursively), other
+/// values replace. An object carrying a `kind` tag (an enum such as
+/// [`GenesisSpec`]) replaces the old value wholesale.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) if !o.contains_key("kind") => {
+            for (key, value) in o {
+                match b.get_mut(key) {
+                    Some(slot) => merge(slot, value),
+                    None => {
+                        b.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (slot, value) => *slot = value.clone(),
     }
 }
 
@@ -403,9 +418,29 @@ mod tests {
             .unwrap();
         assert_eq!(p.block_interval_secs, 30);
         assert_eq!(p.pow_mode, PowMode::Real);
-        let err = ChainParams::regtest_fast().with_overrides(&serde_json::json!({"blok_interval": 1})).unwrap_err();
+        let err =
+            ChainParams::regtest_fast().with_overrides(&serde_json::json!({"blok_interval": 1})).unwrap_err();
         assert!(err.to_string().contains("blok_interval"), "{err}");
-        let err = ChainParams::regtest_fast().with_overrides(&serde_json::json!({"retarget_interval": 0})).unwrap_err();
+        // Nested tables merge field by field; tagged enums replace.
+        let p = ChainParams::dogecoin()
+            .with_overrides(&serde_json::json!({
+                "script_flags": {"nulldummy": false},
+                "genesis": {"kind": "synthetic", "time": 5}
+            }))
+            .unwrap();
+        assert!(!p.script_flags.witness && !p.script_flags.nulldummy && p.script_flags.p2sh);
+        assert_eq!(p.genesis, GenesisSpec::Synthetic { time: 5 });
+        let p = ChainParams::regtest_fast()
+            .with_overrides(&serde_json::json!({"genesis": {"kind": "bitcoin_mainnet"}}))
+            .unwrap();
+        assert_eq!(p.genesis, GenesisSpec::BitcoinMainnet);
+        let err = ChainParams::regtest_fast()
+            .with_overrides(&serde_json::json!({"script_flags": {"taproot": true}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("taproot"), "{err}");
+        let err = ChainParams::regtest_fast()
+            .with_overrides(&serde_json::json!({"retarget_interval": 0}))
+            .unwrap_err();
         assert!(err.to_string().contains("retarget_interval"), "{err}");
     }
 

@@ -196,7 +196,11 @@ fn mul_div(target: Target, mul: u64, div: u64) -> Option<Target> {
 /// Checks a header's proof of work: its bits must equal `expected_bits`,
 /// decode to a valid target not above `pow_limit`, and, in
 /// [`PowMode::Real`], the header hash must not exceed the target.
-pub fn check_pow(header: &Header, params: &ChainParams, expected_bits: CompactTarget) -> Result<(), PowError> {
+pub fn check_pow(
+    header: &Header,
+    params: &ChainParams,
+    expected_bits: CompactTarget,
+) -> Result<(), PowError> {
     let bits = header.bits.to_consensus();
     if bits != expected_bits.to_consensus() {
         return Err(PowError::BadBits { expected: expected_bits.to_consensus(), got: bits });
@@ -253,7 +257,8 @@ mod tests {
         assert_eq!(decode_compact(0x0412_3456).unwrap(), Target::from_le_bytes(le_u64(0x1234_5600)));
         assert_eq!(decode_compact(0x0492_3456), Err(PowError::NegativeTarget(0x0492_3456)));
         assert_eq!(decode_compact(0xff12_3456), Err(PowError::OverflowTarget(0xff12_3456)));
-        assert_eq!(decode_compact(0x2301_0000).map(|_| ()), Ok(()));
+        assert_eq!(decode_compact(0x2012_3456).map(|_| ()), Ok(()));
+        assert_eq!(decode_compact(0x2101_0000), Err(PowError::OverflowTarget(0x2101_0000)));
         assert_eq!(decode_compact(0x2300_0100), Err(PowError::OverflowTarget(0x2300_0100)));
         let mainnet = decode_compact(0x1d00_ffff).unwrap();
         assert_eq!(mainnet, Target::MAX_ATTAINABLE_MAINNET);

@@ -97,7 +97,8 @@ pub fn sign_p2pkh_input<C: Signing>(
         .map_err(|e| SignError::Sighash(e.to_string()))?;
     let msg = Message::from_digest(sighash.to_byte_array());
     let signature = ecdsa::Signature { signature: secp.sign_ecdsa(&msg, sk), sighash_type };
-    let sig_push = PushBytesBuf::try_from(signature.to_vec()).map_err(|e| SignError::Sighash(e.to_string()))?;
+    let sig_push =
+        PushBytesBuf::try_from(signature.to_vec()).map_err(|e| SignError::Sighash(e.to_string()))?;
     tx.input[index].script_sig = Builder::new().push_slice(sig_push).push_slice(pk.serialize()).into_script();
     Ok(())
 }
@@ -125,7 +126,10 @@ mod tests {
                     witness: Witness::new(),
                 })
                 .collect(),
-            output: vec![TxOut { value: Amount::from_sat(1000), script_pubkey: ScriptBuf::new_op_return([]) }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1000),
+                script_pubkey: ScriptBuf::new_op_return([]),
+            }],
         }
     }
 

@@ -7,7 +7,7 @@
 //! (OP_RETURN, or scripts over 10 000 bytes) are never added, as in Core.
 //! Storage is a `BTreeMap`, so every listing is in outpoint order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::{Amount, Block, OutPoint, Script, Transaction, TxOut};
 use thiserror::Error;
@@ -157,7 +157,8 @@ impl UtxoSet {
             if is_unspendable(&txout.script_pubkey) {
                 continue;
             }
-            self.coins.insert(OutPoint::new(txid, vout as u32), Coin { txout: txout.clone(), height, is_coinbase });
+            self.coins
+                .insert(OutPoint::new(txid, vout as u32), Coin { txout: txout.clone(), height, is_coinbase });
         }
         Ok(())
     }
@@ -217,8 +218,9 @@ impl UtxoSet {
     }
 
     /// Undoes a block previously applied with [`UtxoSet::apply_block`]:
-    /// removes its outputs and restores the coins it spent. Atomic: the undo
-    /// data is checked against the block before anything changes.
+    /// removes its outputs and restores the coins it spent (outputs created
+    /// and spent within the block stay absent). Atomic: the undo data is
+    /// checked against the block and the set before anything changes.
     pub fn undo_block(&mut self, block: &Block, undo: &BlockUndo) -> Result<(), UtxoError> {
         let inputs: Vec<OutPoint> = block
             .txdata
@@ -234,24 +236,33 @@ impl UtxoSet {
                 undo.spent.len()
             )));
         }
-        let mut created: Vec<OutPoint> = Vec::new();
+        let mut created: BTreeSet<OutPoint> = BTreeSet::new();
         for tx in &block.txdata {
             let txid = tx.compute_txid();
             for (vout, txout) in tx.output.iter().enumerate() {
-                if is_unspendable(&txout.script_pubkey) {
-                    continue;
+                if !is_unspendable(&txout.script_pubkey) {
+                    created.insert(OutPoint::new(txid, vout as u32));
                 }
-                let op = OutPoint::new(txid, vout as u32);
-                if !self.coins.contains_key(&op) {
-                    return Err(UtxoError::BadUndo(format!("output {op} of the block is not unspent")));
-                }
-                created.push(op);
             }
         }
-        for op in &created {
+        // Outputs of the block still unspent must be in the set; coins the
+        // block spent from earlier blocks must not be.
+        let spent_inside: BTreeSet<OutPoint> =
+            undo.spent.iter().map(|(op, _)| *op).filter(|op| created.contains(op)).collect();
+        for op in created.difference(&spent_inside) {
+            if !self.coins.contains_key(op) {
+                return Err(UtxoError::BadUndo(format!("output {op} of the block is not unspent")));
+            }
+        }
+        for (op, _) in undo.spent.iter().filter(|(op, _)| !created.contains(op)) {
+            if self.coins.contains_key(op) {
+                return Err(UtxoError::BadUndo(format!("spent coin {op} is already unspent")));
+            }
+        }
+        for op in created.difference(&spent_inside) {
             self.coins.remove(op);
         }
-        for (op, coin) in &undo.spent {
+        for (op, coin) in undo.spent.iter().filter(|(op, _)| !created.contains(op)) {
             self.coins.insert(*op, coin.clone());
         }
         Ok(())
@@ -280,7 +291,10 @@ mod tests {
             }],
             output: outs
                 .iter()
-                .map(|v| TxOut { value: Amount::from_sat(*v), script_pubkey: ScriptBuf::from_bytes(vec![0x51]) })
+                .map(|v| TxOut {
+                    value: Amount::from_sat(*v),
+                    script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+                })
                 .collect(),
         }
     }
@@ -291,11 +305,19 @@ mod tests {
             lock_time: LockTime::ZERO,
             input: inputs
                 .iter()
-                .map(|o| TxIn { previous_output: *o, script_sig: ScriptBuf::new(), sequence: Sequence::MAX, witness: Witness::new() })
+                .map(|o| TxIn {
+                    previous_output: *o,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::MAX,
+                    witness: Witness::new(),
+                })
                 .collect(),
             output: outs
                 .iter()
-                .map(|v| TxOut { value: Amount::from_sat(*v), script_pubkey: ScriptBuf::from_bytes(vec![0x52]) })
+                .map(|v| TxOut {
+                    value: Amount::from_sat(*v),
+                    script_pubkey: ScriptBuf::from_bytes(vec![0x52]),
+                })
                 .collect(),
         }
     }
@@ -322,7 +344,8 @@ mod tests {
         let before = set.clone();
         let txid = cb.compute_txid();
         let missing = OutPoint::new(txid, 7);
-        let b = block(vec![coinbase(2, &[1]), spend(&[OutPoint::new(txid, 0)], &[10]), spend(&[missing], &[1])]);
+        let b =
+            block(vec![coinbase(2, &[1]), spend(&[OutPoint::new(txid, 0)], &[10]), spend(&[missing], &[1])]);
         assert_eq!(set.apply_block(&b, 2), Err(UtxoError::MissingInput(missing)));
         assert_eq!(set, before);
         // Double spend within one block.
@@ -331,7 +354,32 @@ mod tests {
         assert_eq!(set.apply_block(&b, 2), Err(UtxoError::MissingInput(op)));
         assert_eq!(set, before);
         // BIP30 overwrite.
-        assert_eq!(set.apply_block(&block(vec![cb.clone()]), 2), Err(UtxoError::Overwrite(OutPoint::new(txid, 0))));
+        assert_eq!(
+            set.apply_block(&block(vec![cb.clone()]), 2),
+            Err(UtxoError::Overwrite(OutPoint::new(txid, 0)))
+        );
+        assert_eq!(set, before);
+    }
+
+    #[test]
+    fn undo_of_a_block_spending_its_own_outputs() {
+        let mut set = UtxoSet::new();
+        let cb = coinbase(1, &[50]);
+        set.apply_block(&block(vec![cb.clone()]), 1).unwrap();
+        let before = set.clone();
+        let t1 = spend(&[OutPoint::new(cb.compute_txid(), 0)], &[20, 30]);
+        let t2 = spend(&[OutPoint::new(t1.compute_txid(), 1)], &[25]);
+        let b = block(vec![coinbase(2, &[7]), t1.clone(), t2.clone()]);
+        let undo = set.apply_block(&b, 2).unwrap();
+        assert!(!set.contains(&OutPoint::new(t1.compute_txid(), 1)));
+        assert!(set.contains(&OutPoint::new(t1.compute_txid(), 0)));
+        // Bad undo data is refused without changing anything.
+        let mut wrong = undo.clone();
+        wrong.spent.pop();
+        let after = set.clone();
+        assert!(matches!(set.undo_block(&b, &wrong), Err(UtxoError::BadUndo(_))));
+        assert_eq!(set, after);
+        set.undo_block(&b, &undo).unwrap();
         assert_eq!(set, before);
     }
 
@@ -369,13 +417,17 @@ mod tests {
             for (h, (n_out, picks)) in plan.iter().enumerate() {
                 let height = h as u32 + 1;
                 let mut txs = vec![coinbase(h as u8, &vec![1000; *n_out])];
-                let available: Vec<OutPoint> = set.iter().map(|(o, _)| *o).collect();
+                // Spendable: the set plus outputs of earlier txs of this block.
+                let mut available: Vec<OutPoint> = set.iter().map(|(o, _)| *o).collect();
                 let mut used = std::collections::BTreeSet::new();
                 for p in picks {
                     if available.is_empty() { break; }
                     let op = available[p % available.len()];
                     if used.insert(op) {
-                        txs.push(spend(&[op], &[400, 500]));
+                        let tx = spend(&[op], &[400, 500]);
+                        let txid = tx.compute_txid();
+                        available.extend([OutPoint::new(txid, 0), OutPoint::new(txid, 1)]);
+                        txs.push(tx);
                     }
                 }
                 let b = block(txs);

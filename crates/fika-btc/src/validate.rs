@@ -15,9 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bitcoin::block::Header;
 use bitcoin::blockdata::opcodes::all as op;
 use bitcoin::blockdata::script::Instruction;
-use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
 use bitcoin::pow::CompactTarget;
 use bitcoin::{Amount, Block, BlockHash, OutPoint, Script, ScriptBuf, Transaction, TxOut, Txid};
@@ -217,7 +217,7 @@ pub enum BlockError {
     /// Too many legacy signature operations.
     #[error("block sigop cost {cost} exceeds {max}")]
     TooManySigops {
-        /// Legacy sigops x 4.
+        /// Legacy sigops x 4 (see [`legacy_sigop_cost`]).
         cost: u64,
         /// The limit.
         max: u64,
@@ -387,7 +387,11 @@ pub fn check_tx_inputs(
         if coin.is_coinbase {
             let depth = spend_height.saturating_sub(coin.height);
             if depth < params.coinbase_maturity {
-                return Err(TxError::ImmatureCoinbase { outpoint: op, depth, required: params.coinbase_maturity });
+                return Err(TxError::ImmatureCoinbase {
+                    outpoint: op,
+                    depth,
+                    required: params.coinbase_maturity,
+                });
             }
         }
         let v = coin.txout.value.to_sat();
@@ -401,7 +405,11 @@ pub fn check_tx_inputs(
     if value_in < value_out {
         return Err(TxError::InsufficientInputValue { input: value_in, output: value_out });
     }
-    Ok(SpentCoins { coins, value_in: Amount::from_sat(value_in), fee: Amount::from_sat(value_in - value_out) })
+    Ok(SpentCoins {
+        coins,
+        value_in: Amount::from_sat(value_in),
+        fee: Amount::from_sat(value_in - value_out),
+    })
 }
 
 /// Verifies every input's scripts with Bitcoin Core's engine
@@ -694,11 +702,21 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<(), BlockError
     if mutated {
         return Err(BlockError::MutatedMerkle);
     }
-    let stripped: u64 = block.txdata.iter().map(|t| t.base_size() as u64).sum::<u64>() + 80;
+    let n = block.txdata.len() as u64;
+    let count_len = match n {
+        0..=0xfc => 1,
+        0xfd..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    };
+    let stripped: u64 = block.txdata.iter().map(|t| t.base_size() as u64).sum::<u64>() + 80 + count_len;
     if (block.txdata.len() as u64) * WITNESS_SCALE_FACTOR > params.max_block_weight
         || stripped * WITNESS_SCALE_FACTOR > params.max_block_weight
     {
-        return Err(BlockError::WeightTooHigh { weight: stripped * WITNESS_SCALE_FACTOR, max: params.max_block_weight });
+        return Err(BlockError::WeightTooHigh {
+            weight: stripped * WITNESS_SCALE_FACTOR,
+            max: params.max_block_weight,
+        });
     }
     if !block.txdata[0].is_coinbase() {
         return Err(BlockError::FirstTxNotCoinbase);
@@ -708,19 +726,24 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<(), BlockError
             return Err(BlockError::MultipleCoinbase { index });
         }
     }
-    let mut sigops: u64 = 0;
+    let mut cost: u64 = 0;
     for (index, tx) in block.txdata.iter().enumerate() {
         check_transaction(tx, params).map_err(|error| BlockError::Tx { index, txid: txids[index], error })?;
-        sigops += tx.input.iter().map(|i| i.script_sig.count_sigops_legacy() as u64).sum::<u64>();
-        sigops += tx.output.iter().map(|o| o.script_pubkey.count_sigops_legacy() as u64).sum::<u64>();
+        cost += legacy_sigop_cost(tx);
     }
-    if sigops * WITNESS_SCALE_FACTOR > params.max_block_sigops_cost {
-        return Err(BlockError::TooManySigops {
-            cost: sigops * WITNESS_SCALE_FACTOR,
-            max: params.max_block_sigops_cost,
-        });
+    if cost > params.max_block_sigops_cost {
+        return Err(BlockError::TooManySigops { cost, max: params.max_block_sigops_cost });
     }
     Ok(())
+}
+
+/// Core's legacy signature-operation count of a transaction (scriptSigs and
+/// scriptPubKeys, CHECKMULTISIG counted as 20) times the witness scale
+/// factor: its cost against `max_block_sigops_cost`.
+pub fn legacy_sigop_cost(tx: &Transaction) -> u64 {
+    let ins: u64 = tx.input.iter().map(|i| i.script_sig.count_sigops_legacy() as u64).sum();
+    let outs: u64 = tx.output.iter().map(|o| o.script_pubkey.count_sigops_legacy() as u64).sum();
+    (ins + outs) * WITNESS_SCALE_FACTOR
 }
 
 /// What a header's checks need to know about its parent.
@@ -788,13 +811,16 @@ pub fn contextual_check_block(
     }
     let coinbase = block.txdata.first().ok_or(BlockError::NoTransactions)?;
     let prefix = bip34_prefix(height);
-    if !coinbase.input.first().is_some_and(|i| i.script_sig.as_bytes().starts_with(prefix.as_bytes())) {
+    let Some(coinbase_in) = coinbase.input.first() else {
+        return Err(BlockError::FirstTxNotCoinbase);
+    };
+    if !coinbase_in.script_sig.as_bytes().starts_with(prefix.as_bytes()) {
         return Err(BlockError::BadCoinbaseHeight { height });
     }
     let commitment = if params.script_flags.witness { witness_commitment_index(coinbase) } else { None };
     match commitment {
         Some(pos) => {
-            let stack: Vec<&[u8]> = coinbase.input[0].witness.iter().collect();
+            let stack: Vec<&[u8]> = coinbase_in.witness.iter().collect();
             if stack.len() != 1 || stack[0].len() != 32 {
                 return Err(BlockError::BadWitnessNonce);
             }
@@ -805,7 +831,9 @@ pub fn contextual_check_block(
             }
         }
         None => {
-            if let Some(index) = block.txdata.iter().position(|t| t.input.iter().any(|i| !i.witness.is_empty())) {
+            if let Some(index) =
+                block.txdata.iter().position(|t| t.input.iter().any(|i| !i.witness.is_empty()))
+            {
                 return Err(BlockError::UnexpectedWitness { index });
             }
         }
@@ -847,7 +875,8 @@ pub fn check_block_inputs(
         }
         overlay.apply(tx, ctx.spend_height);
     }
-    let claimed = block.txdata[0].output.iter().map(|o| o.value.to_sat()).fold(0u64, u64::saturating_add);
+    let coinbase = block.txdata.first().ok_or(BlockError::NoTransactions)?;
+    let claimed = coinbase.output.iter().map(|o| o.value.to_sat()).fold(0u64, u64::saturating_add);
     let allowed = params.subsidy(ctx.spend_height).to_sat().saturating_add(fees);
     if claimed > allowed {
         return Err(BlockError::CoinbaseOverspend {

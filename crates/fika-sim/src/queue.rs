@@ -1,20 +1,43 @@
-//! The event queue: a monotone radix heap keyed by `(time, sequence)`.
+//! The event queue: a hierarchical timing wheel ordered by `(time, sequence)`.
 //!
 //! Ties at equal times are broken by the sequence number given at insertion,
 //! never by address or hash, so a run is reproducible bit for bit.
 //!
 //! A discrete-event simulation only ever schedules at or after the current
-//! time, so the queue can be a *radix heap*: entries sit in buckets by the
-//! highest bit in which their key differs from the last key popped. A push
-//! is O(1); a pop rescans one bucket and moves its entries to lower ones, so
-//! each entry moves at most 128 times and in practice a handful. Entries
-//! (payload included) live in the buckets, which are read sequentially.
+//! time, so the queue can be a radix structure relative to a cursor `cur`
+//! (a lower bound of every queued time). Times are split into a bucket
+//! offset (the low [`SHIFT`] bits) and digits of [`BITS`] bits; an entry is
+//! kept at the level of the highest digit in which its time differs from
+//! `cur`, in the bucket of that digit. Entries whose time shares every digit
+//! with `cur` form the *current run*, sorted once (descending, so the
+//! smallest is popped from the end of a `Vec`).
+//!
+//! A push is O(1): an append to one bucket. When the run is used up, the
+//! lowest non-empty bucket (found with two bit scans) becomes the new run;
+//! a bucket of a higher level is first spread into the levels below it, so
+//! an entry moves at most once per level — in practice almost never, since
+//! level 0 spans about two seconds. Pushes that land in the run being
+//! consumed (a delay shorter than a bucket) go to a small binary heap that
+//! is merged with the run at pop time, so the exact `(time, sequence)` order
+//! holds whatever the delays.
 //!
 //! Cancellable entries get a slot in a small generation table. Cancelling
 //! bumps the slot's generation in O(1) — a tombstone, never a search — and
 //! the dead entry is dropped when it comes up.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
 use fika_core::{SimTime, TimerKey};
+
+/// Log₂ of the width of a level-0 bucket, in nanoseconds (about 1 ms).
+pub const SHIFT: u32 = 16;
+/// Bits of time per level: each level has `2^BITS` buckets.
+pub const BITS: u32 = 12;
+const FANOUT: usize = 1 << BITS;
+const WORDS: usize = FANOUT / 64;
+const LEVELS: usize = (64 - SHIFT).div_ceil(BITS) as usize;
+const _: () = assert!(BITS >= 6 && BITS <= 12, "one summary word per level");
 
 struct Entry<T> {
     time: u64,
@@ -27,23 +50,68 @@ struct Entry<T> {
 
 impl<T> Entry<T> {
     #[inline]
-    fn key(&self) -> u128 {
-        (u128::from(self.time) << 64) | u128::from(self.seq)
+    fn key(&self) -> (u64, u64) {
+        (self.time, self.seq)
+    }
+}
+
+/// An entry in the heap of late arrivals: ordered so the smallest key is on top.
+struct Late<T>(Entry<T>);
+
+impl<T> PartialEq for Late<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+impl<T> Eq for Late<T> {}
+impl<T> PartialOrd for Late<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Late<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.key().cmp(&self.0.key())
+    }
+}
+
+/// One level of the wheel: `FANOUT` buckets and a two-word-deep occupancy map.
+struct Level<T> {
+    buckets: Box<[Vec<Entry<T>>]>,
+    /// Bit `b` of word `w` set when bucket `64 w + b` is non-empty.
+    words: [u64; WORDS],
+    /// Bit `w` set when `words[w]` is non-zero.
+    summary: u64,
+}
+
+impl<T> Level<T> {
+    fn new() -> Self {
+        Level {
+            buckets: (0..FANOUT).map(|_| Vec::new()).collect(),
+            words: [0; WORDS],
+            summary: 0,
+        }
     }
 }
 
 const NO_SLOT: u32 = u32::MAX;
-const BUCKETS: usize = 129;
 
 /// A priority queue of timed items with O(1) cancellation.
 ///
 /// Items must be scheduled no earlier than the last item popped; an earlier
 /// time is treated as that time (the engine never asks for the past).
 pub struct EventQueue<T> {
-    buckets: Vec<Vec<Entry<T>>>,
-    /// Bit `i` set when bucket `i + 1` is non-empty (bucket 0 tracked by its length).
-    nonempty: u128,
-    last: u128,
+    levels: Vec<Level<T>>,
+    /// Bit `l` set when level `l` holds an entry.
+    occupied: u32,
+    /// Lower bound of every queued time; entries are placed relative to it.
+    cur: u64,
+    /// Time of the last entry taken out (live or dead).
+    last: u64,
+    /// The current run, sorted by descending key: the smallest is last.
+    run: Vec<Entry<T>>,
+    /// Entries pushed into the current run's bucket after it was sorted.
+    late: BinaryHeap<Late<T>>,
     /// Current generation of each cancellation slot.
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -62,9 +130,12 @@ impl<T> EventQueue<T> {
     /// An empty queue.
     pub fn new() -> Self {
         EventQueue {
-            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
-            nonempty: 0,
+            levels: (0..LEVELS).map(|_| Level::new()).collect(),
+            occupied: 0,
+            cur: 0,
             last: 0,
+            run: Vec::new(),
+            late: BinaryHeap::new(),
             generations: Vec::new(),
             free: Vec::new(),
             next_seq: 0,
@@ -89,26 +160,47 @@ impl<T> EventQueue<T> {
         self.cancel_probes
     }
 
+    /// Puts `e` into the bucket its time calls for, relative to `cur`;
+    /// returns it if it belongs to the current run instead.
     #[inline]
-    fn place(&mut self, e: Entry<T>) {
-        let x = e.key() ^ self.last;
-        let b = if x == 0 { 0 } else { 128 - x.leading_zeros() as usize };
-        self.buckets[b].push(e);
-        if b > 0 {
-            self.nonempty |= 1u128 << (b - 1);
+    fn place(&mut self, e: Entry<T>) -> Option<Entry<T>> {
+        let x = (e.time ^ self.cur) >> SHIFT;
+        if x == 0 || e.time < self.cur {
+            return Some(e);
         }
+        let level = ((63 - x.leading_zeros()) / BITS) as usize;
+        let digit = ((e.time >> (SHIFT + BITS * level as u32)) as usize) & (FANOUT - 1);
+        let l = &mut self.levels[level];
+        l.buckets[digit].push(e);
+        l.words[digit / 64] |= 1 << (digit % 64);
+        l.summary |= 1 << (digit / 64);
+        self.occupied |= 1 << level;
+        None
     }
 
     fn insert(&mut self, time: SimTime, slot: u32, generation: u32, item: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.live += 1;
-        let last_time = (self.last >> 64) as u64;
-        let time = time.as_nanos().max(last_time);
-        self.place(Entry { time, seq, slot, generation, item });
+        let e = Entry {
+            time: time.as_nanos().max(self.last),
+            seq,
+            slot,
+            generation,
+            item,
+        };
+        if let Some(e) = self.place(e) {
+            // Its sequence number is the largest yet: it extends the run
+            // only if it comes before every entry left in it.
+            match self.run.last() {
+                Some(r) if e.time >= r.time => self.late.push(Late(e)),
+                _ => self.run.push(e),
+            }
+        }
     }
 
     /// Schedules `item` at `time`; it cannot be cancelled.
+    #[inline]
     pub fn push(&mut self, time: SimTime, item: T) {
         self.insert(time, NO_SLOT, 0, item);
     }
@@ -143,6 +235,7 @@ impl<T> EventQueue<T> {
     }
 
     /// Whether an entry is live; frees its slot if it is cancellable.
+    #[inline]
     fn take_slot(&mut self, slot: u32, generation: u32) -> bool {
         if slot == NO_SLOT {
             return true;
@@ -157,61 +250,115 @@ impl<T> EventQueue<T> {
         live
     }
 
-    /// Brings the smallest key into bucket 0; false if the queue is empty.
-    fn settle(&mut self) -> bool {
-        if !self.buckets[0].is_empty() {
+    /// With the run and the late heap empty, makes the lowest non-empty
+    /// bucket the run; false if the queue holds nothing.
+    fn refill(&mut self) -> bool {
+        debug_assert!(self.run.is_empty() && self.late.is_empty());
+        while self.occupied != 0 {
+            let level = self.occupied.trailing_zeros() as usize;
+            let l = &mut self.levels[level];
+            let w = l.summary.trailing_zeros() as usize;
+            let b = l.words[w].trailing_zeros() as usize;
+            l.words[w] &= !(1 << b);
+            if l.words[w] == 0 {
+                l.summary &= !(1 << w);
+                if l.summary == 0 {
+                    self.occupied &= !(1 << level);
+                }
+            }
+            let digit = w * 64 + b;
+            // Every queued time is at least the start of this bucket, which
+            // becomes the new lower bound: keep the digits above it, set
+            // its own, clear those below.
+            let shift = SHIFT + BITS * level as u32;
+            let above = shift + BITS;
+            let high = if above >= 64 { 0 } else { self.cur >> above << above };
+            self.cur = high | (digit as u64) << shift;
+            let mut entries = std::mem::take(&mut l.buckets[digit]);
+            if level == 0 {
+                // All of the bucket is the run; keep the old run's allocation.
+                std::mem::swap(&mut self.run, &mut entries);
+                self.levels[0].buckets[digit] = entries;
+            } else {
+                for e in entries.drain(..) {
+                    if let Some(e) = self.place(e) {
+                        self.run.push(e);
+                    }
+                }
+                self.levels[level].buckets[digit] = entries;
+                if self.run.is_empty() {
+                    continue;
+                }
+            }
+            self.run
+                .sort_unstable_by(|a, b| b.key().cmp(&a.key()));
             return true;
         }
-        if self.nonempty == 0 {
-            return false;
-        }
-        let b = self.nonempty.trailing_zeros() as usize + 1;
-        let mut entries = std::mem::take(&mut self.buckets[b]);
-        self.nonempty &= !(1u128 << (b - 1));
-        self.last = entries.iter().map(Entry::key).min().unwrap_or(self.last);
-        for e in entries.drain(..) {
-            self.place(e);
-        }
-        // Keep the bucket's allocation for reuse.
-        if self.buckets[b].is_empty() {
-            self.buckets[b] = entries;
-        }
-        true
+        false
     }
 
-    fn is_live(&self, e: &Entry<T>) -> bool {
-        e.slot == NO_SLOT || self.generations[e.slot as usize] == e.generation
+    /// Where the smallest entry is (true: the late heap), refilling the run
+    /// if needed; `None` if the queue holds nothing.
+    #[inline]
+    fn front(&mut self) -> Option<bool> {
+        match (self.run.last(), self.late.peek()) {
+            (Some(r), Some(l)) => Some(l.0.key() < r.key()),
+            (Some(_), None) => Some(false),
+            (None, Some(_)) => Some(true),
+            (None, None) => self.refill().then_some(false),
+        }
+    }
+
+    /// Takes the smallest entry out, live or dead.
+    #[inline]
+    fn take_front(&mut self) -> Option<Entry<T>> {
+        let e = if self.front()? {
+            self.late.pop().map(|l| l.0)
+        } else {
+            self.run.pop()
+        }?;
+        self.last = e.time;
+        Some(e)
     }
 
     /// The time of the earliest live item, dropping dead entries on the way.
     pub fn peek_time(&mut self) -> Option<SimTime> {
         loop {
-            if !self.settle() {
-                return None;
-            }
-            let e = &self.buckets[0][0];
-            if self.is_live(e) {
+            let late = self.front()?;
+            let e = if late {
+                self.late.peek().map(|l| &l.0)
+            } else {
+                self.run.last()
+            }?;
+            if e.slot == NO_SLOT || self.generations[e.slot as usize] == e.generation {
                 return Some(SimTime(e.time));
             }
-            if let Some(dead) = self.buckets[0].pop() {
+            if let Some(dead) = self.take_front() {
                 self.take_slot(dead.slot, dead.generation);
             }
         }
     }
 
     /// Removes and returns the earliest live item.
+    #[inline]
     pub fn pop(&mut self) -> Option<(SimTime, T)> {
         loop {
-            if !self.settle() {
-                return None;
-            }
-            // Keys are unique, so bucket 0 holds exactly one entry.
-            let e = self.buckets[0].pop()?;
+            let e = self.take_front()?;
             if self.take_slot(e.slot, e.generation) {
                 self.live -= 1;
                 return Some((SimTime(e.time), e.item));
             }
         }
+    }
+
+    /// Removes and returns the earliest live item if it is due no later
+    /// than `until`; leaves the queue as it is otherwise.
+    #[inline]
+    pub fn pop_until(&mut self, until: SimTime) -> Option<(SimTime, T)> {
+        if self.peek_time()? > until {
+            return None;
+        }
+        self.pop()
     }
 }
 

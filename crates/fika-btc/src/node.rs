@@ -1,0 +1,915 @@
+//! The full node (the thesis's "server"): keeps its own view of the chain,
+//! validates through the shared [`BlockDb`], relays blocks and transactions
+//! the way Bitcoin Core does (inv / getdata / block / tx, optional BIP152
+//! high-bandwidth compact blocks, trickled transaction announcements), keeps
+//! a mempool, mines when it has hashrate, and serves light wallets filtered
+//! blocks with merkle proofs.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
+use fika_core::{Context, Event, NodeId, SimTime, TimerId, TimerKey};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::blockdb::{BlockDb, BlockId, Origin, SimBlock, TxIdx, UtxoSnapshot};
+use crate::merkle;
+use crate::msg::{BtcMsg, Inv};
+use crate::pow;
+use crate::template::{COINBASE_RESERVED_WEIGHT, assemble_block, coinbase_tx};
+use crate::utxo::{Coin, CoinView};
+
+/// The shared store, as nodes hold it.
+pub type SharedDb = Rc<RefCell<BlockDb>>;
+
+/// Relay and node parameters shared by every node of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Relay blocks as BIP152 compact blocks, high-bandwidth mode.
+    pub compact_blocks: bool,
+    /// Peers a node asks for high-bandwidth compact blocks (Core: 3).
+    pub hb_peers: usize,
+    /// Mean interval of trickled transaction announcements, seconds (Core: 2 s outbound, 5 s inbound).
+    pub tx_trickle_s: f64,
+    /// Modelled bytes added to every mined block (SimBlock's blocks are
+    /// 535,000 bytes of content fika does not materialize); the total is
+    /// capped by the weight limit.
+    pub block_fill_bytes: u32,
+    /// Average size of a modelled transaction, bytes (for compact-block short ids).
+    pub avg_tx_bytes: u32,
+    /// Mempool size limit in bytes; the lowest fee rates are evicted beyond it.
+    pub mempool_max_bytes: u64,
+    /// Sample every full node's mempool this often (seconds; 0 = never).
+    pub mempool_sample_s: f64,
+    /// Unix time at virtual time zero (block timestamps).
+    pub start_unix: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            compact_blocks: true,
+            hb_peers: 3,
+            tx_trickle_s: 2.0,
+            block_fill_bytes: 0,
+            avg_tx_bytes: 500,
+            mempool_max_bytes: 300_000_000,
+            mempool_sample_s: 0.0,
+            start_unix: 1_700_000_000,
+        }
+    }
+}
+
+const UNKNOWN: u8 = 0;
+const REQUESTED: u8 = 1;
+const HAVE: u8 = 2;
+const INVALID: u8 = 3;
+
+const TX_UNKNOWN: u8 = 0;
+const TX_REQUESTED: u8 = 1;
+const TX_POOL: u8 = 2;
+const TX_DONE: u8 = 3;
+
+const TIMER_MINE: TimerId = 1;
+const TIMER_TRICKLE: TimerId = 2;
+const TIMER_SAMPLE: TimerId = 3;
+
+/// Grows `v` to hold index `i` and returns a mutable slot.
+fn slot(v: &mut Vec<u8>, i: u32) -> &mut u8 {
+    let i = i as usize;
+    if v.len() <= i {
+        v.resize(i + 1, 0);
+    }
+    &mut v[i]
+}
+
+fn get(v: &[u8], i: u32) -> u8 {
+    v.get(i as usize).copied().unwrap_or(0)
+}
+
+/// A transaction in a node's mempool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// Fee paid.
+    pub fee: Amount,
+    /// Virtual size.
+    pub vsize: u32,
+    /// Arrival order (ties in fee rate go to the earlier).
+    pub seq: u64,
+}
+
+/// A node's unconfirmed transactions, by store index.
+#[derive(Clone, Debug, Default)]
+pub struct NodeMempool {
+    entries: BTreeMap<TxIdx, PoolEntry>,
+    spends: BTreeMap<OutPoint, TxIdx>,
+    bytes: u64,
+    seq: u64,
+}
+
+impl NodeMempool {
+    /// Number of transactions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Total virtual bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Whether `idx` is in the pool.
+    pub fn contains(&self, idx: TxIdx) -> bool {
+        self.entries.contains_key(&idx)
+    }
+    /// The transaction spending `outpoint`, if any.
+    pub fn spender(&self, outpoint: &OutPoint) -> Option<TxIdx> {
+        self.spends.get(outpoint).copied()
+    }
+    /// Entries by index.
+    pub fn entries(&self) -> &BTreeMap<TxIdx, PoolEntry> {
+        &self.entries
+    }
+
+    fn insert(&mut self, idx: TxIdx, tx: &Transaction, fee: Amount, vsize: u32) {
+        for i in &tx.input {
+            self.spends.insert(i.previous_output, idx);
+        }
+        self.seq += 1;
+        self.entries.insert(idx, PoolEntry { fee, vsize, seq: self.seq });
+        self.bytes += u64::from(vsize);
+    }
+
+    fn remove(&mut self, idx: TxIdx, tx: &Transaction) -> bool {
+        let Some(e) = self.entries.remove(&idx) else { return false };
+        for i in &tx.input {
+            if self.spends.get(&i.previous_output) == Some(&idx) {
+                self.spends.remove(&i.previous_output);
+            }
+        }
+        self.bytes -= u64::from(e.vsize);
+        true
+    }
+}
+
+/// Why a node refused a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reject {
+    /// It spends an output another pool transaction spends.
+    #[error("conflicts with {0} in the mempool")]
+    Conflict(bitcoin::Txid),
+    /// An input is neither confirmed nor in the mempool (maybe not yet).
+    #[error("missing input {0}")]
+    MissingInputs(OutPoint),
+    /// It breaks a rule.
+    #[error("invalid: {0}")]
+    Invalid(crate::validate::TxError),
+    /// A coinbase cannot be relayed.
+    #[error("coinbase transactions are not relayed")]
+    Coinbase,
+    /// The pool is full and its fee rate is too low.
+    #[error("mempool full")]
+    PoolFull,
+}
+
+/// Coins visible to a node: its tip's UTXO set plus its mempool's outputs,
+/// minus what its mempool spends.
+struct PoolView<'a> {
+    snapshot: &'a UtxoSnapshot,
+    pool: &'a NodeMempool,
+    db: &'a BlockDb,
+    height: u32,
+}
+
+impl CoinView for PoolView<'_> {
+    fn coin(&self, op: &OutPoint) -> Option<Coin> {
+        if let Some(c) = self.snapshot.coin(op) {
+            return Some(c);
+        }
+        let idx = self.db.tx_idx(&op.txid)?;
+        if !self.pool.contains(idx) {
+            return None;
+        }
+        let out = self.db.tx(idx).tx.output.get(op.vout as usize)?;
+        Some(Coin { txout: out.clone(), height: self.height, is_coinbase: false })
+    }
+}
+
+/// A full node, optionally mining.
+pub struct FullNode {
+    db: SharedDb,
+    cfg: Rc<RelayConfig>,
+    blocks: Vec<u8>,
+    tip: BlockId,
+    orphans: Vec<BlockId>,
+    mempool: NodeMempool,
+    txs: Vec<u8>,
+    inv_queue: Vec<(TxIdx, Option<NodeId>)>,
+    trickle: Option<TimerKey>,
+    /// Peers that asked us for high-bandwidth compact blocks.
+    hb_to: Vec<NodeId>,
+    /// Light wallets and the scripts they watch.
+    wallets: Vec<(NodeId, Vec<ScriptBuf>)>,
+    hashrate: f64,
+    payout: ScriptBuf,
+    mining: Option<TimerKey>,
+    mined: u32,
+}
+
+impl FullNode {
+    /// A node with `hashrate` hashes per second (0 for none), paying block
+    /// rewards to `payout`.
+    pub fn new(db: SharedDb, cfg: Rc<RelayConfig>, hashrate: f64, payout: ScriptBuf) -> Self {
+        FullNode {
+            db,
+            cfg,
+            blocks: vec![HAVE],
+            tip: 0,
+            orphans: Vec::new(),
+            mempool: NodeMempool::default(),
+            txs: Vec::new(),
+            inv_queue: Vec::new(),
+            trickle: None,
+            hb_to: Vec::new(),
+            wallets: Vec::new(),
+            hashrate,
+            payout,
+            mining: None,
+            mined: 0,
+        }
+    }
+
+    /// The block this node considers the best tip.
+    pub fn tip(&self) -> BlockId {
+        self.tip
+    }
+
+    /// Its mempool.
+    pub fn mempool(&self) -> &NodeMempool {
+        &self.mempool
+    }
+
+    /// Whether this node has received block `id`.
+    pub fn has_block(&self, id: BlockId) -> bool {
+        get(&self.blocks, id) == HAVE
+    }
+
+    /// Its hashrate (hashes per second).
+    pub fn hashrate(&self) -> f64 {
+        self.hashrate
+    }
+
+    /// Changes its hashrate (e.g. a miner joining or leaving); takes effect
+    /// at the next draw.
+    pub fn set_hashrate(&mut self, h: f64) {
+        self.hashrate = h;
+    }
+
+    /// Offers a transaction as if a local wallet submitted it.
+    pub fn submit_tx(&mut self, cx: &mut dyn Context<BtcMsg>, tx: Arc<Transaction>) -> Result<(), Reject> {
+        let idx = self.db.borrow_mut().intern_tx(tx, cx.now().as_nanos());
+        self.receive_tx(cx, None, idx)
+    }
+
+    fn now_unix(&self, cx: &dyn Context<BtcMsg>) -> u32 {
+        self.cfg.start_unix.saturating_add((cx.now().as_nanos() / 1_000_000_000) as u32)
+    }
+
+    // ----- blocks ---------------------------------------------------------
+
+    fn on_block(&mut self, cx: &mut dyn Context<BtcMsg>, from: Option<NodeId>, data: Arc<SimBlock>) {
+        let id = match self.db.borrow_mut().insert(Arc::clone(&data), None) {
+            Ok(id) => id,
+            Err(e) => {
+                cx.emit(Event::new("btc.block.refused").with("hash", data.hash.to_byte_array()).with("reason", e.to_string()));
+                return;
+            }
+        };
+        let st = get(&self.blocks, id);
+        if st == HAVE || st == INVALID {
+            return;
+        }
+        // Node-local rule: not more than the future limit ahead of our clock.
+        let max_time = u64::from(self.now_unix(cx)) + self.db.borrow().params().max_future_block_time_secs;
+        if u64::from(data.block.header.time) > max_time {
+            *slot(&mut self.blocks, id) = UNKNOWN;
+            return;
+        }
+        *slot(&mut self.blocks, id) = HAVE;
+        cx.emit(Event::new("btc.block.received").with("hash", data.hash.to_byte_array()));
+        let parent = self.db.borrow().rec(id).parent.unwrap_or(0);
+        if get(&self.blocks, parent) != HAVE {
+            self.orphans.push(id);
+            if get(&self.blocks, parent) == UNKNOWN {
+                *slot(&mut self.blocks, parent) = REQUESTED;
+                if let Some(p) = from {
+                    let ph = self.db.borrow().rec(parent).data.hash;
+                    cx.send(p, BtcMsg::GetData { items: vec![Inv::Block(ph)], compact: false });
+                }
+            }
+            return;
+        }
+        // Connect this block and any orphans it completes.
+        let mut ready = vec![id];
+        let mut best = self.tip;
+        while let Some(b) = ready.pop() {
+            let verdict = self.db.borrow_mut().validate(b);
+            match verdict {
+                Ok(()) => {
+                    let db = self.db.borrow();
+                    if db.rec(b).work > db.rec(best).work {
+                        best = b;
+                    }
+                }
+                Err(e) => {
+                    *slot(&mut self.blocks, b) = INVALID;
+                    let hash = self.db.borrow().rec(b).data.hash;
+                    cx.emit(Event::new("btc.block.invalid").with("hash", hash.to_byte_array()).with("reason", e.to_string()));
+                    continue;
+                }
+            }
+            let db = self.db.borrow();
+            let mut i = 0;
+            while i < self.orphans.len() {
+                if db.rec(self.orphans[i]).parent == Some(b) {
+                    ready.push(self.orphans.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if best != self.tip {
+            self.set_tip(cx, best, from);
+        }
+    }
+
+    fn set_tip(&mut self, cx: &mut dyn Context<BtcMsg>, new: BlockId, from: Option<NodeId>) {
+        let old = self.tip;
+        let (fork, disconnected, connected) = {
+            let db = self.db.borrow();
+            let fork = db.fork_point(old, new);
+            let walk = |mut b: BlockId| {
+                let mut v = Vec::new();
+                while b != fork {
+                    v.push(b);
+                    b = db.rec(b).parent.unwrap_or(fork);
+                }
+                v
+            };
+            let d = walk(old);
+            let mut c = walk(new);
+            c.reverse();
+            (fork, d, c)
+        };
+        self.tip = new;
+        if !disconnected.is_empty() {
+            let db = self.db.borrow();
+            cx.emit(
+                Event::new("btc.reorg")
+                    .with("depth", disconnected.len())
+                    .with("fork_height", db.rec(fork).height)
+                    .with("old", db.rec(old).data.hash.to_byte_array())
+                    .with("new", db.rec(new).data.hash.to_byte_array()),
+            );
+        }
+        self.update_mempool(&disconnected, &connected);
+        self.announce_block(cx, new, from);
+        self.serve_wallets(cx, &connected);
+        self.restart_mining(cx);
+    }
+
+    fn update_mempool(&mut self, disconnected: &[BlockId], connected: &[BlockId]) {
+        let db = Rc::clone(&self.db);
+        let mut readd = Vec::new();
+        {
+            let db = db.borrow();
+            for b in disconnected {
+                for tx in db.rec(*b).data.block.txdata.iter().skip(1) {
+                    if let Some(i) = db.tx_idx(&tx.compute_txid()) {
+                        readd.push(i);
+                    }
+                }
+            }
+            for b in connected {
+                for tx in db.rec(*b).data.block.txdata.iter().skip(1) {
+                    if let Some(i) = db.tx_idx(&tx.compute_txid()) {
+                        self.mempool.remove(i, tx);
+                        *slot(&mut self.txs, i) = TX_DONE;
+                    }
+                    // Anything else spending the same coins is now a conflict.
+                    for input in &tx.input {
+                        if let Some(c) = self.mempool.spender(&input.previous_output) {
+                            self.remove_with_descendants(&db, c);
+                        }
+                    }
+                }
+            }
+        }
+        if !disconnected.is_empty() {
+            // After a reorg, keep only what is still valid on the new tip.
+            let pool: Vec<TxIdx> = self.mempool.entries.keys().copied().collect();
+            {
+                let db = db.borrow();
+                for i in &pool {
+                    self.mempool.remove(*i, &db.tx(*i).tx);
+                    *slot(&mut self.txs, *i) = TX_UNKNOWN;
+                }
+            }
+            readd.extend(pool);
+            for i in readd {
+                if self.accept_to_pool(i).is_ok() {
+                    *slot(&mut self.txs, i) = TX_POOL;
+                }
+            }
+        }
+    }
+
+    fn remove_with_descendants(&mut self, db: &BlockDb, idx: TxIdx) {
+        let mut stack = vec![idx];
+        while let Some(i) = stack.pop() {
+            let tx = Arc::clone(&db.tx(i).tx);
+            if !self.mempool.remove(i, &tx) {
+                continue;
+            }
+            *slot(&mut self.txs, i) = TX_DONE;
+            let txid = db.tx(i).txid;
+            for vout in 0..tx.output.len() as u32 {
+                if let Some(c) = self.mempool.spender(&OutPoint::new(txid, vout)) {
+                    stack.push(c);
+                }
+            }
+        }
+    }
+
+    fn announce_block(&mut self, cx: &mut dyn Context<BtcMsg>, id: BlockId, from: Option<NodeId>) {
+        let data = Arc::clone(&self.db.borrow().rec(id).data);
+        for k in 0..cx.peer_count() {
+            let p = cx.peer(k);
+            if Some(p) == from || self.wallets.iter().any(|(w, _)| *w == p) {
+                continue;
+            }
+            if self.cfg.compact_blocks && self.hb_to.contains(&p) {
+                cx.send(p, BtcMsg::CmpctBlock(Arc::clone(&data)));
+            } else {
+                cx.send(p, BtcMsg::Inv(vec![Inv::Block(data.hash)]));
+            }
+        }
+    }
+
+    fn serve_wallets(&mut self, cx: &mut dyn Context<BtcMsg>, connected: &[BlockId]) {
+        if self.wallets.is_empty() {
+            return;
+        }
+        let db = self.db.borrow();
+        for b in connected {
+            let rec = db.rec(*b);
+            let block = &rec.data.block;
+            let txids: Vec<bitcoin::Txid> = block.txdata.iter().map(|t| t.compute_txid()).collect();
+            for (w, scripts) in &self.wallets {
+                let matched: Vec<&Transaction> = block
+                    .txdata
+                    .iter()
+                    .filter(|tx| tx.output.iter().any(|o| scripts.contains(&o.script_pubkey)) || self.spends_watched(&db, tx, scripts))
+                    .collect();
+                let ids: Vec<bitcoin::Txid> = matched.iter().map(|t| t.compute_txid()).collect();
+                let proof = merkle::build_partial_tree(&txids, &ids);
+                cx.send(
+                    *w,
+                    BtcMsg::FilteredBlock {
+                        header: block.header,
+                        height: rec.height,
+                        proof,
+                        txs: matched.into_iter().map(|t| Arc::new(t.clone())).collect(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Whether `tx` spends a coin paying one of `scripts`.
+    fn spends_watched(&self, db: &BlockDb, tx: &Transaction, scripts: &[ScriptBuf]) -> bool {
+        !tx.is_coinbase()
+            && tx.input.iter().any(|i| {
+                db.tx_idx(&i.previous_output.txid)
+                    .and_then(|p| db.tx(p).tx.output.get(i.previous_output.vout as usize).map(|o| scripts.contains(&o.script_pubkey)))
+                    .unwrap_or(false)
+            })
+    }
+
+    // ----- mining ---------------------------------------------------------
+
+    fn restart_mining(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        if let Some(k) = self.mining.take() {
+            cx.cancel_timer(k);
+        }
+        if self.hashrate <= 0.0 {
+            return;
+        }
+        let bits = self.db.borrow().next_bits(self.tip);
+        let rate = self.hashrate / pow::expected_hashes(bits);
+        if !(rate > 0.0 && rate.is_finite()) {
+            return;
+        }
+        // Exponential waiting time: memoryless, so redrawing on every tip
+        // change is exact.
+        let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
+        let secs = -u.ln() / rate;
+        if let Ok(d) = Duration::try_from_secs_f64(secs) {
+            self.mining = Some(cx.set_timer(d, TIMER_MINE));
+        }
+    }
+
+    fn mine(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.mining = None;
+        let now_unix = self.now_unix(cx);
+        let block = {
+            let db = self.db.borrow();
+            let params = db.params();
+            let tip = db.rec(self.tip);
+            let height = tip.height + 1;
+            let header = db.child_header(self.tip, now_unix);
+            let reserve = COINBASE_RESERVED_WEIGHT + 4 * u64::from(self.cfg.block_fill_bytes);
+            let budget = params.max_block_weight.saturating_sub(reserve);
+            let (txs, fees) = self.select_txs(&db, budget);
+            let value = params.subsidy(height) + fees;
+            self.mined += 1;
+            let mut tag = cx.id().0.to_le_bytes().to_vec();
+            tag.extend_from_slice(&self.mined.to_le_bytes());
+            let coinbase = coinbase_tx(height, &self.payout, value, &tag);
+            let mut block = assemble_block(header, coinbase, txs);
+            if params.pow_mode == crate::params::PowMode::Real {
+                pow::grind(&mut block.header, 1 << 32);
+            }
+            block
+        };
+        let base = block.total_size() as u32;
+        let filler = self.cfg.block_fill_bytes.saturating_sub(base);
+        let data = Arc::new(SimBlock::new(block, filler));
+        let origin = Origin { miner: cx.id().0, at_ns: cx.now().as_nanos() };
+        let inserted = self.db.borrow_mut().insert(Arc::clone(&data), Some(origin));
+        if inserted.is_err() {
+            return;
+        }
+        let (height, ntx) = (self.db.borrow().rec(self.tip).height + 1, data.block.txdata.len());
+        cx.emit(
+            Event::new("btc.block.mined")
+                .with("hash", data.hash.to_byte_array())
+                .with("height", height)
+                .with("txs", ntx)
+                .with("size", data.size()),
+        );
+        self.on_block(cx, None, data);
+    }
+
+    /// Transactions by fee rate, parents before children, within `budget` weight.
+    fn select_txs(&self, db: &BlockDb, budget: u64) -> (Vec<Transaction>, Amount) {
+        let mut order: Vec<(TxIdx, PoolEntry)> = self.mempool.entries.iter().map(|(i, e)| (*i, *e)).collect();
+        // Highest fee rate first; ties by arrival.
+        order.sort_by(|a, b| {
+            let ra = u128::from(a.1.fee.to_sat()) * u128::from(b.1.vsize);
+            let rb = u128::from(b.1.fee.to_sat()) * u128::from(a.1.vsize);
+            rb.cmp(&ra).then(a.1.seq.cmp(&b.1.seq))
+        });
+        let mut chosen: Vec<TxIdx> = Vec::new();
+        let mut included = std::collections::BTreeSet::new();
+        let mut weight = 0u64;
+        let mut fees = Amount::ZERO;
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for (i, e) in &order {
+                if included.contains(i) {
+                    continue;
+                }
+                let tx = &db.tx(*i).tx;
+                let parents_ok = tx.input.iter().all(|inp| match db.tx_idx(&inp.previous_output.txid) {
+                    Some(p) if self.mempool.contains(p) => included.contains(&p),
+                    _ => true,
+                });
+                let w = tx.weight().to_wu();
+                if parents_ok && weight + w <= budget {
+                    weight += w;
+                    fees += e.fee;
+                    included.insert(*i);
+                    chosen.push(*i);
+                    progress = true;
+                }
+            }
+        }
+        (chosen.iter().map(|i| (*db.tx(*i).tx).clone()).collect(), fees)
+    }
+
+    // ----- transactions -----------------------------------------------------
+
+    fn accept_to_pool(&mut self, idx: TxIdx) -> Result<(), Reject> {
+        let db = Rc::clone(&self.db);
+        let mut db = db.borrow_mut();
+        let tx = Arc::clone(&db.tx(idx).tx);
+        if tx.is_coinbase() {
+            return Err(Reject::Coinbase);
+        }
+        for i in &tx.input {
+            if let Some(c) = self.mempool.spender(&i.previous_output) {
+                return Err(Reject::Conflict(db.tx(c).txid));
+            }
+        }
+        let Some(snapshot) = db.utxo(self.tip).cloned() else {
+            return Err(Reject::MissingInputs(OutPoint::null()));
+        };
+        let height = db.rec(self.tip).height + 1;
+        let fee = {
+            let view = PoolView { snapshot: &snapshot, pool: &self.mempool, db: &db, height };
+            for i in &tx.input {
+                if view.coin(&i.previous_output).is_none() {
+                    return Err(Reject::MissingInputs(i.previous_output));
+                }
+            }
+            // Coins are fixed per outpoint, so the store's memo is exact;
+            // maturity is checked against this node's height.
+            let view = PoolView { snapshot: &snapshot, pool: &self.mempool, db: &db, height };
+            let maturity = db.params().coinbase_maturity;
+            for i in &tx.input {
+                if let Some(c) = view.coin(&i.previous_output).filter(|c| c.is_coinbase) {
+                    let depth = height.saturating_sub(c.height);
+                    if depth < maturity {
+                        return Err(Reject::Invalid(crate::validate::TxError::ImmatureCoinbase {
+                            outpoint: i.previous_output,
+                            depth,
+                            required: maturity,
+                        }));
+                    }
+                }
+            }
+            let coins = crate::blockdb::CoinList(
+                tx.input.iter().filter_map(|i| Some((i.previous_output, view.coin(&i.previous_output)?))).collect(),
+            );
+            db.check_tx(idx, &coins, height).map_err(Reject::Invalid)?
+        };
+        let vsize = db.tx(idx).vsize;
+        if self.mempool.bytes + u64::from(vsize) > self.cfg.mempool_max_bytes {
+            let rate = |e: &PoolEntry| e.fee.to_sat() as f64 / f64::from(e.vsize.max(1));
+            let worst = self.mempool.entries.iter().min_by(|a, b| rate(a.1).total_cmp(&rate(b.1)).then(b.1.seq.cmp(&a.1.seq)));
+            match worst {
+                Some((w, e)) if rate(e) < fee.to_sat() as f64 / f64::from(vsize.max(1)) => {
+                    let w = *w;
+                    drop(db);
+                    let db2 = Rc::clone(&self.db);
+                    self.remove_with_descendants(&db2.borrow(), w);
+                    let db = self.db.borrow();
+                    self.mempool.insert(idx, &db.tx(idx).tx.clone(), fee, vsize);
+                    return Ok(());
+                }
+                _ => return Err(Reject::PoolFull),
+            }
+        }
+        self.mempool.insert(idx, &tx, fee, vsize);
+        Ok(())
+    }
+
+    fn receive_tx(&mut self, cx: &mut dyn Context<BtcMsg>, from: Option<NodeId>, idx: TxIdx) -> Result<(), Reject> {
+        let st = get(&self.txs, idx);
+        if st == TX_POOL || st == TX_DONE {
+            return Ok(());
+        }
+        match self.accept_to_pool(idx) {
+            Ok(()) => {
+                *slot(&mut self.txs, idx) = TX_POOL;
+                self.inv_queue.push((idx, from));
+                if self.trickle.is_none() {
+                    let mean = self.cfg.tx_trickle_s.max(0.0);
+                    let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
+                    let d = Duration::from_secs_f64((-u.ln() * mean).min(1e6));
+                    self.trickle = Some(cx.set_timer(d, TIMER_TRICKLE));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Missing inputs may arrive later; anything else is final.
+                *slot(&mut self.txs, idx) = if matches!(e, Reject::MissingInputs(_)) { TX_UNKNOWN } else { TX_DONE };
+                Err(e)
+            }
+        }
+    }
+
+    fn flush_invs(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.trickle = None;
+        let queue = std::mem::take(&mut self.inv_queue);
+        let db = self.db.borrow();
+        for k in 0..cx.peer_count() {
+            let p = cx.peer(k);
+            if self.wallets.iter().any(|(w, _)| *w == p) {
+                continue;
+            }
+            let items: Vec<Inv> = queue
+                .iter()
+                .filter(|(i, f)| *f != Some(p) && self.mempool.contains(*i))
+                .map(|(i, _)| Inv::Tx(db.tx(*i).txid))
+                .collect();
+            if !items.is_empty() {
+                cx.send(p, BtcMsg::Inv(items));
+            }
+        }
+    }
+
+    fn sample(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        cx.emit(Event::new("btc.mempool").with("txs", self.mempool.len()).with("vbytes", self.mempool.bytes));
+        if let Ok(d) = Duration::try_from_secs_f64(self.cfg.mempool_sample_s) {
+            cx.set_timer(d, TIMER_SAMPLE);
+        }
+    }
+}
+
+impl FullNode {
+    /// Handles start: choose high-bandwidth compact peers, start mining.
+    pub fn start(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        if self.cfg.compact_blocks {
+            let n = cx.peer_count();
+            let mut picks: Vec<usize> = (0..n).collect();
+            for i in 0..picks.len().min(self.cfg.hb_peers) {
+                let j = cx.rng().gen_range(i..n);
+                picks.swap(i, j);
+                let p = cx.peer(picks[i]);
+                cx.send(p, BtcMsg::SendCmpct);
+            }
+        }
+        if self.cfg.mempool_sample_s > 0.0 {
+            if let Ok(d) = Duration::try_from_secs_f64(self.cfg.mempool_sample_s) {
+                cx.set_timer(d, TIMER_SAMPLE);
+            }
+        }
+        self.restart_mining(cx);
+    }
+
+    /// Handles a message.
+    pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
+        match msg {
+            BtcMsg::Inv(items) => {
+                let mut want = Vec::new();
+                {
+                    let db = self.db.borrow();
+                    for inv in items {
+                        match inv {
+                            Inv::Block(h) => {
+                                let id = db.id_of(&h);
+                                match id {
+                                    Some(id) if get(&self.blocks, id) != UNKNOWN => {}
+                                    Some(id) => {
+                                        *slot(&mut self.blocks, id) = REQUESTED;
+                                        want.push(inv);
+                                    }
+                                    None => want.push(inv),
+                                }
+                            }
+                            Inv::Tx(t) => match db.tx_idx(&t) {
+                                Some(i) if get(&self.txs, i) != TX_UNKNOWN => {}
+                                Some(i) => {
+                                    *slot(&mut self.txs, i) = TX_REQUESTED;
+                                    want.push(inv);
+                                }
+                                None => want.push(inv),
+                            },
+                        }
+                    }
+                }
+                if !want.is_empty() {
+                    cx.send(from, BtcMsg::GetData { items: want, compact: self.cfg.compact_blocks });
+                }
+            }
+            BtcMsg::GetData { items, compact } => {
+                let db = self.db.borrow();
+                for inv in items {
+                    match inv {
+                        Inv::Block(h) => {
+                            if let Some(id) = db.id_of(&h).filter(|id| get(&self.blocks, *id) == HAVE) {
+                                let data = Arc::clone(&db.rec(id).data);
+                                // Compact only for the tip's neighbourhood; old blocks go in full.
+                                let msg = if compact && db.rec(id).height + 1 >= db.rec(self.tip).height {
+                                    BtcMsg::CmpctBlock(data)
+                                } else {
+                                    BtcMsg::Block(data)
+                                };
+                                cx.send(from, msg);
+                            }
+                        }
+                        Inv::Tx(t) => {
+                            if let Some(i) = db.tx_idx(&t).filter(|i| self.mempool.contains(*i)) {
+                                cx.send(from, BtcMsg::Tx(Arc::clone(&db.tx(i).tx)));
+                            }
+                        }
+                    }
+                }
+            }
+            BtcMsg::Block(data) => self.on_block(cx, Some(from), data),
+            BtcMsg::BlockTxn(data, txs) => {
+                for tx in txs {
+                    let idx = self.db.borrow_mut().intern_tx(tx, cx.now().as_nanos());
+                    let _ = self.receive_tx(cx, Some(from), idx);
+                }
+                self.on_block(cx, Some(from), data);
+            }
+            BtcMsg::CmpctBlock(data) => {
+                let missing: Vec<u32> = {
+                    let db = self.db.borrow();
+                    data.block
+                        .txdata
+                        .iter()
+                        .enumerate()
+                        .skip(1)
+                        .filter(|(_, tx)| match db.tx_idx(&tx.compute_txid()) {
+                            Some(i) => !self.mempool.contains(i) && get(&self.txs, i) != TX_DONE,
+                            None => true,
+                        })
+                        .map(|(k, _)| k as u32)
+                        .collect()
+                };
+                if missing.is_empty() {
+                    self.on_block(cx, Some(from), data);
+                } else {
+                    cx.send(from, BtcMsg::GetBlockTxn { block: data.hash, indexes: missing });
+                }
+            }
+            BtcMsg::GetBlockTxn { block, indexes } => {
+                let db = self.db.borrow();
+                if let Some(id) = db.id_of(&block).filter(|id| get(&self.blocks, *id) == HAVE) {
+                    let data = Arc::clone(&db.rec(id).data);
+                    let txs = indexes
+                        .iter()
+                        .filter_map(|k| data.block.txdata.get(*k as usize))
+                        .map(|t| Arc::new(t.clone()))
+                        .collect();
+                    cx.send(from, BtcMsg::BlockTxn(data, txs));
+                }
+            }
+            BtcMsg::Tx(tx) => {
+                let idx = self.db.borrow_mut().intern_tx(tx, cx.now().as_nanos());
+                let _ = self.receive_tx(cx, Some(from), idx);
+            }
+            BtcMsg::SendCmpct => {
+                if !self.hb_to.contains(&from) {
+                    self.hb_to.push(from);
+                }
+            }
+            BtcMsg::FilterLoad(scripts) => {
+                self.wallets.retain(|(w, _)| *w != from);
+                self.wallets.push((from, scripts));
+                // Bring the wallet up to date with the whole best chain.
+                let chain: Vec<BlockId> = {
+                    let db = self.db.borrow();
+                    let mut v = Vec::new();
+                    let mut b = Some(self.tip);
+                    while let Some(x) = b {
+                        v.push(x);
+                        b = db.rec(x).parent;
+                    }
+                    v.reverse();
+                    v
+                };
+                let all = std::mem::take(&mut self.wallets);
+                self.wallets = all.iter().filter(|(w, _)| *w == from).cloned().collect();
+                self.serve_wallets(cx, &chain);
+                self.wallets = all;
+            }
+            BtcMsg::FilteredBlock { .. } => {}
+        }
+    }
+
+    /// Handles a timer.
+    pub fn timer(&mut self, cx: &mut dyn Context<BtcMsg>, timer: TimerId) {
+        match timer {
+            TIMER_MINE => self.mine(cx),
+            TIMER_TRICKLE => self.flush_invs(cx),
+            TIMER_SAMPLE => self.sample(cx),
+            _ => {}
+        }
+    }
+
+    /// Drops volatile state on a crash: requests in flight, queued
+    /// announcements, the mining timer; the chain and mempool are kept (a
+    /// node persists them).
+    pub fn crash(&mut self) {
+        for s in self.blocks.iter_mut().chain(self.txs.iter_mut()) {
+            if *s == REQUESTED {
+                *s = UNKNOWN;
+            }
+        }
+        self.inv_queue.clear();
+        self.trickle = None;
+        self.mining = None;
+        self.hb_to.clear();
+        self.wallets.clear();
+    }
+}
+
+/// Virtual time as Unix seconds, for a start time.
+pub fn unix_at(start_unix: u32, now: SimTime) -> u32 {
+    start_unix.saturating_add((now.as_nanos() / 1_000_000_000) as u32)
+}
