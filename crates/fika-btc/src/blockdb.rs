@@ -203,6 +203,7 @@ pub struct BlockDb {
     blocks: Vec<BlockRec>,
     tx_index: FxHashMap<Txid, TxIdx>,
     txs: Vec<TxRec>,
+    premine: Amount,
 }
 
 impl BlockDb {
@@ -227,6 +228,7 @@ impl BlockDb {
             blocks: Vec::new(),
             tx_index: FxHashMap::default(),
             txs: Vec::new(),
+            premine: premine.iter().flat_map(|t| &t.output).map(|o| o.value).sum(),
         };
         db.index.insert(data.hash, 0);
         db.blocks.push(BlockRec {
@@ -248,6 +250,11 @@ impl BlockDb {
     /// The chain parameters.
     pub fn params(&self) -> &ChainParams {
         &self.params
+    }
+
+    /// The value of the initial distribution.
+    pub fn premine_value(&self) -> Amount {
+        self.premine
     }
 
     /// The genesis block's id (always 0).

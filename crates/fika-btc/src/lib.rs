@@ -27,6 +27,7 @@ pub mod sign;
 pub mod template;
 pub mod utxo;
 pub mod validate;
+pub mod wallet_node;
 
 pub use chain::{AcceptOutcome, ChainError, ChainState, Disposition, HeaderOutcome, genesis_block};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};
@@ -34,3 +35,5 @@ pub use params::{ChainParams, GenesisSpec, PowMode, ScriptFlags};
 pub use template::{BlockTemplate, build_template, mine_block};
 pub use utxo::{BlockUndo, Coin, CoinView, UtxoSet};
 pub use validate::{BlockError, TxError};
+pub mod spv;
+pub mod wallet;

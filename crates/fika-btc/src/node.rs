@@ -913,3 +913,39 @@ impl FullNode {
 pub fn unix_at(start_unix: u32, now: SimTime) -> u32 {
     start_unix.saturating_add((now.as_nanos() / 1_000_000_000) as u32)
 }
+
+/// Every kind of node of a Bitcoin-like network, as one type for the runtime.
+pub enum BtcNode {
+    /// A full node (server), mining if it has hashrate.
+    Full(Box<FullNode>),
+    /// A light wallet (client).
+    Wallet(Box<crate::wallet_node::WalletNode>),
+}
+
+impl fika_core::Node for BtcNode {
+    type Msg = BtcMsg;
+    fn on_start(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        match self {
+            BtcNode::Full(n) => n.start(cx),
+            BtcNode::Wallet(w) => w.start(cx),
+        }
+    }
+    fn on_message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
+        match self {
+            BtcNode::Full(n) => n.message(cx, from, msg),
+            BtcNode::Wallet(w) => w.message(cx, from, msg),
+        }
+    }
+    fn on_timer(&mut self, cx: &mut dyn Context<BtcMsg>, timer: TimerId) {
+        match self {
+            BtcNode::Full(n) => n.timer(cx, timer),
+            BtcNode::Wallet(w) => w.timer(cx, timer),
+        }
+    }
+    fn on_crash(&mut self) {
+        match self {
+            BtcNode::Full(n) => n.crash(),
+            BtcNode::Wallet(w) => w.crash(),
+        }
+    }
+}

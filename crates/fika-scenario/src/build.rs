@@ -77,7 +77,27 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
     let mut rng = derive_rng(s.seed, "topology", 0);
     let graph = match &s.topology {
         Topology::Generated(spec) => {
-            topology::generate(spec, n, &mut rng).map_err(|e| BuildError::Topology(e.to_string()))?
+            // Light wallets are not part of the relay graph: the generator
+            // links the other nodes, then each wallet opens `servers` links
+            // to random ones of them.
+            let light: Vec<bool> = group.iter().map(|g| s.nodes[*g].is_light()).collect();
+            let relay: Vec<u32> = (0..n as u32).filter(|i| !light[*i as usize]).collect();
+            let inner =
+                topology::generate(spec, relay.len(), &mut rng).map_err(|e| BuildError::Topology(e.to_string()))?;
+            let mut edges: Vec<topology::Edge> = inner
+                .edges
+                .iter()
+                .map(|e| topology::Edge { from: relay[e.from as usize], to: relay[e.to as usize] })
+                .collect();
+            for (i, g) in group.iter().enumerate() {
+                if !light[i] || relay.is_empty() {
+                    continue;
+                }
+                let k = (s.nodes[*g].servers.unwrap_or(1) as usize).clamp(1, relay.len());
+                let picks: Vec<u32> = relay.choose_multiple(&mut rng, k).copied().collect();
+                edges.extend(picks.into_iter().map(|to| topology::Edge { from: i as u32, to }));
+            }
+            Graph { nodes: n, edges }
         }
         Topology::Explicit { links, .. } => {
             let idx = |name: &str| names.iter().position(|x| x == name).map(|i| i as u32);

@@ -97,6 +97,7 @@ const TOP: &[&str] = &[
     "topology",
     "nodes",
     "gossip",
+    "bitcoin",
     "faults",
     "output",
 ];
@@ -114,8 +115,9 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
             None
         }
     };
-    let protocol = match top.req::<String>("protocol", "one of: gossip", errs).as_deref() {
+    let protocol = match top.req::<String>("protocol", "one of: gossip, bitcoin", errs).as_deref() {
         Some("gossip") => Some(ProtocolKind::Gossip),
+        Some("bitcoin") => Some(ProtocolKind::Bitcoin),
         Some(other) => {
             errs.push(
                 "protocol",
@@ -144,6 +146,16 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
         }
         _ => None,
     };
+    let bitcoin = match (protocol, top.sub("bitcoin", errs)) {
+        (Some(ProtocolKind::Bitcoin), s) => {
+            read_bitcoin(s.unwrap_or(Section::new(&empty, "bitcoin")), &nodes, &names, errs)
+        }
+        (_, Some(s)) => {
+            errs.push(s.path.clone(), "only valid with protocol = \"bitcoin\"");
+            None
+        }
+        _ => None,
+    };
     let faults = read_faults(&top, &names, errs);
     let output = read_output(top.sub("output", errs).unwrap_or(Section::new(&empty, "output")), errs);
     Some(Scenario {
@@ -156,6 +168,7 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
         topology: topology?,
         nodes,
         gossip,
+        bitcoin,
         faults,
         output,
     })
@@ -275,7 +288,7 @@ fn read_nodes(
             continue;
         };
         let s = Section::new(t, path);
-        s.deny_unknown(&["role", "count", "name", "region"], errs);
+        s.deny_unknown(&["role", "count", "name", "region", "hashrate", "balance", "servers"], errs);
         let role: String = s.or("role", "node".to_owned(), errs);
         if let Some(p) = protocol {
             if !p.roles().contains(&role.as_str()) {
@@ -307,7 +320,31 @@ fn read_nodes(
                 None => errs.push(s.at("region"), "needs a region table (network.regions)"),
             }
         }
-        groups.push(NodeGroup { role, count, name, region });
+        let hashrate: Option<Hashrate> = s.opt("hashrate", errs);
+        match &hashrate {
+            Some(Hashrate::Fixed(h)) if !(h.is_finite() && *h >= 0.0) => {
+                errs.push(s.at("hashrate"), format!("{h} is out of range; expected a number ≥ 0"))
+            }
+            Some(Hashrate::Normal { normal: [m, sd] }) if !(m.is_finite() && sd.is_finite() && *sd >= 0.0) => {
+                errs.push(s.at("hashrate.normal"), "expected [mean, standard deviation ≥ 0]")
+            }
+            _ => {}
+        }
+        let balance: Option<f64> = s.opt("balance", errs);
+        if let Some(b) = balance {
+            if !(b.is_finite() && (0.0..=21_000_000.0).contains(&b)) {
+                errs.push(s.at("balance"), format!("{b} is out of range; expected BTC in [0, 21,000,000]"));
+            }
+        }
+        let servers: Option<u32> = s.opt("servers", errs);
+        if protocol != Some(ProtocolKind::Bitcoin) {
+            for k in ["hashrate", "balance", "servers"] {
+                if s.raw(k).is_some() {
+                    errs.push(s.at(k), "only valid with protocol = \"bitcoin\"");
+                }
+            }
+        }
+        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
     if total > 10_000_000 {
@@ -499,4 +536,127 @@ fn read_faults(top: &Section<'_>, names: &[String], errs: &mut Errors) -> Vec<Fa
 fn read_output(s: Section<'_>, errs: &mut Errors) -> OutputSpec {
     s.deny_unknown(&["events", "exclude"], errs);
     OutputSpec { events: s.or("events", true, errs), exclude: s.or("exclude", Vec::new(), errs) }
+}
+
+fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &mut Errors) -> Option<BitcoinSpec> {
+    use fika_btc::ChainParams;
+    use fika_btc::node::RelayConfig;
+
+    let merged = with_preset(&s, presets::BITCOIN, errs);
+    let s = Section::new(&merged, s.path.clone());
+    s.deny_unknown(&["chain", "params", "relay", "workload", "payments"], errs);
+    let chain: String = s.or("chain", "bitcoin-mainnet".to_owned(), errs);
+    let mut params = ChainParams::by_name(&chain).unwrap_or_else(|| {
+        errs.push(s.at("chain"), format!("unknown chain \"{chain}\"; expected one of: {}", ChainParams::PRESETS.join(", ")));
+        ChainParams::mainnet()
+    });
+    if let Some(v) = s.raw("params") {
+        match serde_json::to_value(v) {
+            Ok(json) => match params.with_overrides(&json) {
+                Ok(p) => params = p,
+                Err(e) => errs.push(s.at("params"), e.to_string()),
+            },
+            Err(e) => errs.push(s.at("params"), e.to_string()),
+        }
+    }
+    let relay = match s.raw("relay") {
+        Some(v) => {
+            let mut base = toml::Value::try_from(RelayConfig::default()).unwrap_or(Value::Table(Table::new()));
+            if let (Value::Table(b), Value::Table(o)) = (&mut base, v) {
+                crate::check::merge(b, o);
+            } else {
+                errs.push(s.at("relay"), "expected a table");
+            }
+            parse::<RelayConfig>(&base, &s.at("relay"), errs).unwrap_or_default()
+        }
+        None => RelayConfig::default(),
+    };
+    if !(relay.tx_trickle_s.is_finite() && relay.tx_trickle_s >= 0.0) {
+        errs.push(s.at("relay.tx_trickle_s"), "expected seconds ≥ 0");
+    }
+    if !(relay.mempool_sample_s.is_finite() && relay.mempool_sample_s >= 0.0) {
+        errs.push(s.at("relay.mempool_sample_s"), "expected seconds ≥ 0 (0 = never)");
+    }
+    let workload = s.sub("workload", errs).map(|w| {
+        w.deny_unknown(&["interval", "start", "amount_fraction", "fee_rate"], errs);
+        let amount_fraction: [f64; 2] = w.or("amount_fraction", [0.01, 0.2], errs);
+        if !(0.0 < amount_fraction[0] && amount_fraction[0] <= amount_fraction[1] && amount_fraction[1] <= 1.0) {
+            errs.push(w.at("amount_fraction"), "expected [min, max] with 0 < min ≤ max ≤ 1");
+        }
+        let fee_rate: [f64; 2] = w.or("fee_rate", [1.0, 20.0], errs);
+        if !(0.0 <= fee_rate[0] && fee_rate[0] <= fee_rate[1] && fee_rate[1].is_finite()) {
+            errs.push(w.at("fee_rate"), "expected [min, max] sat/vB with 0 ≤ min ≤ max");
+        }
+        let interval = w.duration("interval", errs).unwrap_or(Duration::from_secs(3600));
+        if interval.is_zero() {
+            errs.push(w.at("interval"), "expected a positive duration");
+        }
+        PaymentWorkload {
+            interval,
+            start: w.duration("start", errs).unwrap_or(Duration::from_secs(60)),
+            amount_fraction,
+            fee_rate,
+        }
+    });
+    let wallet = |name: &str| {
+        let mut i = 0usize;
+        groups.iter().any(|g| {
+            (0..g.count).any(|k| {
+                i += 1;
+                g.is_light() && g.node_name(k) == name
+            })
+        })
+    };
+    let mut payments = Vec::new();
+    if let Some(v) = s.raw("payments") {
+        match v.as_array() {
+            None => errs.push(s.at("payments"), "expected an array of tables ([[bitcoin.payments]])"),
+            Some(list) => {
+                for (i, item) in list.iter().enumerate() {
+                    let path = s.at(&format!("payments[{i}]"));
+                    let Some(t) = item.as_table() else {
+                        errs.push(path, "expected a table with at, from, to, amount");
+                        continue;
+                    };
+                    let p = Section::new(t, path);
+                    p.deny_unknown(&["at", "from", "to", "amount", "fee", "fee_rate"], errs);
+                    let at = p.duration("at", errs);
+                    if p.raw("at").is_none() {
+                        errs.push(p.at("at"), "missing field; expected the time of the payment");
+                    }
+                    let from: Option<String> = p.req("from", "a wallet's name", errs);
+                    let to: Option<String> = p.req("to", "a wallet's name", errs);
+                    for (k, n) in [("from", &from), ("to", &to)] {
+                        if let Some(n) = n {
+                            check_name(names, n, &p.at(k), errs);
+                            if names.contains(n) && !wallet(n) {
+                                errs.push(p.at(k), format!("\"{n}\" is not a wallet (role wallet or client)"));
+                            }
+                        }
+                    }
+                    let amount: Option<f64> = p.req("amount", "BTC", errs);
+                    if amount.is_some_and(|a| !(a.is_finite() && a > 0.0)) {
+                        errs.push(p.at("amount"), "expected a positive amount of BTC");
+                    }
+                    let fee: Option<f64> = p.opt("fee", errs);
+                    let fee_rate: Option<f64> = p.opt("fee_rate", errs);
+                    if fee.is_some() && fee_rate.is_some() {
+                        errs.push(p.path.clone(), "give `fee` (BTC) or `fee_rate` (sat/vB), not both");
+                    }
+                    if let (Some(at), Some(from), Some(to), Some(amount)) = (at, from, to, amount) {
+                        payments.push(ScriptedPayment { at, from, to, amount, fee, fee_rate });
+                    }
+                }
+            }
+        }
+    }
+    let miners = groups.iter().filter(|g| !g.is_light()).any(|g| match &g.hashrate {
+        Some(Hashrate::Fixed(h)) => *h > 0.0,
+        Some(Hashrate::Normal { normal }) => normal[0] > 0.0,
+        None => g.role == "miner",
+    });
+    if !miners {
+        errs.push("nodes", "no node can mine: give a full node group `hashrate` > 0 or use role \"miner\"");
+    }
+    Some(BitcoinSpec { chain, params, relay, workload, payments })
 }

@@ -53,6 +53,58 @@ loss = 0.0
     ),
 ];
 
+/// Bitcoin presets: `[bitcoin] preset = "…"`: a chain and relay settings.
+/// The SimBlock-derived ones carry SimBlock's block sizes as modelled
+/// content (`block_fill_bytes`) and relay without compact blocks.
+pub const BITCOIN: &[(&str, &str)] = &[
+    (
+        "bitcoin-mainnet",
+        r#"
+chain = "bitcoin-mainnet"
+[relay]
+compact_blocks = true
+block_fill_bytes = 1_500_000
+"#,
+    ),
+    (
+        "bitcoin-2015",
+        r#"
+chain = "bitcoin-mainnet"
+[relay]
+compact_blocks = false
+block_fill_bytes = 535_000
+"#,
+    ),
+    (
+        "litecoin",
+        r#"
+chain = "litecoin"
+[relay]
+compact_blocks = false
+block_fill_bytes = 6_110
+"#,
+    ),
+    (
+        "dogecoin",
+        r#"
+chain = "dogecoin"
+[relay]
+compact_blocks = false
+block_fill_bytes = 8_000
+"#,
+    ),
+    (
+        "regtest-fast",
+        r#"
+chain = "regtest-fast"
+[relay]
+compact_blocks = true
+block_fill_bytes = 0
+tx_trickle_s = 0.5
+"#,
+    ),
+];
+
 /// Looks a preset up in `table`; returns its parsed TOML.
 pub fn lookup(table: &[(&str, &str)], name: &str) -> Option<Table> {
     let text = table.iter().find(|(n, _)| *n == name)?.1;
@@ -71,9 +123,9 @@ mod tests {
 
     #[test]
     fn every_preset_parses() {
-        for (name, text) in NETWORK {
+        for (name, text) in NETWORK.iter().chain(BITCOIN) {
             assert!(toml::from_str::<Table>(text).is_ok(), "preset {name}");
-            assert!(lookup(NETWORK, name).is_some());
+            assert!(lookup(NETWORK, name).is_some() || lookup(BITCOIN, name).is_some());
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use fika_btc::ChainParams;
+use fika_btc::node::RelayConfig;
 use fika_gossip::GossipConfig;
 use fika_sim::NetworkModel;
 use fika_sim::topology::TopologySpec;
@@ -17,16 +19,19 @@ use crate::check::dur;
 pub enum ProtocolKind {
     /// The generic announce → request → deliver flood.
     Gossip,
+    /// The Bitcoin-like chain: full nodes, miners, wallets.
+    Bitcoin,
 }
 
 impl ProtocolKind {
     /// Every protocol name, for error messages.
-    pub const NAMES: &'static [&'static str] = &["gossip"];
+    pub const NAMES: &'static [&'static str] = &["gossip", "bitcoin"];
 
     /// The roles nodes of this protocol may take.
     pub fn roles(self) -> &'static [&'static str] {
         match self {
             ProtocolKind::Gossip => &["node"],
+            ProtocolKind::Bitcoin => &["full", "server", "miner", "wallet", "client"],
         }
     }
 }
@@ -54,6 +59,9 @@ pub struct Scenario {
     /// Parameters of the gossip protocol and its flood workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip: Option<GossipSpec>,
+    /// The Bitcoin-like chain, its relay and its workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitcoin: Option<BitcoinSpec>,
     /// Scheduled faults.
     pub faults: Vec<FaultSpec>,
     /// What to write.
@@ -98,6 +106,86 @@ pub struct NodeGroup {
     /// Pin every node of the group to this region.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Mining power of each node, relative to the other miners (bitcoin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hashrate: Option<Hashrate>,
+    /// Initial coins of each wallet, in BTC (bitcoin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<f64>,
+    /// How many full nodes each wallet connects to, with a generated topology (bitcoin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<u32>,
+}
+
+impl NodeGroup {
+    /// Whether the group's nodes are light wallets (not part of the relay graph).
+    pub fn is_light(&self) -> bool {
+        matches!(self.role.as_str(), "wallet" | "client")
+    }
+}
+
+/// A miner's relative hashrate: fixed, or drawn per node.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Hashrate {
+    /// The same for every node of the group.
+    Fixed(f64),
+    /// Normal with this mean and standard deviation, clamped at zero (SimBlock: 400,000 ± 100,000).
+    Normal {
+        /// `[mean, standard deviation]`.
+        normal: [f64; 2],
+    },
+}
+
+/// The Bitcoin section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BitcoinSpec {
+    /// The chain preset the parameters started from.
+    pub chain: String,
+    /// Every chain parameter.
+    pub params: ChainParams,
+    /// Relay and node parameters.
+    pub relay: RelayConfig,
+    /// Automatic payments between wallets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<PaymentWorkload>,
+    /// Payments at given times.
+    pub payments: Vec<ScriptedPayment>,
+}
+
+/// Wallets paying each other at random.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PaymentWorkload {
+    /// Mean time between payments of one wallet (exponential).
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// When wallets start paying.
+    #[serde(with = "dur")]
+    pub start: Duration,
+    /// Each amount is a uniform fraction of the spendable balance in this range.
+    pub amount_fraction: [f64; 2],
+    /// Fee rate, sat/vB, uniform in this range.
+    pub fee_rate: [f64; 2],
+}
+
+/// One payment at a given time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScriptedPayment {
+    /// When.
+    #[serde(with = "dur")]
+    pub at: Duration,
+    /// The paying wallet.
+    pub from: String,
+    /// The paid wallet.
+    pub to: String,
+    /// Amount in BTC.
+    pub amount: f64,
+    /// Absolute fee in BTC (the thesis pays 1 coin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee: Option<f64>,
+    /// Fee rate in sat/vB, if no absolute fee.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_rate: Option<f64>,
 }
 
 impl NodeGroup {

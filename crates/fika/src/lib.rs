@@ -4,6 +4,8 @@
 //! The command line (`main.rs`) is a thin shell over [`run`]; tests call
 //! [`run`] directly.
 
+pub mod bitcoin;
+
 use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -66,8 +68,10 @@ pub struct RunReport {
     pub stats: SimStats,
     /// Events emitted by nodes and the runtime.
     pub observations: u64,
-    /// Item propagation, where the protocol floods items.
+    /// Item propagation, where the protocol floods items (blocks for bitcoin).
     pub propagation: Option<PropagationSummary>,
+    /// Chain results, for the bitcoin protocol.
+    pub bitcoin: Option<bitcoin::BitcoinReport>,
     /// SHA-256 over the event trace.
     pub digest: String,
 }
@@ -104,6 +108,30 @@ impl RunReport {
                 );
             }
         }
+        if let Some(b) = &self.bitcoin {
+            let f = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            t.row("best height / blocks mined", format!("{} / {}", b.best_height, b.blocks_mined))
+                .row("stale blocks (rate)", format!("{} ({:.4})", b.stale_blocks, b.stale_rate))
+                .row("mean block interval", format!("{} s", f(b.mean_block_interval_s)));
+            if b.txs_created > 0 {
+                t.row("txs created / confirmed", format!("{} / {}", b.txs_created, b.txs_confirmed))
+                    .row("throughput", format!("{:.3} tx/s", b.throughput_tps))
+                    .row(
+                        "1st / 6th confirmation (median)",
+                        format!("{} s / {} s", f(b.confirmation_1_s[0]), f(b.confirmation_6_s[0])),
+                    );
+            }
+            if b.mempool_txs_max > 0 {
+                t.row("mempool txs (mean / max)", format!("{:.1} / {}", b.mempool_txs_mean, b.mempool_txs_max));
+            }
+            t.row("value conservation", if b.conservation_ok { "ok" } else { "VIOLATED" });
+            for w in b.wallets.iter().take(10) {
+                t.row(
+                    format!("balance {}", w.name),
+                    format!("{:.8} BTC (+{:.8} unconfirmed)", w.confirmed_btc, w.unconfirmed_btc),
+                );
+            }
+        }
         if let Some(b) = self.peak_rss_bytes {
             t.row("peak memory", format!("{:.1} MB", b as f64 / 1e6));
         }
@@ -117,6 +145,7 @@ struct Sinks {
     digest: TraceDigest,
     jsonl: Option<JsonlWriter>,
     propagation: Option<PropagationTracker>,
+    btc: Option<bitcoin::Collector>,
 }
 
 impl EventSink for Sinks {
@@ -128,10 +157,13 @@ impl EventSink for Sinks {
         if let Some(p) = &mut self.propagation {
             p.record(at, node, event);
         }
+        if let Some(b) = &mut self.btc {
+            b.record(at, node, event);
+        }
     }
 }
 
-fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+pub(crate) fn out_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Output { path: path.display().to_string(), source }
 }
 
@@ -159,7 +191,7 @@ pub fn run(
         }
         _ => None,
     };
-    let sinks = Sinks { digest: TraceDigest::new(), jsonl, propagation: None };
+    let sinks = Sinks { digest: TraceDigest::new(), jsonl, propagation: None, btc: None };
     let net = Net::new(
         &layout.graph.adjacency(),
         layout.region.clone(),
@@ -168,7 +200,39 @@ pub fn run(
     );
     match s.protocol {
         ProtocolKind::Gossip => run_gossip(&s, &layout, net, sinks, opts, progress),
+        ProtocolKind::Bitcoin => run_bitcoin(&s, &layout, net, sinks, opts, progress),
     }
+}
+
+fn run_bitcoin(
+    s: &Scenario,
+    layout: &Layout,
+    net: Net,
+    mut sinks: Sinks,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunReport, RunError> {
+    let Some(spec) = &s.bitcoin else {
+        return Err(RunError::Build(fika_scenario::BuildError::Topology("no [bitcoin] section".into())));
+    };
+    let mut built = bitcoin::build(s, spec, layout);
+    let full = built.nodes.iter().filter(|n| matches!(n, fika_btc::node::BtcNode::Full(_))).count();
+    sinks.propagation = Some(PropagationTracker::new(full, "btc.block.mined", "btc.block.received", "hash"));
+    sinks.btc = Some(bitcoin::Collector::default());
+    let nodes = std::mem::take(&mut built.nodes);
+    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
+    let started = Instant::now();
+    sim.run_until(SimTime::ZERO + s.duration, progress);
+    let wall = started.elapsed();
+    let now = sim.now();
+    let links = layout.graph.edges.len();
+    let (nodes, mut sinks, stats) = sim.into_parts();
+    built.nodes = nodes;
+    let collector = sinks.btc.take().unwrap_or_default();
+    let btc = bitcoin::report(&built, layout, &collector, now.as_secs_f64(), opts.out.as_deref())?;
+    let mut report = finish(s, opts, layout, links, now, wall, stats, sinks, Some(btc))?;
+    report.wall_s = wall.as_secs_f64();
+    Ok(report)
 }
 
 fn run_gossip(
@@ -204,7 +268,7 @@ fn run_gossip(
     let now = sim.now();
     let links = layout.graph.edges.len();
     let (_, sinks, stats) = sim.into_parts();
-    finish(s, opts, layout, links, now, wall, stats, sinks)
+    finish(s, opts, layout, links, now, wall, stats, sinks, None)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -217,8 +281,9 @@ fn finish(
     wall: Duration,
     stats: SimStats,
     sinks: Sinks,
+    bitcoin: Option<bitcoin::BitcoinReport>,
 ) -> Result<RunReport, RunError> {
-    let Sinks { digest, jsonl, propagation } = sinks;
+    let Sinks { digest, jsonl, propagation, .. } = sinks;
     if let Some(w) = jsonl {
         let path = opts.out.clone().unwrap_or_default().join("events.jsonl");
         w.finish().map_err(out_err(&path))?;
@@ -235,6 +300,7 @@ fn finish(
         peak_rss_bytes: peak_rss_bytes(),
         observations: digest.events(),
         propagation: propagation.as_ref().map(PropagationTracker::summary),
+        bitcoin,
         digest: digest.hex(),
         stats,
     };

@@ -1,0 +1,501 @@
+//! Running a Bitcoin-like network: build full nodes, miners and wallets from
+//! the scenario, then measure what happened — block propagation, stale
+//! blocks and forks, confirmation latency, throughput, mempools, miner
+//! revenue and wallet balances.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::rc::Rc;
+use std::cell::RefCell;
+
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use fika_btc::blockdb::{BlockDb, BlockId, Status};
+use fika_btc::node::{BtcNode, FullNode, RelayConfig};
+use fika_btc::sign::{p2wpkh_script, secret_key_from_rng};
+use fika_btc::spv::SpvClient;
+use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
+use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
+use fika_core::{Event, EventSink, NodeId, SimTime, Value, derive_rng};
+use fika_scenario::{BitcoinSpec, Hashrate, Layout, Scenario};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::RunError;
+
+/// Collects the events the Bitcoin metrics need.
+#[derive(Default)]
+pub struct Collector {
+    tx_created: BTreeMap<[u8; 32], u64>,
+    /// (time, node, txs, vbytes) samples.
+    mempool: Vec<(u64, u32, u64, u64)>,
+    reorgs: BTreeMap<u64, u64>,
+}
+
+impl EventSink for Collector {
+    fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event) {
+        match event.kind {
+            "btc.tx.created" => {
+                if let Some(Value::Hash(h)) = event.field("txid") {
+                    self.tx_created.entry(*h).or_insert(at.as_nanos());
+                }
+            }
+            "btc.mempool" => self.mempool.push((
+                at.as_nanos(),
+                node.map_or(0, |n| n.0),
+                event.u64("txs").unwrap_or(0),
+                event.u64("vbytes").unwrap_or(0),
+            )),
+            "btc.reorg" => *self.reorgs.entry(event.u64("depth").unwrap_or(0)).or_default() += 1,
+            _ => {}
+        }
+    }
+}
+
+/// What was built, to read the results from.
+pub struct Built {
+    /// The nodes.
+    pub nodes: Vec<BtcNode>,
+    /// The shared store.
+    pub db: Rc<RefCell<BlockDb>>,
+    /// Hashrate share of each node.
+    pub hash_share: Vec<f64>,
+}
+
+fn btc(sat: u64) -> f64 {
+    sat as f64 / 1e8
+}
+
+fn to_sat(btc: f64) -> Amount {
+    Amount::from_sat((btc * 1e8).round().max(0.0) as u64)
+}
+
+/// Builds the nodes of a Bitcoin scenario.
+pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
+    let n = layout.names.len();
+    let params = spec.params.clone();
+    let relay = Rc::new(spec.relay.clone());
+    let light: Vec<bool> = layout.group.iter().map(|g| s.nodes[*g].is_light()).collect();
+    // Wallet keys and scripts, derived from the seed.
+    let mut wallets: BTreeMap<usize, Wallet> = BTreeMap::new();
+    for i in (0..n).filter(|i| light[*i]) {
+        let mut rng = derive_rng(s.seed, "wallet-key", i as u64);
+        let sk = secret_key_from_rng(&mut rng);
+        if let Ok(w) = Wallet::new(WalletConfig::for_params(&params), &[sk]) {
+            wallets.insert(i, w);
+        }
+    }
+    let script_of = |i: usize| wallets.get(&i).map(Wallet::receive_script);
+    // The initial distribution: one transaction, confirmed at genesis.
+    let mut outputs = Vec::new();
+    for (i, w) in &wallets {
+        let bal = s.nodes[layout.group[*i]].balance.unwrap_or(0.0);
+        if bal > 0.0 {
+            outputs.push(TxOut { value: to_sat(bal), script_pubkey: w.receive_script() });
+        }
+    }
+    let premine: Vec<Transaction> = if outputs.is_empty() {
+        Vec::new()
+    } else {
+        let seed_txid = Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
+        vec![Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(seed_txid, 0),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: outputs,
+        }]
+    };
+    let db = Rc::new(RefCell::new(BlockDb::new(params.clone(), &premine)));
+    let genesis_hash = db.borrow().rec(0).data.hash;
+    // Hashrates: relative weights, scaled so the whole network finds a
+    // block every `block_interval_secs` at the genesis difficulty.
+    let mut weights = vec![0.0f64; n];
+    for (i, w) in weights.iter_mut().enumerate() {
+        let g = &s.nodes[layout.group[i]];
+        if light[i] {
+            continue;
+        }
+        *w = match &g.hashrate {
+            Some(Hashrate::Fixed(h)) => *h,
+            Some(Hashrate::Normal { normal: [m, sd] }) => {
+                let mut rng = derive_rng(s.seed, "hashrate", i as u64);
+                // Box–Muller from two uniforms of the node's own stream.
+                let u1: f64 = 1.0 - rng.r#gen::<f64>();
+                let u2: f64 = rng.r#gen::<f64>();
+                (m + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()).max(0.0)
+            }
+            None if g.role == "miner" => 1.0,
+            None => 0.0,
+        };
+    }
+    let total: f64 = weights.iter().sum();
+    let genesis_bits = db.borrow().rec(0).data.block.header.bits;
+    let network_hashrate = fika_btc::pow::expected_hashes(genesis_bits) / params.block_interval_secs.max(1) as f64;
+    let hash_share: Vec<f64> = weights.iter().map(|w| if total > 0.0 { w / total } else { 0.0 }).collect();
+    // Workload and scripted payments.
+    let recipients: Rc<Vec<ScriptBuf>> = Rc::new(wallets.values().map(Wallet::receive_script).collect());
+    let workload = spec.workload.as_ref().map(|w| Workload {
+        interval: w.interval,
+        start: SimTime::ZERO + w.start,
+        amount_fraction: w.amount_fraction,
+        fee_rate: w.fee_rate,
+        recipients: Rc::clone(&recipients),
+    });
+    let mut schedules: BTreeMap<usize, Vec<ScheduledPayment>> = BTreeMap::new();
+    for p in &spec.payments {
+        let (Some(from), Some(to)) = (layout.id_of(&p.from), layout.id_of(&p.to)) else { continue };
+        let Some(to_script) = script_of(to.index()) else { continue };
+        let fee = match (p.fee, p.fee_rate) {
+            (Some(f), _) => FeeSpec::Absolute(to_sat(f)),
+            (None, Some(r)) => FeeSpec::Rate(bitcoin::FeeRate::from_sat_per_kwu((r * 250.0).round() as u64)),
+            (None, None) => FeeSpec::sat_per_vb(2),
+        };
+        schedules.entry(from.index()).or_default().push(ScheduledPayment {
+            at: SimTime::ZERO + p.at,
+            to: to_script,
+            amount: to_sat(p.amount),
+            fee,
+        });
+    }
+    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        if let Some(mut w) = wallets.remove(&i) {
+            let _ = w.apply_block(genesis_hash, 0, &premine);
+            let spv = SpvClient::new(params.clone(), w);
+            let node = WalletNode::new(spv, relay.start_unix, workload.clone(), schedules.remove(&i).unwrap_or_default());
+            nodes.push(BtcNode::Wallet(Box::new(node)));
+        } else {
+            let mut rng = derive_rng(s.seed, "miner-key", i as u64);
+            let pk = secret_key_from_rng(&mut rng).public_key(&secp);
+            let node =
+                FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, p2wpkh_script(&pk));
+            nodes.push(BtcNode::Full(Box::new(node)));
+        }
+    }
+    Built { nodes, db, hash_share }
+}
+
+/// A wallet's balance at the end of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalletBalance {
+    /// The wallet's node name.
+    pub name: String,
+    /// Confirmed, spendable, BTC.
+    pub confirmed_btc: f64,
+    /// Incoming or change not yet confirmed, BTC.
+    pub unconfirmed_btc: f64,
+    /// Payments made / refused.
+    pub payments: (u32, u32),
+}
+
+/// A miner's share of hashrate and of the blocks on the best chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct MinerShare {
+    /// The node.
+    pub name: String,
+    /// Its share of the hashrate.
+    pub hashrate_share: f64,
+    /// Blocks it mined.
+    pub mined: u64,
+    /// Of those, on the final best chain.
+    pub on_best_chain: u64,
+    /// Its share of the best chain's blocks (revenue share).
+    pub revenue_share: f64,
+}
+
+/// The Bitcoin results of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BitcoinReport {
+    /// Height of the final best chain.
+    pub best_height: u32,
+    /// Blocks mined in all.
+    pub blocks_mined: u64,
+    /// Mined blocks not on the final best chain.
+    pub stale_blocks: u64,
+    /// `stale_blocks / blocks_mined`.
+    pub stale_rate: f64,
+    /// Fork (stale branch) lengths: length → count.
+    pub fork_lengths: BTreeMap<u32, u64>,
+    /// Reorganizations seen by nodes: depth → count.
+    pub reorgs: BTreeMap<u64, u64>,
+    /// Mean interval between best-chain blocks, seconds.
+    pub mean_block_interval_s: Option<f64>,
+    /// Transactions created by wallets.
+    pub txs_created: u64,
+    /// Of those, confirmed on the best chain.
+    pub txs_confirmed: u64,
+    /// Confirmed transactions per second of virtual time.
+    pub throughput_tps: f64,
+    /// Median / 90th percentile seconds from creation to the first confirmation.
+    pub confirmation_1_s: [Option<f64>; 2],
+    /// Median / 90th percentile seconds from creation to the sixth confirmation.
+    pub confirmation_6_s: [Option<f64>; 2],
+    /// Largest mempool seen in a sample (transactions), and the mean over samples.
+    pub mempool_txs_max: u64,
+    /// Mean mempool size over samples.
+    pub mempool_txs_mean: f64,
+    /// Miner shares, for miners.
+    pub miners: Vec<MinerShare>,
+    /// Wallet balances.
+    pub wallets: Vec<WalletBalance>,
+    /// Whether the best chain's UTXO set holds exactly the premine plus the
+    /// rewards claimed (no value created or lost).
+    pub conservation_ok: bool,
+}
+
+fn percentiles(mut v: Vec<f64>) -> [Option<f64>; 2] {
+    v.sort_by(f64::total_cmp);
+    [fika_report::quantile(&v, 0.5), fika_report::quantile(&v, 0.9)]
+}
+
+/// The final best chain: the valid block with most work (the earliest stored on ties).
+fn best_tip(db: &BlockDb) -> BlockId {
+    let mut best = 0;
+    for (i, r) in db.blocks().iter().enumerate() {
+        if matches!(r.status, Status::Valid(_)) && r.work > db.rec(best).work {
+            best = i as BlockId;
+        }
+    }
+    best
+}
+
+/// Computes the metrics and writes the CSV tables into `dir`.
+pub fn report(
+    built: &Built,
+    layout: &Layout,
+    collector: &Collector,
+    duration_s: f64,
+    dir: Option<&Path>,
+) -> Result<BitcoinReport, RunError> {
+    let db = built.db.borrow();
+    let tip = best_tip(&db);
+    let mut on_best = vec![false; db.len()];
+    let mut chain = Vec::new();
+    let mut b = Some(tip);
+    while let Some(x) = b {
+        on_best[x as usize] = true;
+        chain.push(x);
+        b = db.rec(x).parent;
+    }
+    chain.reverse();
+    let mined: Vec<BlockId> = (0..db.len() as BlockId).filter(|i| db.rec(*i).origin.is_some()).collect();
+    let stale: Vec<BlockId> = mined.iter().copied().filter(|i| !on_best[*i as usize]).collect();
+    // Fork lengths: each stale branch leaving the best chain, its longest path.
+    let mut depth = vec![0u32; db.len()];
+    let mut fork_lengths: BTreeMap<u32, u64> = BTreeMap::new();
+    for i in 0..db.len() {
+        if on_best[i] {
+            continue;
+        }
+        let p = db.rec(i as BlockId).parent.map_or(0, |p| p as usize);
+        depth[i] = if on_best[p] { 1 } else { depth[p] + 1 };
+    }
+    // A branch ends at a stale block without stale children.
+    let mut has_stale_child = vec![false; db.len()];
+    for i in 0..db.len() {
+        if !on_best[i] {
+            if let Some(p) = db.rec(i as BlockId).parent {
+                has_stale_child[p as usize] = true;
+            }
+        }
+    }
+    for i in 0..db.len() {
+        if !on_best[i] && depth[i] > 0 && !has_stale_child[i] {
+            *fork_lengths.entry(depth[i]).or_default() += 1;
+        }
+    }
+    // Confirmations.
+    let mut included: BTreeMap<[u8; 32], u32> = BTreeMap::new();
+    let mut confirmed_txs = 0u64;
+    for (h, id) in chain.iter().enumerate() {
+        for tx in db.rec(*id).data.block.txdata.iter().skip(1) {
+            included.insert(tx.compute_txid().to_byte_array(), h as u32);
+            confirmed_txs += 1;
+        }
+    }
+    let block_time = |h: u32| chain.get(h as usize).and_then(|id| db.rec(*id).origin).map(|o| o.at_ns);
+    let mut c1 = Vec::new();
+    let mut c6 = Vec::new();
+    let mut conf_rows = Vec::new();
+    let mut created_confirmed = 0u64;
+    for (txid, created) in &collector.tx_created {
+        let h = included.get(txid);
+        let t1 = h.and_then(|h| block_time(*h)).map(|t| t.saturating_sub(*created) as f64 / 1e9);
+        let t6 = h.and_then(|h| block_time(h + 5)).map(|t| t.saturating_sub(*created) as f64 / 1e9);
+        if let Some(t) = t1 {
+            c1.push(t);
+            created_confirmed += 1;
+        }
+        if let Some(t) = t6 {
+            c6.push(t);
+        }
+        conf_rows.push((*txid, *created, t1, t6));
+    }
+    let times: Vec<u64> = chain.iter().filter_map(|id| db.rec(*id).origin.map(|o| o.at_ns)).collect();
+    let mean_block_interval_s = (times.len() >= 2)
+        .then(|| (times[times.len() - 1] - times[0]) as f64 / 1e9 / (times.len() - 1) as f64);
+    // Miners.
+    let mut by_miner: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    for id in &mined {
+        if let Some(o) = db.rec(*id).origin {
+            let e = by_miner.entry(o.miner).or_default();
+            e.0 += 1;
+            e.1 += u64::from(on_best[*id as usize]);
+        }
+    }
+    let best_blocks = (chain.len() as u64).saturating_sub(1);
+    let mut miners: Vec<MinerShare> = Vec::new();
+    for (i, share) in built.hash_share.iter().enumerate() {
+        if *share <= 0.0 {
+            continue;
+        }
+        let (m, b) = by_miner.get(&(i as u32)).copied().unwrap_or((0, 0));
+        miners.push(MinerShare {
+            name: layout.names[i].clone(),
+            hashrate_share: *share,
+            mined: m,
+            on_best_chain: b,
+            revenue_share: if best_blocks > 0 { b as f64 / best_blocks as f64 } else { 0.0 },
+        });
+    }
+    // Wallets.
+    let mut wallets = Vec::new();
+    for (i, node) in built.nodes.iter().enumerate() {
+        if let BtcNode::Wallet(w) = node {
+            let b = w.balance();
+            wallets.push(WalletBalance {
+                name: layout.names[i].clone(),
+                confirmed_btc: btc(b.confirmed.to_sat() + b.locked.to_sat()),
+                unconfirmed_btc: btc(b.unconfirmed.to_sat()),
+                payments: w.payments(),
+            });
+        }
+    }
+    // Conservation on the best chain: coins = premine + claimed coinbase outputs.
+    let conservation_ok = db.utxo(tip).is_some_and(|u| {
+        let held: u64 = u.0.values().map(|c| c.txout.value.to_sat()).sum();
+        let premine = db.premine_value().to_sat();
+        let claimed: u64 = chain
+            .iter()
+            .skip(1)
+            .map(|id| db.rec(*id).data.block.txdata[0].output.iter().map(|o| o.value.to_sat()).sum::<u64>())
+            .sum();
+        let fees: u64 = chain.iter().skip(1).map(|id| db.rec(*id).fees.to_sat()).sum();
+        // Fees move value from transactions to coinbases: net zero.
+        held + fees == premine + claimed
+    });
+    let mempool_txs_max = collector.mempool.iter().map(|m| m.2).max().unwrap_or(0);
+    let mempool_txs_mean = if collector.mempool.is_empty() {
+        0.0
+    } else {
+        collector.mempool.iter().map(|m| m.2 as f64).sum::<f64>() / collector.mempool.len() as f64
+    };
+    let report = BitcoinReport {
+        best_height: db.rec(tip).height,
+        blocks_mined: mined.len() as u64,
+        stale_blocks: stale.len() as u64,
+        stale_rate: if mined.is_empty() { 0.0 } else { stale.len() as f64 / mined.len() as f64 },
+        fork_lengths,
+        reorgs: collector.reorgs.clone(),
+        mean_block_interval_s,
+        txs_created: collector.tx_created.len() as u64,
+        txs_confirmed: created_confirmed,
+        throughput_tps: if duration_s > 0.0 { confirmed_txs as f64 / duration_s } else { 0.0 },
+        confirmation_1_s: percentiles(c1),
+        confirmation_6_s: percentiles(c6),
+        mempool_txs_max,
+        mempool_txs_mean,
+        miners,
+        wallets,
+        conservation_ok,
+    };
+    if let Some(dir) = dir {
+        write_csvs(dir, &db, &on_best, layout, &report, &conf_rows, collector)?;
+    }
+    Ok(report)
+}
+
+type ConfRow = ([u8; 32], u64, Option<f64>, Option<f64>);
+
+fn write_csvs(
+    dir: &Path,
+    db: &BlockDb,
+    on_best: &[bool],
+    layout: &Layout,
+    report: &BitcoinReport,
+    conf_rows: &[ConfRow],
+    collector: &Collector,
+) -> Result<(), RunError> {
+    let cell = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.3}"));
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        fs::File::create(&path).and_then(|mut f| f.write_all(text.as_bytes())).map_err(crate::out_err(&path))
+    };
+    let mut t = String::from("hash,height,miner,mined_s,txs,size_bytes,on_best_chain\n");
+    for r in db.blocks().iter().filter(|r| r.origin.is_some()) {
+        let o = r.origin.map(|o| o.at_ns).unwrap_or(0);
+        let miner = r.origin.map(|o| layout.names[o.miner as usize].clone()).unwrap_or_default();
+        let id = db.id_of(&r.data.hash).unwrap_or(0) as usize;
+        t += &format!(
+            "{},{},{},{:.3},{},{},{}\n",
+            r.data.hash,
+            r.height,
+            miner,
+            o as f64 / 1e9,
+            r.data.block.txdata.len(),
+            r.data.size(),
+            on_best[id]
+        );
+    }
+    write("blocks.csv", t)?;
+    let mut t = String::from("txid,created_s,first_confirmation_s,sixth_confirmation_s\n");
+    for (txid, created, t1, t6) in conf_rows {
+        let mut id = *txid;
+        id.reverse();
+        t += &format!("{},{:.3},{},{}\n", hex_of(&id), *created as f64 / 1e9, cell(*t1), cell(*t6));
+    }
+    write("confirmations.csv", t)?;
+    let mut t = String::from("node,hashrate_share,mined,on_best_chain,revenue_share\n");
+    for m in &report.miners {
+        t += &format!("{},{:.6},{},{},{:.6}\n", m.name, m.hashrate_share, m.mined, m.on_best_chain, m.revenue_share);
+    }
+    write("miners.csv", t)?;
+    let mut t = String::from("wallet,confirmed_btc,unconfirmed_btc,payments_sent,payments_failed\n");
+    for w in &report.wallets {
+        t += &format!("{},{:.8},{:.8},{},{}\n", w.name, w.confirmed_btc, w.unconfirmed_btc, w.payments.0, w.payments.1);
+    }
+    write("wallets.csv", t)?;
+    if !collector.mempool.is_empty() {
+        let mut by_time: BTreeMap<u64, (u64, u64, u64, u64)> = BTreeMap::new();
+        for (at, _, txs, vb) in &collector.mempool {
+            let e = by_time.entry(*at / 1_000_000_000).or_default();
+            e.0 += 1;
+            e.1 += txs;
+            e.2 = e.2.max(*txs);
+            e.3 += vb;
+        }
+        let mut t = String::from("time_s,nodes,mean_txs,max_txs,mean_vbytes\n");
+        for (s, (n, sum, max, vb)) in by_time {
+            t += &format!("{s},{n},{:.2},{max},{:.1}\n", sum as f64 / n as f64, vb as f64 / n as f64);
+        }
+        write("mempool.csv", t)?;
+    }
+    Ok(())
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Relay settings in force (for callers that need them).
+pub fn relay_of(spec: &BitcoinSpec) -> &RelayConfig {
+    &spec.relay
+}
