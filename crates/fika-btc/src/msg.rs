@@ -20,8 +20,10 @@ pub const SHORT_ID_BYTES: u32 = 6;
 /// An inventory entry: what a peer has or wants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Inv {
-    /// A block (`MSG_BLOCK`, or `MSG_CMPCT_BLOCK` in a compact-relay `getdata`).
+    /// A block (`MSG_BLOCK`).
     Block(BlockHash),
+    /// A block wanted as a compact block (`MSG_CMPCT_BLOCK`, only in `getdata`).
+    CmpctBlock(BlockHash),
     /// A transaction (`MSG_WTX`-style).
     Tx(Txid),
 }
@@ -31,13 +33,8 @@ pub enum Inv {
 pub enum BtcMsg {
     /// `inv`: announcements.
     Inv(Vec<Inv>),
-    /// `getdata`: requests; blocks come back compact if `compact`.
-    GetData {
-        /// What is wanted.
-        items: Vec<Inv>,
-        /// Ask for blocks as `cmpctblock` (BIP152).
-        compact: bool,
-    },
+    /// `getdata`: requests.
+    GetData(Vec<Inv>),
     /// `block`.
     Block(Arc<SimBlock>),
     /// `tx`.
@@ -46,29 +43,29 @@ pub enum BtcMsg {
     SendCmpct,
     /// `cmpctblock`: header, short ids, prefilled coinbase.
     CmpctBlock(Arc<SimBlock>),
-    /// `getblocktxn`: the transactions a compact block's receiver lacks.
-    GetBlockTxn {
-        /// The block.
-        block: BlockHash,
-        /// Indexes of the wanted transactions.
-        indexes: Vec<u32>,
-    },
+    /// `getblocktxn`: the transactions a compact block's receiver lacks
+    /// (the block, indexes of the wanted transactions).
+    GetBlockTxn(Box<(BlockHash, Vec<u32>)>),
     /// `blocktxn`: the answer, completing the block.
-    BlockTxn(Arc<SimBlock>, Vec<Arc<Transaction>>),
+    BlockTxn(Box<(Arc<SimBlock>, Vec<Arc<Transaction>>)>),
     /// `filterload` (BIP37, simplified to exact scripts): a light wallet's scripts.
     FilterLoad(Vec<ScriptBuf>),
     /// `merkleblock` + the matching `tx`s: a header with a proof of the
     /// transactions relevant to a light wallet.
-    FilteredBlock {
-        /// The block's header.
-        header: Header,
-        /// Its height (for convenience; the wallet checks the header chain).
-        height: u32,
-        /// Partial merkle tree committing to `txs`.
-        proof: PartialMerkleTree,
-        /// The matching transactions.
-        txs: Vec<Arc<Transaction>>,
-    },
+    FilteredBlock(Box<FilteredBlock>),
+}
+
+/// A header, a partial merkle tree and the transactions it proves.
+#[derive(Clone, Debug)]
+pub struct FilteredBlock {
+    /// The block's header.
+    pub header: Header,
+    /// Its height (for convenience; the wallet checks the header chain).
+    pub height: u32,
+    /// Partial merkle tree committing to `txs`.
+    pub proof: PartialMerkleTree,
+    /// The matching transactions.
+    pub txs: Vec<Arc<Transaction>>,
 }
 
 fn varint(n: usize) -> u32 {
@@ -87,7 +84,7 @@ fn tx_bytes(tx: &Transaction) -> u32 {
 impl Message for BtcMsg {
     fn wire_size(&self) -> u32 {
         let payload = match self {
-            BtcMsg::Inv(items) | BtcMsg::GetData { items, .. } => {
+            BtcMsg::Inv(items) | BtcMsg::GetData(items) => {
                 varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32
             }
             BtcMsg::Block(b) => b.size(),
@@ -98,13 +95,14 @@ impl Message for BtcMsg {
                 let coinbase = b.block.txdata.first().map_or(0, tx_bytes);
                 80 + 8 + varint(shorts) + SHORT_ID_BYTES * shorts as u32 + 1 + 1 + coinbase
             }
-            BtcMsg::GetBlockTxn { indexes, .. } => 32 + varint(indexes.len()) + 3 * indexes.len() as u32,
-            BtcMsg::BlockTxn(_, txs) => 32 + varint(txs.len()) + txs.iter().map(|t| tx_bytes(t)).sum::<u32>(),
+            BtcMsg::GetBlockTxn(b) => 32 + varint(b.1.len()) + 3 * b.1.len() as u32,
+            BtcMsg::BlockTxn(b) => 32 + varint(b.1.len()) + b.1.iter().map(|t| tx_bytes(t)).sum::<u32>(),
             BtcMsg::FilterLoad(scripts) => {
                 // A bloom filter of ~10 bytes per element plus parameters.
                 varint(scripts.len()) + 10 * scripts.len() as u32 + 9
             }
-            BtcMsg::FilteredBlock { proof, txs, .. } => {
+            BtcMsg::FilteredBlock(f) => {
+                let (proof, txs) = (&f.proof, &f.txs);
                 let hashes = proof.hashes().len();
                 let bits = proof.bits().len().div_ceil(8);
                 80 + 4
@@ -121,15 +119,15 @@ impl Message for BtcMsg {
     fn kind(&self) -> &'static str {
         match self {
             BtcMsg::Inv(_) => "inv",
-            BtcMsg::GetData { .. } => "getdata",
+            BtcMsg::GetData(_) => "getdata",
             BtcMsg::Block(_) => "block",
             BtcMsg::Tx(_) => "tx",
             BtcMsg::SendCmpct => "sendcmpct",
             BtcMsg::CmpctBlock(_) => "cmpctblock",
-            BtcMsg::GetBlockTxn { .. } => "getblocktxn",
-            BtcMsg::BlockTxn(..) => "blocktxn",
+            BtcMsg::GetBlockTxn(_) => "getblocktxn",
+            BtcMsg::BlockTxn(_) => "blocktxn",
             BtcMsg::FilterLoad(_) => "filterload",
-            BtcMsg::FilteredBlock { .. } => "merkleblock",
+            BtcMsg::FilteredBlock(_) => "merkleblock",
         }
     }
 }
@@ -144,6 +142,11 @@ mod tests {
         assert_eq!(one.wire_size(), 24 + 1 + 36);
         let many = BtcMsg::Inv(vec![Inv::Tx(bitcoin::hashes::Hash::all_zeros()); 300]);
         assert_eq!(many.wire_size(), 24 + 3 + 36 * 300);
+    }
+
+    #[test]
+    fn messages_stay_small_in_the_event_queue() {
+        assert!(std::mem::size_of::<BtcMsg>() <= 32, "{}", std::mem::size_of::<BtcMsg>());
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct RelayConfig {
     pub mempool_sample_s: f64,
     /// Unix time at virtual time zero (block timestamps).
     pub start_unix: u32,
+    /// Miners stop once their tip reaches this height (0: never), like
+    /// SimBlock's end height; the run ends when the last block has spread.
+    pub stop_height: u32,
 }
 
 impl Default for RelayConfig {
@@ -62,6 +65,7 @@ impl Default for RelayConfig {
             mempool_max_bytes: 300_000_000,
             mempool_sample_s: 0.0,
             start_unix: 1_700_000_000,
+            stop_height: 0,
         }
     }
 }
@@ -204,6 +208,30 @@ impl CoinView for PoolView<'_> {
     }
 }
 
+/// Where a miner's rewards go. A key's script is derived on the first block
+/// mined, so a network of 100,000 potential miners does not compute 100,000
+/// public keys up front.
+#[derive(Clone, Debug)]
+pub enum Payout {
+    /// This script.
+    Script(ScriptBuf),
+    /// The P2WPKH script of this key.
+    Key(bitcoin::secp256k1::SecretKey),
+}
+
+impl Payout {
+    fn script(&mut self) -> ScriptBuf {
+        if let Payout::Key(sk) = self {
+            let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+            *self = Payout::Script(crate::sign::p2wpkh_script(&sk.public_key(&secp)));
+        }
+        match self {
+            Payout::Script(s) => s.clone(),
+            Payout::Key(_) => ScriptBuf::new(),
+        }
+    }
+}
+
 /// A full node, optionally mining.
 pub struct FullNode {
     db: SharedDb,
@@ -220,15 +248,16 @@ pub struct FullNode {
     /// Light wallets and the scripts they watch.
     wallets: Vec<(NodeId, Vec<ScriptBuf>)>,
     hashrate: f64,
-    payout: ScriptBuf,
+    payout: Payout,
     mining: Option<TimerKey>,
+    mining_bits: Option<bitcoin::CompactTarget>,
     mined: u32,
 }
 
 impl FullNode {
     /// A node with `hashrate` hashes per second (0 for none), paying block
     /// rewards to `payout`.
-    pub fn new(db: SharedDb, cfg: Rc<RelayConfig>, hashrate: f64, payout: ScriptBuf) -> Self {
+    pub fn new(db: SharedDb, cfg: Rc<RelayConfig>, hashrate: f64, payout: Payout) -> Self {
         FullNode {
             db,
             cfg,
@@ -244,6 +273,7 @@ impl FullNode {
             hashrate,
             payout,
             mining: None,
+            mining_bits: None,
             mined: 0,
         }
     }
@@ -313,7 +343,7 @@ impl FullNode {
                 *slot(&mut self.blocks, parent) = REQUESTED;
                 if let Some(p) = from {
                     let ph = self.db.borrow().rec(parent).data.hash;
-                    cx.send(p, BtcMsg::GetData { items: vec![Inv::Block(ph)], compact: false });
+                    cx.send(p, BtcMsg::GetData(vec![Inv::Block(ph)]));
                 }
             }
             return;
@@ -484,12 +514,12 @@ impl FullNode {
                 let proof = merkle::build_partial_tree(&txids, &ids);
                 cx.send(
                     *w,
-                    BtcMsg::FilteredBlock {
+                    BtcMsg::FilteredBlock(Box::new(crate::msg::FilteredBlock {
                         header: block.header,
                         height: rec.height,
                         proof,
                         txs: matched.into_iter().map(|t| Arc::new(t.clone())).collect(),
-                    },
+                    })),
                 );
             }
         }
@@ -507,30 +537,41 @@ impl FullNode {
 
     // ----- mining ---------------------------------------------------------
 
+    /// Keeps a mining timer running. The waiting time to a block is
+    /// exponential, hence memoryless: a new tip does not change when this
+    /// miner finds its next block, only what it builds on, so the timer is
+    /// redrawn only when the difficulty changes (or was never drawn).
     fn restart_mining(&mut self, cx: &mut dyn Context<BtcMsg>) {
-        if let Some(k) = self.mining.take() {
-            cx.cancel_timer(k);
-        }
         if self.hashrate <= 0.0 {
             return;
         }
         let bits = self.db.borrow().next_bits(self.tip);
+        if self.mining.is_some() && self.mining_bits == Some(bits) {
+            return;
+        }
+        if let Some(k) = self.mining.take() {
+            cx.cancel_timer(k);
+        }
         let rate = self.hashrate / pow::expected_hashes(bits);
         if !(rate > 0.0 && rate.is_finite()) {
             return;
         }
-        // Exponential waiting time: memoryless, so redrawing on every tip
-        // change is exact.
         let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
         let secs = -u.ln() / rate;
         if let Ok(d) = Duration::try_from_secs_f64(secs) {
             self.mining = Some(cx.set_timer(d, TIMER_MINE));
+            self.mining_bits = Some(bits);
         }
     }
 
     fn mine(&mut self, cx: &mut dyn Context<BtcMsg>) {
         self.mining = None;
+        let height = self.db.borrow().rec(self.tip).height;
+        if self.cfg.stop_height > 0 && height >= self.cfg.stop_height {
+            return;
+        }
         let now_unix = self.now_unix(cx);
+        let payout = self.payout.script();
         let block = {
             let db = self.db.borrow();
             let params = db.params();
@@ -544,7 +585,7 @@ impl FullNode {
             self.mined += 1;
             let mut tag = cx.id().0.to_le_bytes().to_vec();
             tag.extend_from_slice(&self.mined.to_le_bytes());
-            let coinbase = coinbase_tx(height, &self.payout, value, &tag);
+            let coinbase = coinbase_tx(height, &payout, value, &tag);
             let mut block = assemble_block(header, coinbase, txs);
             if params.pow_mode == crate::params::PowMode::Real {
                 pow::grind(&mut block.header, 1 << 32);
@@ -557,6 +598,7 @@ impl FullNode {
         let origin = Origin { miner: cx.id().0, at_ns: cx.now().as_nanos() };
         let inserted = self.db.borrow_mut().insert(Arc::clone(&data), Some(origin));
         if inserted.is_err() {
+            self.restart_mining(cx);
             return;
         }
         let (height, ntx) = (self.db.borrow().rec(self.tip).height + 1, data.block.txdata.len());
@@ -568,6 +610,8 @@ impl FullNode {
                 .with("size", data.size()),
         );
         self.on_block(cx, None, data);
+        // Keep mining even if the block did not become the tip.
+        self.restart_mining(cx);
     }
 
     /// Transactions by fee rate, parents before children, within `budget` weight.
@@ -758,15 +802,15 @@ impl FullNode {
                     let db = self.db.borrow();
                     for inv in items {
                         match inv {
-                            Inv::Block(h) => {
-                                let id = db.id_of(&h);
-                                match id {
+                            Inv::Block(h) | Inv::CmpctBlock(h) => {
+                                let ask = if self.cfg.compact_blocks { Inv::CmpctBlock(h) } else { Inv::Block(h) };
+                                match db.id_of(&h) {
                                     Some(id) if get(&self.blocks, id) != UNKNOWN => {}
                                     Some(id) => {
                                         *slot(&mut self.blocks, id) = REQUESTED;
-                                        want.push(inv);
+                                        want.push(ask);
                                     }
-                                    None => want.push(inv),
+                                    None => want.push(ask),
                                 }
                             }
                             Inv::Tx(t) => match db.tx_idx(&t) {
@@ -781,14 +825,15 @@ impl FullNode {
                     }
                 }
                 if !want.is_empty() {
-                    cx.send(from, BtcMsg::GetData { items: want, compact: self.cfg.compact_blocks });
+                    cx.send(from, BtcMsg::GetData(want));
                 }
             }
-            BtcMsg::GetData { items, compact } => {
+            BtcMsg::GetData(items) => {
                 let db = self.db.borrow();
                 for inv in items {
                     match inv {
-                        Inv::Block(h) => {
+                        Inv::Block(h) | Inv::CmpctBlock(h) => {
+                            let compact = matches!(inv, Inv::CmpctBlock(_));
                             if let Some(id) = db.id_of(&h).filter(|id| get(&self.blocks, *id) == HAVE) {
                                 let data = Arc::clone(&db.rec(id).data);
                                 // Compact only for the tip's neighbourhood; old blocks go in full.
@@ -809,7 +854,8 @@ impl FullNode {
                 }
             }
             BtcMsg::Block(data) => self.on_block(cx, Some(from), data),
-            BtcMsg::BlockTxn(data, txs) => {
+            BtcMsg::BlockTxn(b) => {
+                let (data, txs) = *b;
                 for tx in txs {
                     let idx = self.db.borrow_mut().intern_tx(tx, cx.now().as_nanos());
                     let _ = self.receive_tx(cx, Some(from), idx);
@@ -834,10 +880,11 @@ impl FullNode {
                 if missing.is_empty() {
                     self.on_block(cx, Some(from), data);
                 } else {
-                    cx.send(from, BtcMsg::GetBlockTxn { block: data.hash, indexes: missing });
+                    cx.send(from, BtcMsg::GetBlockTxn(Box::new((data.hash, missing))));
                 }
             }
-            BtcMsg::GetBlockTxn { block, indexes } => {
+            BtcMsg::GetBlockTxn(req) => {
+                let (block, indexes) = *req;
                 let db = self.db.borrow();
                 if let Some(id) = db.id_of(&block).filter(|id| get(&self.blocks, *id) == HAVE) {
                     let data = Arc::clone(&db.rec(id).data);
@@ -846,7 +893,7 @@ impl FullNode {
                         .filter_map(|k| data.block.txdata.get(*k as usize))
                         .map(|t| Arc::new(t.clone()))
                         .collect();
-                    cx.send(from, BtcMsg::BlockTxn(data, txs));
+                    cx.send(from, BtcMsg::BlockTxn(Box::new((data, txs))));
                 }
             }
             BtcMsg::Tx(tx) => {
@@ -878,7 +925,7 @@ impl FullNode {
                 self.serve_wallets(cx, &chain);
                 self.wallets = all;
             }
-            BtcMsg::FilteredBlock { .. } => {}
+            BtcMsg::FilteredBlock(_) => {}
         }
     }
 
@@ -904,6 +951,7 @@ impl FullNode {
         self.inv_queue.clear();
         self.trickle = None;
         self.mining = None;
+        self.mining_bits = None;
         self.hb_to.clear();
         self.wallets.clear();
     }

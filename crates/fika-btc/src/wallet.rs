@@ -1042,7 +1042,7 @@ impl Wallet {
         let prevouts = plan.coins.iter().map(|c| c.txout.clone()).collect();
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.insert_pending(txid, Pending { tx: tx.clone(), seq, own: true });
+let _ = seq;
         Ok(Payment { tx, txid, prevouts, fee: plan.fee, change })
     }
 

@@ -104,7 +104,8 @@ impl WalletNode {
 
     /// Handles a message from a server.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
-        if let BtcMsg::FilteredBlock { header, proof, txs, .. } = msg {
+        if let BtcMsg::FilteredBlock(f) = msg {
+            let crate::msg::FilteredBlock { header, proof, txs, .. } = *f;
             let now = self.now_unix(cx.now());
             if let Err(e) = self.spv.accept_header(&header, now) {
                 cx.emit(Event::new("btc.wallet.refused").with("peer", from.0).with("reason", e.to_string()));

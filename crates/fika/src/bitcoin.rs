@@ -13,8 +13,8 @@ use std::cell::RefCell;
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 use fika_btc::blockdb::{BlockDb, BlockId, Status};
-use fika_btc::node::{BtcNode, FullNode, RelayConfig};
-use fika_btc::sign::{p2wpkh_script, secret_key_from_rng};
+use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig};
+use fika_btc::sign::secret_key_from_rng;
 use fika_btc::spv::SpvClient;
 use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
 use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
@@ -164,7 +164,6 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
             fee,
         });
     }
-    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
     let mut nodes = Vec::with_capacity(n);
     for i in 0..n {
         if let Some(mut w) = wallets.remove(&i) {
@@ -174,9 +173,8 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
             nodes.push(BtcNode::Wallet(Box::new(node)));
         } else {
             let mut rng = derive_rng(s.seed, "miner-key", i as u64);
-            let pk = secret_key_from_rng(&mut rng).public_key(&secp);
-            let node =
-                FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, p2wpkh_script(&pk));
+            let payout = Payout::Key(secret_key_from_rng(&mut rng));
+            let node = FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, payout);
             nodes.push(BtcNode::Full(Box::new(node)));
         }
     }
