@@ -455,7 +455,12 @@ impl BlockDb {
         let p = self.rec(parent);
         let block = &r.data.block;
         validate::check_block(block, &self.params)?;
-        let info = ParentInfo { hash: p.data.hash, height: p.height, mtp: p.mtp, expected_bits: self.next_bits(parent) };
+        let info = ParentInfo {
+            hash: p.data.hash,
+            height: p.height,
+            mtp: p.mtp,
+            expected_bits: self.next_bits(parent),
+        };
         // The future-time rule depends on each node's clock; nodes apply it.
         validate::check_header_context(&block.header, &info, &self.params, u64::MAX / 2)?;
         validate::contextual_check_block(block, r.height, p.mtp, &self.params)?;
@@ -468,7 +473,12 @@ impl BlockDb {
             _ => return Err(BlockError::NoTransactions),
         };
         let mtp_at = |h: u32| self.rec(self.ancestor(parent, h)).mtp;
-        let ctx = TxContext { spend_height: r.height, prev_mtp: p.mtp, mtp_at: &mtp_at, flags: self.params.script_flags };
+        let ctx = TxContext {
+            spend_height: r.height,
+            prev_mtp: p.mtp,
+            mtp_at: &mtp_at,
+            flags: self.params.script_flags,
+        };
         let fees = validate::check_block_inputs(block, base.as_ref(), &ctx, &self.params)?;
         let mut utxo = (*base).clone();
         utxo.apply(block, r.height);
@@ -509,14 +519,20 @@ impl BlockDb {
     /// spends (found in `view`), memoized per transaction: a coin is unique
     /// to its outpoint, so the verdict never changes once inputs are found.
     /// Returns the fee. Missing inputs are reported and not memoized.
-    pub fn check_tx(&mut self, idx: TxIdx, view: &impl CoinView, spend_height: u32) -> Result<Amount, TxError> {
+    pub fn check_tx(
+        &mut self,
+        idx: TxIdx,
+        view: &impl CoinView,
+        spend_height: u32,
+    ) -> Result<Amount, TxError> {
         if let Some(v) = &self.txs[idx as usize].checked {
             return v.clone();
         }
         let tx = Arc::clone(&self.txs[idx as usize].tx);
         validate::check_transaction(&tx, &self.params)?;
         let spent = validate::check_tx_inputs(&tx, view, spend_height, &self.params)?;
-        let verdict = validate::verify_scripts(&tx, &spent.txouts(), &self.params.script_flags).map(|()| spent.fee);
+        let verdict =
+            validate::verify_scripts(&tx, &spent.txouts(), &self.params.script_flags).map(|()| spent.fee);
         self.txs[idx as usize].checked = Some(verdict.clone());
         verdict
     }

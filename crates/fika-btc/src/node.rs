@@ -320,7 +320,11 @@ impl FullNode {
         let id = match self.db.borrow_mut().insert(Arc::clone(&data), None) {
             Ok(id) => id,
             Err(e) => {
-                cx.emit(Event::new("btc.block.refused").with("hash", data.hash.to_byte_array()).with("reason", e.to_string()));
+                cx.emit(
+                    Event::new("btc.block.refused")
+                        .with("hash", data.hash.to_byte_array())
+                        .with("reason", e.to_string()),
+                );
                 return;
             }
         };
@@ -363,7 +367,11 @@ impl FullNode {
                 Err(e) => {
                     *slot(&mut self.blocks, b) = INVALID;
                     let hash = self.db.borrow().rec(b).data.hash;
-                    cx.emit(Event::new("btc.block.invalid").with("hash", hash.to_byte_array()).with("reason", e.to_string()));
+                    cx.emit(
+                        Event::new("btc.block.invalid")
+                            .with("hash", hash.to_byte_array())
+                            .with("reason", e.to_string()),
+                    );
                     continue;
                 }
             }
@@ -508,7 +516,10 @@ impl FullNode {
                 let matched: Vec<&Transaction> = block
                     .txdata
                     .iter()
-                    .filter(|tx| tx.output.iter().any(|o| scripts.contains(&o.script_pubkey)) || self.spends_watched(&db, tx, scripts))
+                    .filter(|tx| {
+                        tx.output.iter().any(|o| scripts.contains(&o.script_pubkey))
+                            || self.spends_watched(&db, tx, scripts)
+                    })
                     .collect();
                 let ids: Vec<bitcoin::Txid> = matched.iter().map(|t| t.compute_txid()).collect();
                 let proof = merkle::build_partial_tree(&txids, &ids);
@@ -530,7 +541,13 @@ impl FullNode {
         !tx.is_coinbase()
             && tx.input.iter().any(|i| {
                 db.tx_idx(&i.previous_output.txid)
-                    .and_then(|p| db.tx(p).tx.output.get(i.previous_output.vout as usize).map(|o| scripts.contains(&o.script_pubkey)))
+                    .and_then(|p| {
+                        db.tx(p)
+                            .tx
+                            .output
+                            .get(i.previous_output.vout as usize)
+                            .map(|o| scripts.contains(&o.script_pubkey))
+                    })
                     .unwrap_or(false)
             })
     }
@@ -694,14 +711,21 @@ impl FullNode {
                 }
             }
             let coins = crate::blockdb::CoinList(
-                tx.input.iter().filter_map(|i| Some((i.previous_output, view.coin(&i.previous_output)?))).collect(),
+                tx.input
+                    .iter()
+                    .filter_map(|i| Some((i.previous_output, view.coin(&i.previous_output)?)))
+                    .collect(),
             );
             db.check_tx(idx, &coins, height).map_err(Reject::Invalid)?
         };
         let vsize = db.tx(idx).vsize;
         if self.mempool.bytes + u64::from(vsize) > self.cfg.mempool_max_bytes {
             let rate = |e: &PoolEntry| e.fee.to_sat() as f64 / f64::from(e.vsize.max(1));
-            let worst = self.mempool.entries.iter().min_by(|a, b| rate(a.1).total_cmp(&rate(b.1)).then(b.1.seq.cmp(&a.1.seq)));
+            let worst = self
+                .mempool
+                .entries
+                .iter()
+                .min_by(|a, b| rate(a.1).total_cmp(&rate(b.1)).then(b.1.seq.cmp(&a.1.seq)));
             match worst {
                 Some((w, e)) if rate(e) < fee.to_sat() as f64 / f64::from(vsize.max(1)) => {
                     let w = *w;
@@ -719,7 +743,12 @@ impl FullNode {
         Ok(())
     }
 
-    fn receive_tx(&mut self, cx: &mut dyn Context<BtcMsg>, from: Option<NodeId>, idx: TxIdx) -> Result<(), Reject> {
+    fn receive_tx(
+        &mut self,
+        cx: &mut dyn Context<BtcMsg>,
+        from: Option<NodeId>,
+        idx: TxIdx,
+    ) -> Result<(), Reject> {
         let st = get(&self.txs, idx);
         if st == TX_POOL || st == TX_DONE {
             return Ok(());
@@ -738,7 +767,8 @@ impl FullNode {
             }
             Err(e) => {
                 // Missing inputs may arrive later; anything else is final.
-                *slot(&mut self.txs, idx) = if matches!(e, Reject::MissingInputs(_)) { TX_UNKNOWN } else { TX_DONE };
+                *slot(&mut self.txs, idx) =
+                    if matches!(e, Reject::MissingInputs(_)) { TX_UNKNOWN } else { TX_DONE };
                 Err(e)
             }
         }
@@ -803,7 +833,8 @@ impl FullNode {
                     for inv in items {
                         match inv {
                             Inv::Block(h) | Inv::CmpctBlock(h) => {
-                                let ask = if self.cfg.compact_blocks { Inv::CmpctBlock(h) } else { Inv::Block(h) };
+                                let ask =
+                                    if self.cfg.compact_blocks { Inv::CmpctBlock(h) } else { Inv::Block(h) };
                                 match db.id_of(&h) {
                                     Some(id) if get(&self.blocks, id) != UNKNOWN => {}
                                     Some(id) => {

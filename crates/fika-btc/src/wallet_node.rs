@@ -60,7 +60,12 @@ pub struct WalletNode {
 impl WalletNode {
     /// A wallet node around an SPV client (whose wallet already knows its
     /// initial coins), with its payments.
-    pub fn new(spv: SpvClient, start_unix: u32, workload: Option<Workload>, schedule: Vec<ScheduledPayment>) -> Self {
+    pub fn new(
+        spv: SpvClient,
+        start_unix: u32,
+        workload: Option<Workload>,
+        schedule: Vec<ScheduledPayment>,
+    ) -> Self {
         WalletNode { spv, start_unix, workload, schedule, sent: 0, failed: 0 }
     }
 
@@ -125,7 +130,9 @@ impl WalletNode {
                     );
                 }
                 Err(e) => {
-                    cx.emit(Event::new("btc.wallet.refused").with("peer", from.0).with("reason", e.to_string()));
+                    cx.emit(
+                        Event::new("btc.wallet.refused").with("peer", from.0).with("reason", e.to_string()),
+                    );
                 }
             }
         }
@@ -180,7 +187,9 @@ impl WalletNode {
             }
             Err(e) => {
                 self.failed += 1;
-                cx.emit(Event::new("btc.tx.failed").with("amount", amount.to_sat()).with("reason", e.to_string()));
+                cx.emit(
+                    Event::new("btc.tx.failed").with("amount", amount.to_sat()).with("reason", e.to_string()),
+                );
             }
         }
     }

@@ -82,8 +82,8 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
             // to random ones of them.
             let light: Vec<bool> = group.iter().map(|g| s.nodes[*g].is_light()).collect();
             let relay: Vec<u32> = (0..n as u32).filter(|i| !light[*i as usize]).collect();
-            let inner =
-                topology::generate(spec, relay.len(), &mut rng).map_err(|e| BuildError::Topology(e.to_string()))?;
+            let inner = topology::generate(spec, relay.len(), &mut rng)
+                .map_err(|e| BuildError::Topology(e.to_string()))?;
             let mut edges: Vec<topology::Edge> = inner
                 .edges
                 .iter()

@@ -325,7 +325,9 @@ fn read_nodes(
             Some(Hashrate::Fixed(h)) if !(h.is_finite() && *h >= 0.0) => {
                 errs.push(s.at("hashrate"), format!("{h} is out of range; expected a number ≥ 0"))
             }
-            Some(Hashrate::Normal { normal: [m, sd] }) if !(m.is_finite() && sd.is_finite() && *sd >= 0.0) => {
+            Some(Hashrate::Normal { normal: [m, sd] })
+                if !(m.is_finite() && sd.is_finite() && *sd >= 0.0) =>
+            {
                 errs.push(s.at("hashrate.normal"), "expected [mean, standard deviation ≥ 0]")
             }
             _ => {}
@@ -538,7 +540,12 @@ fn read_output(s: Section<'_>, errs: &mut Errors) -> OutputSpec {
     OutputSpec { events: s.or("events", true, errs), exclude: s.or("exclude", Vec::new(), errs) }
 }
 
-fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &mut Errors) -> Option<BitcoinSpec> {
+fn read_bitcoin(
+    s: Section<'_>,
+    groups: &[NodeGroup],
+    names: &[String],
+    errs: &mut Errors,
+) -> Option<BitcoinSpec> {
     use fika_btc::ChainParams;
     use fika_btc::node::RelayConfig;
 
@@ -547,7 +554,10 @@ fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &m
     s.deny_unknown(&["chain", "params", "relay", "workload", "payments"], errs);
     let chain: String = s.or("chain", "bitcoin-mainnet".to_owned(), errs);
     let mut params = ChainParams::by_name(&chain).unwrap_or_else(|| {
-        errs.push(s.at("chain"), format!("unknown chain \"{chain}\"; expected one of: {}", ChainParams::PRESETS.join(", ")));
+        errs.push(
+            s.at("chain"),
+            format!("unknown chain \"{chain}\"; expected one of: {}", ChainParams::PRESETS.join(", ")),
+        );
         ChainParams::mainnet()
     });
     if let Some(v) = s.raw("params") {
@@ -561,7 +571,8 @@ fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &m
     }
     let relay = match s.raw("relay") {
         Some(v) => {
-            let mut base = toml::Value::try_from(RelayConfig::default()).unwrap_or(Value::Table(Table::new()));
+            let mut base =
+                toml::Value::try_from(RelayConfig::default()).unwrap_or(Value::Table(Table::new()));
             if let (Value::Table(b), Value::Table(o)) = (&mut base, v) {
                 crate::check::merge(b, o);
             } else {
@@ -580,7 +591,10 @@ fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &m
     let workload = s.sub("workload", errs).map(|w| {
         w.deny_unknown(&["interval", "start", "amount_fraction", "fee_rate"], errs);
         let amount_fraction: [f64; 2] = w.or("amount_fraction", [0.01, 0.2], errs);
-        if !(0.0 < amount_fraction[0] && amount_fraction[0] <= amount_fraction[1] && amount_fraction[1] <= 1.0) {
+        if !(0.0 < amount_fraction[0]
+            && amount_fraction[0] <= amount_fraction[1]
+            && amount_fraction[1] <= 1.0)
+        {
             errs.push(w.at("amount_fraction"), "expected [min, max] with 0 < min ≤ max ≤ 1");
         }
         let fee_rate: [f64; 2] = w.or("fee_rate", [1.0, 20.0], errs);
@@ -630,7 +644,10 @@ fn read_bitcoin(s: Section<'_>, groups: &[NodeGroup], names: &[String], errs: &m
                         if let Some(n) = n {
                             check_name(names, n, &p.at(k), errs);
                             if names.contains(n) && !wallet(n) {
-                                errs.push(p.at(k), format!("\"{n}\" is not a wallet (role wallet or client)"));
+                                errs.push(
+                                    p.at(k),
+                                    format!("\"{n}\" is not a wallet (role wallet or client)"),
+                                );
                             }
                         }
                     }

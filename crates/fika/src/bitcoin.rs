@@ -3,12 +3,12 @@
 //! blocks and forks, confirmation latency, throughput, mempools, miner
 //! revenue and wallet balances.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
-use std::cell::RefCell;
 
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
@@ -99,7 +99,8 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
     let premine: Vec<Transaction> = if outputs.is_empty() {
         Vec::new()
     } else {
-        let seed_txid = Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
+        let seed_txid =
+            Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
         vec![Transaction {
             version: bitcoin::transaction::Version::TWO,
             lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -137,7 +138,8 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
     }
     let total: f64 = weights.iter().sum();
     let genesis_bits = db.borrow().rec(0).data.block.header.bits;
-    let network_hashrate = fika_btc::pow::expected_hashes(genesis_bits) / params.block_interval_secs.max(1) as f64;
+    let network_hashrate =
+        fika_btc::pow::expected_hashes(genesis_bits) / params.block_interval_secs.max(1) as f64;
     let hash_share: Vec<f64> = weights.iter().map(|w| if total > 0.0 { w / total } else { 0.0 }).collect();
     // Workload and scripted payments.
     let recipients: Rc<Vec<ScriptBuf>> = Rc::new(wallets.values().map(Wallet::receive_script).collect());
@@ -169,12 +171,18 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
         if let Some(mut w) = wallets.remove(&i) {
             let _ = w.apply_block(genesis_hash, 0, &premine);
             let spv = SpvClient::new(params.clone(), w);
-            let node = WalletNode::new(spv, relay.start_unix, workload.clone(), schedules.remove(&i).unwrap_or_default());
+            let node = WalletNode::new(
+                spv,
+                relay.start_unix,
+                workload.clone(),
+                schedules.remove(&i).unwrap_or_default(),
+            );
             nodes.push(BtcNode::Wallet(Box::new(node)));
         } else {
             let mut rng = derive_rng(s.seed, "miner-key", i as u64);
             let payout = Payout::Key(secret_key_from_rng(&mut rng));
-            let node = FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, payout);
+            let node =
+                FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, payout);
             nodes.push(BtcNode::Full(Box::new(node)));
         }
     }
@@ -463,12 +471,18 @@ fn write_csvs(
     write("confirmations.csv", t)?;
     let mut t = String::from("node,hashrate_share,mined,on_best_chain,revenue_share\n");
     for m in &report.miners {
-        t += &format!("{},{:.6},{},{},{:.6}\n", m.name, m.hashrate_share, m.mined, m.on_best_chain, m.revenue_share);
+        t += &format!(
+            "{},{:.6},{},{},{:.6}\n",
+            m.name, m.hashrate_share, m.mined, m.on_best_chain, m.revenue_share
+        );
     }
     write("miners.csv", t)?;
     let mut t = String::from("wallet,confirmed_btc,unconfirmed_btc,payments_sent,payments_failed\n");
     for w in &report.wallets {
-        t += &format!("{},{:.8},{:.8},{},{}\n", w.name, w.confirmed_btc, w.unconfirmed_btc, w.payments.0, w.payments.1);
+        t += &format!(
+            "{},{:.8},{:.8},{},{}\n",
+            w.name, w.confirmed_btc, w.unconfirmed_btc, w.payments.0, w.payments.1
+        );
     }
     write("wallets.csv", t)?;
     if !collector.mempool.is_empty() {

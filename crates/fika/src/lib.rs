@@ -122,7 +122,10 @@ impl RunReport {
                     );
             }
             if b.mempool_txs_max > 0 {
-                t.row("mempool txs (mean / max)", format!("{:.1} / {}", b.mempool_txs_mean, b.mempool_txs_max));
+                t.row(
+                    "mempool txs (mean / max)",
+                    format!("{:.1} / {}", b.mempool_txs_mean, b.mempool_txs_max),
+                );
             }
             t.row("value conservation", if b.conservation_ok { "ok" } else { "VIOLATED" });
             for w in b.wallets.iter().take(10) {
