@@ -38,8 +38,9 @@ pub struct RelayConfig {
     /// Mean interval of trickled transaction announcements, seconds (Core: 2 s outbound, 5 s inbound).
     pub tx_trickle_s: f64,
     /// Modelled bytes added to every mined block (SimBlock's blocks are
-    /// 535,000 bytes of content fika does not materialize); the total is
-    /// capped by the weight limit.
+    /// 535,000 bytes of content fika does not materialize). They count as
+    /// non-witness bytes, so the weight limit caps them (1 MB on mainnet);
+    /// real transactions keep at least half the room.
     pub block_fill_bytes: u32,
     /// Average size of a modelled transaction, bytes (for compact-block short ids).
     pub avg_tx_bytes: u32,
@@ -595,7 +596,7 @@ impl FullNode {
             let tip = db.rec(self.tip);
             let height = tip.height + 1;
             let header = db.child_header(self.tip, now_unix);
-            let reserve = COINBASE_RESERVED_WEIGHT + 4 * u64::from(self.cfg.block_fill_bytes);
+            let reserve = COINBASE_RESERVED_WEIGHT + 4 * u64::from(self.cfg.block_fill_bytes / 2);
             let budget = params.max_block_weight.saturating_sub(reserve);
             let (txs, fees) = self.select_txs(&db, budget);
             let value = params.subsidy(height) + fees;
@@ -610,7 +611,10 @@ impl FullNode {
             block
         };
         let base = block.total_size() as u32;
-        let filler = self.cfg.block_fill_bytes.saturating_sub(base);
+        // Modelled content counts as non-witness bytes: at most what the
+        // weight limit leaves.
+        let room = self.db.borrow().params().max_block_weight.saturating_sub(block.weight().to_wu()) / 4;
+        let filler = self.cfg.block_fill_bytes.saturating_sub(base).min(room.min(u64::from(u32::MAX)) as u32);
         let data = Arc::new(SimBlock::new(block, filler));
         let origin = Origin { miner: cx.id().0, at_ns: cx.now().as_nanos() };
         let inserted = self.db.borrow_mut().insert(Arc::clone(&data), Some(origin));

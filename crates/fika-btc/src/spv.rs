@@ -358,7 +358,6 @@ impl SpvClient {
             let Some((hash, _)) = self.applied.pop() else {
                 break;
             };
-            self.wallet.disconnect_block(hash)?;
             update.disconnected.push(hash);
         }
         for (height, hash) in desired.into_iter().skip(common) {

@@ -1042,7 +1042,7 @@ impl Wallet {
         let prevouts = plan.coins.iter().map(|c| c.txout.clone()).collect();
         let seq = self.next_seq;
         self.next_seq += 1;
-        let _ = seq;
+        self.insert_pending(txid, Pending { tx: tx.clone(), seq, own: true });
         Ok(Payment { tx, txid, prevouts, fee: plan.fee, change })
     }
 

@@ -463,6 +463,7 @@ fn payments_never_double_spend_and_all_enter_the_chain() {
     let mut spent: BTreeSet<OutPoint> = BTreeSet::new();
     let mut payments = Vec::new();
     loop {
+        assert!(payments.len() < 40, "payments never run out: coins are reused");
         let to = other_script(payments.len() as u8);
         let fee = if payments.len() % 2 == 0 { FeeSpec::Absolute(btc(1)) } else { FeeSpec::sat_per_vb(3) };
         match w.create_payment(&to, btc(17), fee, tip, &mut r) {

@@ -63,7 +63,7 @@ pub const BITCOIN: &[(&str, &str)] = &[
 chain = "bitcoin-mainnet"
 [relay]
 compact_blocks = true
-block_fill_bytes = 1_500_000
+block_fill_bytes = 1_000_000
 "#,
     ),
     (

@@ -20,7 +20,8 @@ fn thesis_demo_pays_40_with_fee_1_and_reports_both_balances() {
     let s = load("scenarios/thesis-demo.toml");
     let r = run(&s, &RunOptions::default(), &mut |_| {}).expect("run");
     let b = r.bitcoin.expect("bitcoin results");
-    let bal = |name: &str| b.wallets.iter().find(|w| w.name == name).map(|w| (w.confirmed_btc, w.unconfirmed_btc));
+    let bal =
+        |name: &str| b.wallets.iter().find(|w| w.name == name).map(|w| (w.confirmed_btc, w.unconfirmed_btc));
     assert_eq!(bal("client1"), Some((59.0, 0.0)), "100 − 40 − 1");
     assert_eq!(bal("client2"), Some((140.0, 0.0)), "100 + 40");
     assert_eq!((b.txs_created, b.txs_confirmed), (1, 1));
@@ -74,7 +75,9 @@ start = "30s"
     assert!(total < 100.0 && total > 99.0, "wallets hold the premine minus fees: {total}");
     assert!(b.confirmation_1_s[0].is_some_and(|t| t > 0.0 && t < 300.0));
     assert!(b.mempool_txs_max > 0);
-    for f in ["blocks.csv", "confirmations.csv", "miners.csv", "wallets.csv", "mempool.csv", "propagation.csv"] {
+    for f in
+        ["blocks.csv", "confirmations.csv", "miners.csv", "wallets.csv", "mempool.csv", "propagation.csv"]
+    {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let _ = std::fs::remove_dir_all(dir);
