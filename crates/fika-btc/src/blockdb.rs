@@ -21,13 +21,40 @@ use bitcoin::block::Header;
 use bitcoin::consensus::Encodable;
 use bitcoin::pow::{CompactTarget, Work};
 use bitcoin::{Amount, Block, BlockHash, OutPoint, Transaction, Txid};
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::chain::genesis_block;
 use crate::params::ChainParams;
 use crate::pow;
 use crate::utxo::{Coin, CoinView, is_unspendable};
 use crate::validate::{self, BlockError, ParentInfo, TxContext, TxError};
+
+/// Hashes a block hash or txid by its first eight bytes: they are already
+/// uniformly random, so no mixing is needed.
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Hash types hash their 32-byte array; take its first 8 bytes (a
+        // length prefix, if any, comes as its own short write first).
+        if bytes.len() >= 8 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[..8]);
+            self.0 ^= u64::from_le_bytes(b);
+        } else {
+            for x in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*x);
+            }
+        }
+    }
+}
+
+type HashIndex<K> = HashMap<K, u32, BuildHasherDefault<PrefixHasher>>;
 
 /// Dense index of a block in the store.
 pub type BlockId = u32;
@@ -199,9 +226,9 @@ pub enum DbError {
 #[derive(Debug)]
 pub struct BlockDb {
     params: ChainParams,
-    index: FxHashMap<BlockHash, BlockId>,
+    index: HashIndex<BlockHash>,
     blocks: Vec<BlockRec>,
-    tx_index: FxHashMap<Txid, TxIdx>,
+    tx_index: HashIndex<Txid>,
     txs: Vec<TxRec>,
     premine: Amount,
 }
@@ -224,9 +251,9 @@ impl BlockDb {
         let work = pow::header_work(&data.block.header).unwrap_or(Work::from_be_bytes([0; 32]));
         let mut db = BlockDb {
             params,
-            index: FxHashMap::default(),
+            index: HashIndex::default(),
             blocks: Vec::new(),
-            tx_index: FxHashMap::default(),
+            tx_index: HashIndex::default(),
             txs: Vec::new(),
             premine: premine.iter().flat_map(|t| &t.output).map(|o| o.value).sum(),
         };

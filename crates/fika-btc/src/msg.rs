@@ -31,8 +31,8 @@ pub enum Inv {
 /// A message between Bitcoin-like nodes (and their light wallets).
 #[derive(Clone, Debug)]
 pub enum BtcMsg {
-    /// `inv`: announcements.
-    Inv(Vec<Inv>),
+    /// `inv`: announcements (shared: one announcement to many peers is one allocation).
+    Inv(Arc<[Inv]>),
     /// `getdata`: requests.
     GetData(Vec<Inv>),
     /// `block`.
@@ -84,9 +84,8 @@ fn tx_bytes(tx: &Transaction) -> u32 {
 impl Message for BtcMsg {
     fn wire_size(&self) -> u32 {
         let payload = match self {
-            BtcMsg::Inv(items) | BtcMsg::GetData(items) => {
-                varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32
-            }
+            BtcMsg::Inv(items) => varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32,
+            BtcMsg::GetData(items) => varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32,
             BtcMsg::Block(b) => b.size(),
             BtcMsg::Tx(tx) => tx_bytes(tx),
             BtcMsg::SendCmpct => 9,
@@ -138,9 +137,9 @@ mod tests {
 
     #[test]
     fn inv_sizes_match_the_p2p_encoding() {
-        let one = BtcMsg::Inv(vec![Inv::Tx(bitcoin::hashes::Hash::all_zeros())]);
+        let one = BtcMsg::Inv(vec![Inv::Tx(bitcoin::hashes::Hash::all_zeros())].into());
         assert_eq!(one.wire_size(), 24 + 1 + 36);
-        let many = BtcMsg::Inv(vec![Inv::Tx(bitcoin::hashes::Hash::all_zeros()); 300]);
+        let many = BtcMsg::Inv(vec![Inv::Tx(bitcoin::hashes::Hash::all_zeros()); 300].into());
         assert_eq!(many.wire_size(), 24 + 3 + 36 * 300);
     }
 

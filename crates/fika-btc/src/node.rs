@@ -246,6 +246,9 @@ pub struct FullNode {
     trickle: Option<TimerKey>,
     /// Peers that asked us for high-bandwidth compact blocks.
     hb_to: Vec<NodeId>,
+    /// For the last few blocks announced to us, the peers that announced
+    /// them: Core does not announce a block back to a peer known to have it.
+    announced: Vec<(BlockId, Vec<NodeId>)>,
     /// Light wallets and the scripts they watch.
     wallets: Vec<(NodeId, Vec<ScriptBuf>)>,
     hashrate: f64,
@@ -270,6 +273,7 @@ impl FullNode {
             inv_queue: Vec::new(),
             trickle: None,
             hb_to: Vec::new(),
+            announced: Vec::new(),
             wallets: Vec::new(),
             hashrate,
             payout,
@@ -491,15 +495,17 @@ impl FullNode {
 
     fn announce_block(&mut self, cx: &mut dyn Context<BtcMsg>, id: BlockId, from: Option<NodeId>) {
         let data = Arc::clone(&self.db.borrow().rec(id).data);
+        let inv: Arc<[Inv]> = Arc::new([Inv::Block(data.hash)]);
+        let knowers: &[NodeId] = self.announced.iter().find(|(b, _)| *b == id).map_or(&[], |(_, v)| v);
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
-            if Some(p) == from || self.wallets.iter().any(|(w, _)| *w == p) {
+            if Some(p) == from || knowers.contains(&p) || self.wallets.iter().any(|(w, _)| *w == p) {
                 continue;
             }
             if self.cfg.compact_blocks && self.hb_to.contains(&p) {
                 cx.send(p, BtcMsg::CmpctBlock(Arc::clone(&data)));
             } else {
-                cx.send(p, BtcMsg::Inv(vec![Inv::Block(data.hash)]));
+                cx.send(p, BtcMsg::Inv(Arc::clone(&inv)));
             }
         }
     }
@@ -793,7 +799,7 @@ impl FullNode {
                 .map(|(i, _)| Inv::Tx(db.tx(*i).txid))
                 .collect();
             if !items.is_empty() {
-                cx.send(p, BtcMsg::Inv(items));
+                cx.send(p, BtcMsg::Inv(items.into()));
             }
         }
     }
@@ -834,11 +840,14 @@ impl FullNode {
                 let mut want = Vec::new();
                 {
                     let db = self.db.borrow();
-                    for inv in items {
+                    for inv in items.iter().copied() {
                         match inv {
                             Inv::Block(h) | Inv::CmpctBlock(h) => {
                                 let ask =
                                     if self.cfg.compact_blocks { Inv::CmpctBlock(h) } else { Inv::Block(h) };
+                                if let Some(id) = db.id_of(&h) {
+                                    note_announcer(&mut self.announced, id, from);
+                                }
                                 match db.id_of(&h) {
                                     Some(id) if get(&self.blocks, id) != UNKNOWN => {}
                                     Some(id) => {
@@ -988,7 +997,26 @@ impl FullNode {
         self.mining = None;
         self.mining_bits = None;
         self.hb_to.clear();
+        self.announced.clear();
         self.wallets.clear();
+    }
+}
+
+/// Remembers that `peer` announced block `id` (for the few latest blocks).
+fn note_announcer(announced: &mut Vec<(BlockId, Vec<NodeId>)>, id: BlockId, peer: NodeId) {
+    const KEEP: usize = 4;
+    match announced.iter_mut().find(|(b, _)| *b == id) {
+        Some((_, v)) => {
+            if !v.contains(&peer) {
+                v.push(peer);
+            }
+        }
+        None => {
+            if announced.len() >= KEEP {
+                announced.remove(0);
+            }
+            announced.push((id, vec![peer]));
+        }
     }
 }
 

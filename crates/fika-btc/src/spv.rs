@@ -234,7 +234,10 @@ impl SpvClient {
                 }
             }
         }
-        let mut update = self.sync()?;
+        let mut update = match self.refresh_best_chain() {
+            Some(fork) => self.resync(fork)?,
+            None => self.empty_update(),
+        };
         update.new_headers = new_headers;
         match failure {
             Some(e) => Err(e),
@@ -293,21 +296,13 @@ impl SpvClient {
                 added = true;
             }
         }
-        let mut update = self.empty_update();
-        if added && self.applied.iter().any(|(h, _)| *h == block) {
-            // New transactions for an applied block: re-apply it from scratch.
-            update.disconnected = self.unwind_to(height)?;
-        }
-        let synced = self.sync()?;
-        update.disconnected.extend(synced.disconnected);
-        update.connected = synced.connected;
-        update.best = synced.best;
-        update.best_height = synced.best_height;
+        let on_best_chain = self.is_on_best_chain(&block);
+        let update = if added && on_best_chain { self.resync(height)? } else { self.empty_update() };
         Ok(ProofOutcome {
             block,
             height,
             proven: proven.iter().map(|(i, tx)| (*i, tx.compute_txid())).collect(),
-            on_best_chain: self.is_on_best_chain(&block),
+            on_best_chain,
             update,
         })
     }
@@ -322,59 +317,40 @@ impl SpvClient {
         }
     }
 
-    /// Disconnects applied blocks at `height` and above, highest first.
-    fn unwind_to(&mut self, height: u32) -> Result<Vec<BlockHash>, SpvError> {
-        let mut out = Vec::new();
+    /// Makes the wallet's blocks the proven blocks of the best header
+    /// chain again, assuming they already are below `from`: disconnects
+    /// applied blocks at `from` and above (highest first), then applies the
+    /// proven blocks of the best chain from `from` up (lowest first). Costs
+    /// O(best height − `from`).
+    fn resync(&mut self, from: u32) -> Result<SpvUpdate, SpvError> {
+        let mut update = self.empty_update();
         while let Some(&(hash, h)) = self.applied.last() {
-            if h < height {
+            if h < from {
                 break;
             }
             self.wallet.disconnect_block(hash)?;
             self.applied.pop();
-            out.push(hash);
-        }
-        Ok(out)
-    }
-
-    /// Refreshes the best header chain and makes the wallet's blocks the
-    /// proven blocks on it.
-    fn sync(&mut self) -> Result<SpvUpdate, SpvError> {
-        self.refresh_best_chain();
-        let mut desired: Vec<(u32, BlockHash)> = self
-            .proven
-            .iter()
-            .filter(|(hash, p)| self.best_chain.get(p.height as usize) == Some(*hash))
-            .map(|(hash, p)| (p.height, *hash))
-            .collect();
-        desired.sort();
-        let common = self
-            .applied
-            .iter()
-            .zip(&desired)
-            .take_while(|((ah, aheight), (dheight, dh))| ah == dh && aheight == dheight)
-            .count();
-        let mut update = self.empty_update();
-        while self.applied.len() > common {
-            let Some((hash, _)) = self.applied.pop() else {
-                break;
-            };
             update.disconnected.push(hash);
         }
-        for (height, hash) in desired.into_iter().skip(common) {
-            let txs: Vec<Transaction> =
-                self.proven.get(&hash).map(|p| p.txs.values().cloned().collect()).unwrap_or_default();
-            self.wallet.apply_block(hash, height, &txs)?;
-            self.applied.push((hash, height));
+        for height in from as usize..self.best_chain.len() {
+            let hash = self.best_chain[height];
+            let Some(p) = self.proven.get(&hash) else {
+                continue;
+            };
+            let txs: Vec<Transaction> = p.txs.values().cloned().collect();
+            self.wallet.apply_block(hash, height as u32, &txs)?;
+            self.applied.push((hash, height as u32));
             update.connected.push(hash);
         }
         Ok(update)
     }
 
-    /// Updates `best_chain` to end at the best header.
-    fn refresh_best_chain(&mut self) {
+    /// Updates `best_chain` to end at the best header; returns the lowest
+    /// height whose hash changed or was added (`None` if nothing changed).
+    fn refresh_best_chain(&mut self) -> Option<u32> {
         let best = self.headers.best_header().hash;
         if self.best_chain.last() == Some(&best) {
-            return;
+            return None;
         }
         let mut branch = Vec::new();
         let mut cur = best;
@@ -390,6 +366,8 @@ impl SpvClient {
             }
             cur = e.header.prev_blockhash;
         }
+        let fork = self.best_chain.len() as u32;
         self.best_chain.extend(branch.into_iter().rev());
+        Some(fork)
     }
 }

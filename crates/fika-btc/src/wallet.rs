@@ -455,6 +455,8 @@ pub struct Wallet {
     confirmed_txs: BTreeMap<Txid, (BlockHash, u32)>,
     /// Applied blocks that touched the wallet, lowest first.
     blocks: Vec<BlockRecord>,
+    /// Hashes of `blocks`.
+    recorded: BTreeSet<BlockHash>,
     pending: BTreeMap<Txid, Pending>,
     /// Outpoints spent by pending transactions.
     pending_spends: BTreeMap<OutPoint, Txid>,
@@ -476,6 +478,7 @@ impl Wallet {
             spent_in_block: BTreeMap::new(),
             confirmed_txs: BTreeMap::new(),
             blocks: Vec::new(),
+            recorded: BTreeSet::new(),
             pending: BTreeMap::new(),
             pending_spends: BTreeMap::new(),
             next_seq: 0,
@@ -696,7 +699,7 @@ impl Wallet {
         height: u32,
         txs: &[Transaction],
     ) -> Result<BlockEffect, WalletError> {
-        if self.blocks.iter().any(|r| r.hash == hash) {
+        if self.recorded.contains(&hash) {
             return Err(WalletError::DuplicateBlock(hash));
         }
         if let Some(last) = self.blocks.last() {
@@ -772,6 +775,7 @@ impl Wallet {
         }
         let effect = rec.effect.clone();
         if !effect.is_empty() {
+            self.recorded.insert(hash);
             self.blocks.push(rec);
         }
         Ok(effect)
@@ -783,16 +787,17 @@ impl Wallet {
     /// out come back). A block that left no record (it did not touch the
     /// wallet) is a no-op and returns an empty effect.
     pub fn disconnect_block(&mut self, hash: BlockHash) -> Result<BlockEffect, WalletError> {
-        let Some(pos) = self.blocks.iter().position(|r| r.hash == hash) else {
+        if !self.recorded.contains(&hash) {
             return Ok(BlockEffect::default());
-        };
-        if pos + 1 != self.blocks.len() {
-            let tip = self.blocks.last().map(|r| r.hash).unwrap_or(hash);
+        }
+        let tip = self.blocks.last().map(|r| r.hash).unwrap_or(hash);
+        if tip != hash {
             return Err(WalletError::NotTip { hash, tip });
         }
         let Some(rec) = self.blocks.pop() else {
             return Ok(BlockEffect::default());
         };
+        self.recorded.remove(&hash);
         for op in rec.ops.into_iter().rev() {
             match op {
                 CoinOp::Created(o) => {

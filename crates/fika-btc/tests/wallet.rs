@@ -66,6 +66,7 @@ fn block_on(
     let height = pe.height + 1;
     let fees: u64 = txs
         .iter()
+        .filter(|tx| !tx.is_coinbase())
         .map(|tx| {
             let ins: u64 = tx
                 .input
@@ -599,6 +600,27 @@ fn addresses_are_real_and_payments_deterministic() {
     assert_eq!(Wallet::new(config(), &[]).unwrap_err(), WalletError::NoKeys);
 }
 
+#[test]
+fn blocks_are_applied_in_order_and_disconnected_tip_first() {
+    let mut r = rng(11);
+    let mut w = Wallet::from_rng(config(), 1, &mut r).unwrap();
+    let me = vec![w.receive_script()];
+    let (h1, h2, h3) = (BlockHash::hash(b"1"), BlockHash::hash(b"2"), BlockHash::hash(b"3"));
+    let e1 = w.apply_block(h1, 1, &[funding_tx(1, &[10_000, 20_000], &me)]).unwrap();
+    assert_eq!(e1.received, Amount::from_sat(30_000));
+    // A block that does not touch the wallet leaves no record.
+    assert!(w.apply_block(h2, 2, &[funding_tx(2, &[5_000], &[other_script(1)])]).unwrap().is_empty());
+    w.apply_block(h3, 3, &[funding_tx(3, &[7_000], &me)]).unwrap();
+    assert_eq!(w.recorded_blocks(), vec![(h1, 1), (h3, 3)]);
+    assert_eq!(w.disconnect_block(h1), Err(WalletError::NotTip { hash: h1, tip: h3 }));
+    assert_eq!(w.disconnect_block(h3).unwrap().received, Amount::from_sat(7_000));
+    assert!(w.disconnect_block(h2).unwrap().is_empty());
+    assert_eq!(w.balance(3).confirmed, Amount::from_sat(30_000));
+    assert_eq!(w.disconnect_block(h1).unwrap(), e1);
+    assert_eq!(w.balance(3), Default::default());
+    assert!(w.recorded_blocks().is_empty());
+}
+
 /// A funding transaction paying `values` to `scripts` (cyclically).
 fn funding_tx(tag: u32, values: &[u64], scripts: &[ScriptBuf]) -> Transaction {
     Transaction {
@@ -877,6 +899,16 @@ fn spv_proofs_out_of_order_and_coinbase_proofs() {
         s.spv.accept_merkle_block(&prove(&block1, &tx1), &[]).unwrap_err(),
         SpvError::NoTransactions(block1.block_hash())
     );
+    // A header whose block (never valid) commits a coinbase-shaped
+    // transaction at index 1: the SPV client refuses it at that position.
+    let fake_cb = coinbase_tx(99, &carol, btc(1), b"fake");
+    let fake = block_on(&s.chain, s.chain.tip_hash(), vec![fake_cb.clone()], &other_script(5), 77);
+    s.spv.accept_header(&fake.header, u64::from(fake.header.time)).unwrap();
+    assert_eq!(
+        s.spv.accept_merkle_block(&prove(&fake, &fake_cb), std::slice::from_ref(&fake_cb)).unwrap_err(),
+        SpvError::CoinbasePosition { block: fake.block_hash(), txid: fake_cb.compute_txid(), index: 1 }
+    );
+    assert_eq!(s.spv.balance(), b);
     // Unknown parents are refused by the header chain.
     let mut orphan = block1.header;
     orphan.prev_blockhash = BlockHash::hash(b"nowhere");
