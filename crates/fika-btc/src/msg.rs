@@ -39,6 +39,10 @@ pub enum BtcMsg {
     Block(Arc<SimBlock>),
     /// `tx`.
     Tx(Arc<Transaction>),
+    /// `getheaders`: a block locator (newest first); answer with the headers after the fork.
+    GetHeaders(Vec<BlockHash>),
+    /// `headers`: up to 2,000 consecutive headers.
+    Headers(Vec<Header>),
     /// `sendcmpct` with high-bandwidth mode on: push new blocks to me compact.
     SendCmpct,
     /// `cmpctblock`: header, short ids, prefilled coinbase.
@@ -88,6 +92,8 @@ impl Message for BtcMsg {
             BtcMsg::GetData(items) => varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32,
             BtcMsg::Block(b) => b.size(),
             BtcMsg::Tx(tx) => tx_bytes(tx),
+            BtcMsg::GetHeaders(locator) => 4 + varint(locator.len()) + 32 * locator.len() as u32 + 32,
+            BtcMsg::Headers(h) => varint(h.len()) + 81 * h.len() as u32,
             BtcMsg::SendCmpct => 9,
             BtcMsg::CmpctBlock(b) => {
                 let shorts = b.block.txdata.len().saturating_sub(1) + (b.filler / 500) as usize;
@@ -121,6 +127,8 @@ impl Message for BtcMsg {
             BtcMsg::GetData(_) => "getdata",
             BtcMsg::Block(_) => "block",
             BtcMsg::Tx(_) => "tx",
+            BtcMsg::GetHeaders(_) => "getheaders",
+            BtcMsg::Headers(_) => "headers",
             BtcMsg::SendCmpct => "sendcmpct",
             BtcMsg::CmpctBlock(_) => "cmpctblock",
             BtcMsg::GetBlockTxn(_) => "getblocktxn",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
+use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, Transaction};
 use fika_core::{Context, Event, NodeId, SimTime, TimerId, TimerKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -833,9 +833,80 @@ impl FullNode {
         self.restart_mining(cx);
     }
 
+    /// Handles a restart after a crash: catch up with the peers' chains
+    /// through `getheaders` (the mempool and chain survived on disk).
+    pub fn restart(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        let locator = self.locator();
+        for k in 0..cx.peer_count() {
+            let p = cx.peer(k);
+            cx.send(p, BtcMsg::GetHeaders(locator.clone()));
+        }
+        self.start(cx);
+    }
+
+    /// Hashes of the best chain, newest first, dense for ten blocks then
+    /// exponentially sparser, ending at genesis (Core's block locator).
+    fn locator(&self) -> Vec<BlockHash> {
+        let db = self.db.borrow();
+        let mut out = Vec::new();
+        let mut h = db.rec(self.tip).height;
+        let mut step = 1;
+        loop {
+            out.push(db.rec(db.ancestor(self.tip, h)).data.hash);
+            if h == 0 {
+                break;
+            }
+            if out.len() >= 10 {
+                step *= 2;
+            }
+            h = h.saturating_sub(step);
+        }
+        out
+    }
+
+    fn answer_getheaders(&self, cx: &mut dyn Context<BtcMsg>, from: NodeId, locator: &[BlockHash]) {
+        const MAX_HEADERS: u32 = 2000;
+        let db = self.db.borrow();
+        let tip_h = db.rec(self.tip).height;
+        // The first locator entry on our best chain is the fork point.
+        let fork = locator
+            .iter()
+            .filter_map(|h| db.id_of(h))
+            .find(|id| get(&self.blocks, *id) == HAVE && db.ancestor(self.tip, db.rec(*id).height) == *id)
+            .unwrap_or(0);
+        let start = db.rec(fork).height + 1;
+        if start > tip_h {
+            return;
+        }
+        let end = tip_h.min(start + MAX_HEADERS - 1);
+        let headers = (start..=end).map(|h| db.rec(db.ancestor(self.tip, h)).data.block.header).collect();
+        cx.send(from, BtcMsg::Headers(headers));
+    }
+
     /// Handles a message.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
         match msg {
+            BtcMsg::GetHeaders(locator) => self.answer_getheaders(cx, from, &locator),
+            BtcMsg::Headers(headers) => {
+                let mut want = Vec::new();
+                {
+                    let db = self.db.borrow();
+                    for h in &headers {
+                        let hash = h.block_hash();
+                        match db.id_of(&hash) {
+                            Some(id) if get(&self.blocks, id) != UNKNOWN => {}
+                            Some(id) => {
+                                *slot(&mut self.blocks, id) = REQUESTED;
+                                want.push(Inv::Block(hash));
+                            }
+                            None => want.push(Inv::Block(hash)),
+                        }
+                    }
+                }
+                if !want.is_empty() {
+                    cx.send(from, BtcMsg::GetData(want));
+                }
+            }
             BtcMsg::Inv(items) => {
                 let mut want = Vec::new();
                 {
@@ -1057,6 +1128,12 @@ impl fika_core::Node for BtcNode {
         match self {
             BtcNode::Full(n) => n.crash(),
             BtcNode::Wallet(w) => w.crash(),
+        }
+    }
+    fn on_restart(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        match self {
+            BtcNode::Full(n) => n.restart(cx),
+            BtcNode::Wallet(w) => w.start(cx),
         }
     }
 }

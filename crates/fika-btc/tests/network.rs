@@ -302,3 +302,47 @@ fn compact_blocks_fetch_only_missing_transactions() {
     });
     assert!(asked);
 }
+
+#[test]
+fn a_restarted_node_catches_up_through_getheaders() {
+    let db: SharedDb = Rc::new(RefCell::new(BlockDb::new(params(), &[])));
+    let cfg = Rc::new(RelayConfig { compact_blocks: false, stop_height: 30, ..RelayConfig::default() });
+    let h = rate_for(&db, 10.0) / 2.0;
+    // Two miners and a non-mining node 2 that is down from 20 s to 200 s.
+    let nodes: Vec<AnyNode> = vec![full(&db, &cfg, h), full(&db, &cfg, h), full(&db, &cfg, 0.0)];
+    let mut adj = vec![Vec::new(); 3];
+    for (a, b) in [(0u32, 1u32), (1, 2), (0, 2)] {
+        adj[a as usize].push(b);
+        adj[b as usize].push(a);
+    }
+    let model = NetworkModel { latency: LatencyModel::Constant { ms: 20.0 }, ..NetworkModel::default() };
+    let net = Net::new(&adj, Vec::new(), model, fika_core::derive_rng(6, "net", 0));
+    let faults = vec![
+        fika_sim::Fault { at: SimTime::from_secs(20), action: fika_sim::FaultAction::Crash(NodeId(2)) },
+        fika_sim::Fault { at: SimTime::from_secs(200), action: fika_sim::FaultAction::Restart(NodeId(2)) },
+    ];
+    let mut s: Simulation<AnyNode, Events> = Simulation::new(6, nodes, net, faults, Vec::new());
+    s.run_until(SimTime::from_secs(3600), &mut |_| {});
+    let d = db.borrow();
+    let best = (0..d.len() as BlockId).max_by_key(|i| (d.rec(*i).work, std::cmp::Reverse(*i))).unwrap();
+    assert_eq!(d.rec(best).height, 30);
+    let received = |node: u32| {
+        s.sink().iter().filter(|(_, n, e)| *n == Some(NodeId(node)) && e.kind == "btc.block.received").count()
+    };
+    // Every block of the best chain reached node 2, most of them after the restart.
+    let mut b = best;
+    let mut missing = 0;
+    while b != 0 {
+        let hash = fika_core::Value::Hash(bitcoin::hashes::Hash::to_byte_array(d.rec(b).data.hash));
+        if !s.sink().iter().any(|(_, n, e)| {
+            *n == Some(NodeId(2)) && e.kind == "btc.block.received" && e.field("hash") == Some(&hash)
+        }) {
+            missing += 1;
+        }
+        b = d.rec(b).parent.unwrap();
+    }
+    assert_eq!(missing, 0, "node 2 has the whole best chain");
+    assert!(received(2) >= 30);
+    let asked = s.stats().by_kind.iter().find(|k| k.kind == "getheaders").map_or(0, |k| k.count);
+    assert_eq!(asked, 2, "node 2 asked both peers for headers on restart");
+}
