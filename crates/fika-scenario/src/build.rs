@@ -89,6 +89,27 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
                 .iter()
                 .map(|e| topology::Edge { from: relay[e.from as usize], to: relay[e.to as usize] })
                 .collect();
+            // Well-connected groups open extra links to random relaying nodes.
+            let mut linked: std::collections::BTreeSet<(u32, u32)> =
+                edges.iter().map(|e| (e.from.min(e.to), e.from.max(e.to))).collect();
+            for (i, g) in group.iter().enumerate() {
+                let extra = s.nodes[*g].extra_links.unwrap_or(0) as usize;
+                if light[i] || extra == 0 {
+                    continue;
+                }
+                let me = i as u32;
+                let candidates: Vec<u32> = relay.iter().copied().filter(|r| *r != me).collect();
+                let mut added = 0;
+                for to in candidates.choose_multiple(&mut rng, candidates.len().min(extra * 4 + 8)) {
+                    if added == extra {
+                        break;
+                    }
+                    if linked.insert((me.min(*to), me.max(*to))) {
+                        edges.push(topology::Edge { from: me, to: *to });
+                        added += 1;
+                    }
+                }
+            }
             for (i, g) in group.iter().enumerate() {
                 if !light[i] || relay.is_empty() {
                     continue;

@@ -288,7 +288,10 @@ fn read_nodes(
             continue;
         };
         let s = Section::new(t, path);
-        s.deny_unknown(&["role", "count", "name", "region", "hashrate", "balance", "servers"], errs);
+        s.deny_unknown(
+            &["role", "count", "name", "region", "hashrate", "balance", "servers", "extra_links"],
+            errs,
+        );
         let role: String = s.or("role", "node".to_owned(), errs);
         if let Some(p) = protocol {
             if !p.roles().contains(&role.as_str()) {
@@ -339,6 +342,7 @@ fn read_nodes(
             }
         }
         let servers: Option<u32> = s.opt("servers", errs);
+        let extra_links: Option<u32> = s.opt("extra_links", errs);
         if protocol != Some(ProtocolKind::Bitcoin) {
             for k in ["hashrate", "balance", "servers"] {
                 if s.raw(k).is_some() {
@@ -346,7 +350,7 @@ fn read_nodes(
                 }
             }
         }
-        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers });
+        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers, extra_links });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
     if total > 10_000_000 {

@@ -115,6 +115,10 @@ pub struct NodeGroup {
     /// How many full nodes each wallet connects to, with a generated topology (bitcoin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub servers: Option<u32>,
+    /// Links each node opens beyond the generated topology, to random
+    /// relaying nodes: pools and relay networks are well connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_links: Option<u32>,
 }
 
 impl NodeGroup {
