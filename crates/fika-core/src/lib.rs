@@ -5,11 +5,13 @@
 //! threads, wall clocks or a global random number generator. The simulator
 //! (`fika-sim`) and the emulator drive the same nodes through [`Context`].
 
+pub mod compose;
 pub mod event;
 pub mod node;
 pub mod rng;
 pub mod time;
 
+pub use compose::{SubContext, split_timer};
 pub use event::{Event, EventSink, TraceDigest, Value};
 pub use node::{Context, Message, Node, NodeId, TimerId, TimerKey};
 pub use rng::{NodeRng, derive_rng};
