@@ -256,6 +256,7 @@ pub struct FullNode {
     mining: Option<TimerKey>,
     mining_bits: Option<bitcoin::CompactTarget>,
     mined: u32,
+    merge_tag: Option<ScriptBuf>,
 }
 
 impl FullNode {
@@ -280,6 +281,7 @@ impl FullNode {
             mining: None,
             mining_bits: None,
             mined: 0,
+            merge_tag: None,
         }
     }
 
@@ -595,27 +597,11 @@ impl FullNode {
             return;
         }
         let now_unix = self.now_unix(cx);
-        let payout = self.payout.script();
-        let block = {
-            let db = self.db.borrow();
-            let params = db.params();
-            let tip = db.rec(self.tip);
-            let height = tip.height + 1;
-            let header = db.child_header(self.tip, now_unix);
-            let reserve = COINBASE_RESERVED_WEIGHT + 4 * u64::from(self.cfg.block_fill_bytes / 2);
-            let budget = params.max_block_weight.saturating_sub(reserve);
-            let (txs, fees) = self.select_txs(&db, budget);
-            let value = params.subsidy(height) + fees;
-            self.mined += 1;
-            let mut tag = cx.id().0.to_le_bytes().to_vec();
-            tag.extend_from_slice(&self.mined.to_le_bytes());
-            let coinbase = coinbase_tx(height, &payout, value, &tag);
-            let mut block = assemble_block(header, coinbase, txs);
-            if params.pow_mode == crate::params::PowMode::Real {
-                pow::grind(&mut block.header, 1 << 32);
-            }
-            block
-        };
+        let tag = self.merge_tag.clone();
+        let mut block = self.block_template(cx.id(), now_unix, tag.as_ref());
+        if self.db.borrow().params().pow_mode == crate::params::PowMode::Real {
+            pow::grind(&mut block.header, 1 << 32);
+        }
         let base = block.total_size() as u32;
         // Modelled content counts as non-witness bytes: at most what the
         // weight limit leaves.
@@ -639,6 +625,46 @@ impl FullNode {
         self.on_block(cx, None, data);
         // Keep mining even if the block did not become the tip.
         self.restart_mining(cx);
+    }
+
+    /// A block on this node's tip at Unix time `now_unix` with its mempool's
+    /// best transactions, paying this node, with `extra` (e.g. a
+    /// merge-mining commitment) as a zero-value coinbase output. The nonce
+    /// is not ground.
+    pub fn block_template(&mut self, me: NodeId, now_unix: u32, extra: Option<&ScriptBuf>) -> bitcoin::Block {
+        let payout = self.payout.script();
+        self.mined += 1;
+        let db = self.db.borrow();
+        let params = db.params();
+        let height = db.rec(self.tip).height + 1;
+        let header = db.child_header(self.tip, now_unix);
+        let reserve = COINBASE_RESERVED_WEIGHT + 4 * u64::from(self.cfg.block_fill_bytes / 2);
+        let budget = params.max_block_weight.saturating_sub(reserve);
+        let (txs, fees) = self.select_txs(&db, budget);
+        let value = params.subsidy(height) + fees;
+        let mut tag = me.0.to_le_bytes().to_vec();
+        tag.extend_from_slice(&self.mined.to_le_bytes());
+        let mut coinbase = coinbase_tx(height, &payout, value, &tag);
+        if let Some(script) = extra {
+            coinbase.output.push(bitcoin::TxOut { value: Amount::ZERO, script_pubkey: script.clone() });
+        }
+        assemble_block(header, coinbase, txs)
+    }
+
+    /// Sets the merge-mining commitment put in the coinbase of the blocks
+    /// this node mines (`None` for none).
+    pub fn set_merge_tag(&mut self, tag: Option<ScriptBuf>) {
+        self.merge_tag = tag;
+    }
+
+    /// Unix time at the current virtual time.
+    pub fn unix_now(&self, now: SimTime) -> u32 {
+        unix_at(self.cfg.start_unix, now)
+    }
+
+    /// The best tip's height.
+    pub fn tip_height(&self) -> u32 {
+        self.db.borrow().rec(self.tip).height
     }
 
     /// Transactions by fee rate, parents before children, within `budget` weight.
