@@ -1,0 +1,650 @@
+//! The Bridge as a precompiled contract: Solidity ABI encoding and decoding
+//! of its methods (Rootstock's names, signatures and selectors), its event
+//! logs, and [`BridgeState::call`], which a sidechain runs at
+//! [`BRIDGE_ADDRESS`].
+//!
+//! Signatures are Rootstock's (`BridgeMethods`, `BridgeEvents`): selectors are
+//! the first four bytes of keccak-256 of the signature, topic 0 of an event
+//! is keccak-256 of its signature. Bitcoin hashes (`btcTxHash`, block hashes)
+//! are in display byte order, as bitcoinj's `Sha256Hash.getBytes()` gives
+//! them. The decoder is total: any byte string decodes to a call or an
+//! [`AbiError`], never a panic, and allocates at most in proportion to the
+//! input.
+//!
+//! Semantics of [`BridgeState::call`], following Rootstock's `Bridge`:
+//! malformed calldata, an unauthorised caller of a federation-only method, a
+//! malformed header, or an out-of-range depth revert (`Err`); a
+//! `registerBtcTransaction` that fails the Bridge's validations succeeds
+//! with no effect and no logs (Rootstock logs a warning and returns).
+//! Methods here are not payable (Rootstock's `releaseBtc`, the empty-calldata
+//! value transfer, is the peg-out and is not implemented yet).
+
+use bitcoin::block::Header;
+use bitcoin::hashes::Hash;
+use thiserror::Error;
+
+use crate::bridge::{BridgeError, BridgeEvent, BridgeState};
+use crate::side::{SideAddress, keccak256};
+
+/// The Bridge's address, `0x0000000000000000000000000000000001000006`.
+pub const BRIDGE_ADDRESS: SideAddress =
+    SideAddress([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00, 0x06]);
+
+/// Largest calldata [`decode_call`] accepts (a sidechain's gas limit bounds
+/// it anyway): 4 MiB.
+pub const MAX_CALLDATA: usize = 4 << 20;
+
+/// The 4-byte selector of a function signature.
+pub fn selector(signature: &str) -> [u8; 4] {
+    let h = keccak256(signature.as_bytes());
+    [h[0], h[1], h[2], h[3]]
+}
+
+/// Topic 0 of an event signature.
+pub fn event_topic(signature: &str) -> [u8; 32] {
+    keccak256(signature.as_bytes())
+}
+
+/// The Bridge methods implemented here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum BridgeMethod {
+    /// `registerBtcTransaction(bytes,int256,bytes)`.
+    RegisterBtcTransaction,
+    /// `receiveHeaders(bytes[])`.
+    ReceiveHeaders,
+    /// `getBtcBlockchainBestChainHeight()` → `int256`.
+    GetBtcBlockchainBestChainHeight,
+    /// `getBtcBlockchainBlockHashAtDepth(int256)` → `bytes` (32).
+    GetBtcBlockchainBlockHashAtDepth,
+    /// `getFederationAddress()` → `string`.
+    GetFederationAddress,
+    /// `getFederationSize()` → `int256`.
+    GetFederationSize,
+    /// `getFederationThreshold()` → `int256`.
+    GetFederationThreshold,
+    /// `getMinimumLockTxValue()` → `int256`.
+    GetMinimumLockTxValue,
+    /// `getLockingCap()` → `int256`.
+    GetLockingCap,
+    /// `getFeePerKb()` → `int256`.
+    GetFeePerKb,
+}
+
+impl BridgeMethod {
+    /// Every method.
+    pub const ALL: [BridgeMethod; 10] = [
+        BridgeMethod::RegisterBtcTransaction,
+        BridgeMethod::ReceiveHeaders,
+        BridgeMethod::GetBtcBlockchainBestChainHeight,
+        BridgeMethod::GetBtcBlockchainBlockHashAtDepth,
+        BridgeMethod::GetFederationAddress,
+        BridgeMethod::GetFederationSize,
+        BridgeMethod::GetFederationThreshold,
+        BridgeMethod::GetMinimumLockTxValue,
+        BridgeMethod::GetLockingCap,
+        BridgeMethod::GetFeePerKb,
+    ];
+
+    /// The Solidity signature.
+    pub fn signature(self) -> &'static str {
+        match self {
+            BridgeMethod::RegisterBtcTransaction => "registerBtcTransaction(bytes,int256,bytes)",
+            BridgeMethod::ReceiveHeaders => "receiveHeaders(bytes[])",
+            BridgeMethod::GetBtcBlockchainBestChainHeight => "getBtcBlockchainBestChainHeight()",
+            BridgeMethod::GetBtcBlockchainBlockHashAtDepth => "getBtcBlockchainBlockHashAtDepth(int256)",
+            BridgeMethod::GetFederationAddress => "getFederationAddress()",
+            BridgeMethod::GetFederationSize => "getFederationSize()",
+            BridgeMethod::GetFederationThreshold => "getFederationThreshold()",
+            BridgeMethod::GetMinimumLockTxValue => "getMinimumLockTxValue()",
+            BridgeMethod::GetLockingCap => "getLockingCap()",
+            BridgeMethod::GetFeePerKb => "getFeePerKb()",
+        }
+    }
+
+    /// The method name.
+    pub fn name(self) -> &'static str {
+        let sig = self.signature();
+        sig.split('(').next().unwrap_or(sig)
+    }
+
+    /// The 4-byte selector.
+    pub fn selector(self) -> [u8; 4] {
+        selector(self.signature())
+    }
+
+    /// The method with this selector.
+    pub fn from_selector(sel: [u8; 4]) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.selector() == sel)
+    }
+}
+
+/// A decoded Bridge call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BridgeCall {
+    /// `registerBtcTransaction(tx, height, pmt)`.
+    RegisterBtcTransaction {
+        /// The serialized Bitcoin transaction.
+        tx: Vec<u8>,
+        /// The block height (an `int256` that fits `i64`).
+        height: i64,
+        /// The serialized partial merkle tree.
+        pmt: Vec<u8>,
+    },
+    /// `receiveHeaders(headers)`: serialized 80-byte headers.
+    ReceiveHeaders {
+        /// The serialized headers.
+        headers: Vec<Vec<u8>>,
+    },
+    /// `getBtcBlockchainBestChainHeight()`.
+    GetBtcBlockchainBestChainHeight,
+    /// `getBtcBlockchainBlockHashAtDepth(depth)`.
+    GetBtcBlockchainBlockHashAtDepth {
+        /// The depth (an `int256` that fits `i64`).
+        depth: i64,
+    },
+    /// `getFederationAddress()`.
+    GetFederationAddress,
+    /// `getFederationSize()`.
+    GetFederationSize,
+    /// `getFederationThreshold()`.
+    GetFederationThreshold,
+    /// `getMinimumLockTxValue()`.
+    GetMinimumLockTxValue,
+    /// `getLockingCap()`.
+    GetLockingCap,
+    /// `getFeePerKb()`.
+    GetFeePerKb,
+}
+
+impl BridgeCall {
+    /// The method called.
+    pub fn method(&self) -> BridgeMethod {
+        match self {
+            BridgeCall::RegisterBtcTransaction { .. } => BridgeMethod::RegisterBtcTransaction,
+            BridgeCall::ReceiveHeaders { .. } => BridgeMethod::ReceiveHeaders,
+            BridgeCall::GetBtcBlockchainBestChainHeight => BridgeMethod::GetBtcBlockchainBestChainHeight,
+            BridgeCall::GetBtcBlockchainBlockHashAtDepth { .. } => {
+                BridgeMethod::GetBtcBlockchainBlockHashAtDepth
+            }
+            BridgeCall::GetFederationAddress => BridgeMethod::GetFederationAddress,
+            BridgeCall::GetFederationSize => BridgeMethod::GetFederationSize,
+            BridgeCall::GetFederationThreshold => BridgeMethod::GetFederationThreshold,
+            BridgeCall::GetMinimumLockTxValue => BridgeMethod::GetMinimumLockTxValue,
+            BridgeCall::GetLockingCap => BridgeMethod::GetLockingCap,
+            BridgeCall::GetFeePerKb => BridgeMethod::GetFeePerKb,
+        }
+    }
+}
+
+/// Malformed calldata.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AbiError {
+    /// Empty calldata: a plain value transfer (`releaseBtc`).
+    #[error("empty calldata (a value transfer: releaseBtc)")]
+    Empty,
+    /// Fewer than 4 bytes.
+    #[error("calldata of {0} bytes has no selector")]
+    ShortSelector(usize),
+    /// Calldata over [`MAX_CALLDATA`].
+    #[error("calldata of {0} bytes is too large")]
+    TooLarge(usize),
+    /// No Bridge method has this selector.
+    #[error("unknown selector 0x{}", hex::encode(.0))]
+    UnknownSelector([u8; 4]),
+    /// A word lies beyond the data.
+    #[error("word at offset {offset} is beyond the {len} bytes of arguments")]
+    OutOfBounds {
+        /// Its offset.
+        offset: usize,
+        /// The argument length.
+        len: usize,
+    },
+    /// An offset or length does not fit the data.
+    #[error("offset or length {0} out of range")]
+    BadOffset(String),
+    /// An `int256` does not fit `i64`.
+    #[error("int256 0x{} does not fit 64 bits", hex::encode(.0))]
+    IntOutOfRange([u8; 32]),
+}
+
+/// An EVM log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    /// Topics (topic 0 = event signature hash).
+    pub topics: Vec<[u8; 32]>,
+    /// ABI-encoded non-indexed arguments.
+    pub data: Vec<u8>,
+}
+
+/// The result of a successful call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOutcome {
+    /// ABI-encoded return data.
+    pub output: Vec<u8>,
+    /// Logs emitted by the Bridge, in order.
+    pub logs: Vec<Log>,
+    /// RBTC transfers out of the Bridge (recipient, wei) the sidechain must
+    /// apply (debiting [`BRIDGE_ADDRESS`]).
+    pub credits: Vec<(SideAddress, u128)>,
+}
+
+// ---- words ----
+
+/// An `int256`/`uint256` word of a non-negative integer.
+pub fn word_u128(v: u128) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[16..].copy_from_slice(&v.to_be_bytes());
+    w
+}
+
+/// An `int256` word (two's complement).
+pub fn word_i64(v: i64) -> [u8; 32] {
+    let mut w = if v < 0 { [0xff; 32] } else { [0; 32] };
+    w[24..].copy_from_slice(&v.to_be_bytes());
+    w
+}
+
+/// A Bitcoin hash (txid, block hash) as a `bytes32` word in display order.
+pub fn word_hash<H: Hash<Bytes = [u8; 32]>>(h: &H) -> [u8; 32] {
+    let mut b = h.to_byte_array();
+    b.reverse();
+    b
+}
+
+fn word_int_to_i64(w: &[u8; 32]) -> Result<i64, AbiError> {
+    let neg = w[0] & 0x80 != 0;
+    let fill = if neg { 0xff } else { 0 };
+    if w[..24].iter().any(|b| *b != fill) {
+        return Err(AbiError::IntOutOfRange(*w));
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&w[24..]);
+    let v = i64::from_be_bytes(b);
+    if (v < 0) != neg {
+        return Err(AbiError::IntOutOfRange(*w));
+    }
+    Ok(v)
+}
+
+/// A reader over ABI-encoded arguments (after the selector).
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn word(&self, offset: usize) -> Result<[u8; 32], AbiError> {
+        let end = offset.checked_add(32).ok_or_else(|| AbiError::BadOffset(offset.to_string()))?;
+        let slice =
+            self.data.get(offset..end).ok_or(AbiError::OutOfBounds { offset, len: self.data.len() })?;
+        let mut w = [0u8; 32];
+        w.copy_from_slice(slice);
+        Ok(w)
+    }
+
+    /// A word read as an offset/length that must fit within the data.
+    fn usize_at(&self, offset: usize) -> Result<usize, AbiError> {
+        let w = self.word(offset)?;
+        if w[..24].iter().any(|b| *b != 0) {
+            return Err(AbiError::BadOffset(format!("0x{}", hex::encode(w))));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&w[24..]);
+        let v = u64::from_be_bytes(b);
+        usize::try_from(v)
+            .ok()
+            .filter(|v| *v <= self.data.len())
+            .ok_or_else(|| AbiError::BadOffset(v.to_string()))
+    }
+
+    fn int_at(&self, offset: usize) -> Result<i64, AbiError> {
+        word_int_to_i64(&self.word(offset)?)
+    }
+
+    /// `bytes` whose length word is at absolute offset `at`.
+    fn bytes_at(&self, at: usize) -> Result<&'a [u8], AbiError> {
+        let len = self.usize_at(at)?;
+        let start = at.checked_add(32).ok_or_else(|| AbiError::BadOffset(at.to_string()))?;
+        let end = start.checked_add(len).ok_or_else(|| AbiError::BadOffset(len.to_string()))?;
+        self.data.get(start..end).ok_or(AbiError::OutOfBounds { offset: start, len: self.data.len() })
+    }
+
+    /// A dynamic `bytes` argument whose head word is at `head`.
+    fn bytes_arg(&self, head: usize) -> Result<Vec<u8>, AbiError> {
+        let at = self.usize_at(head)?;
+        Ok(self.bytes_at(at)?.to_vec())
+    }
+
+    /// A dynamic `bytes[]` argument whose head word is at `head`.
+    fn bytes_array_arg(&self, head: usize) -> Result<Vec<Vec<u8>>, AbiError> {
+        let at = self.usize_at(head)?;
+        let count = self.usize_at(at)?;
+        let base = at + 32;
+        // Each element needs at least a head word: bound the allocation.
+        if count > self.data.len().saturating_sub(base) / 32 {
+            return Err(AbiError::BadOffset(format!("array of {count} elements")));
+        }
+        let mut out = Vec::with_capacity(count);
+        for i in 0..count {
+            let rel = self.usize_at(base + 32 * i)?;
+            let elem = base.checked_add(rel).ok_or_else(|| AbiError::BadOffset(rel.to_string()))?;
+            out.push(self.bytes_at(elem)?.to_vec());
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes calldata into a Bridge call. Total: never panics.
+pub fn decode_call(calldata: &[u8]) -> Result<BridgeCall, AbiError> {
+    if calldata.is_empty() {
+        return Err(AbiError::Empty);
+    }
+    if calldata.len() > MAX_CALLDATA {
+        return Err(AbiError::TooLarge(calldata.len()));
+    }
+    let (sel, args) = match calldata.split_first_chunk::<4>() {
+        Some((sel, args)) => (*sel, args),
+        None => return Err(AbiError::ShortSelector(calldata.len())),
+    };
+    let method = BridgeMethod::from_selector(sel).ok_or(AbiError::UnknownSelector(sel))?;
+    let r = Reader { data: args };
+    Ok(match method {
+        BridgeMethod::RegisterBtcTransaction => BridgeCall::RegisterBtcTransaction {
+            tx: r.bytes_arg(0)?,
+            height: r.int_at(32)?,
+            pmt: r.bytes_arg(64)?,
+        },
+        BridgeMethod::ReceiveHeaders => BridgeCall::ReceiveHeaders { headers: r.bytes_array_arg(0)? },
+        BridgeMethod::GetBtcBlockchainBestChainHeight => BridgeCall::GetBtcBlockchainBestChainHeight,
+        BridgeMethod::GetBtcBlockchainBlockHashAtDepth => {
+            BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth: r.int_at(0)? }
+        }
+        BridgeMethod::GetFederationAddress => BridgeCall::GetFederationAddress,
+        BridgeMethod::GetFederationSize => BridgeCall::GetFederationSize,
+        BridgeMethod::GetFederationThreshold => BridgeCall::GetFederationThreshold,
+        BridgeMethod::GetMinimumLockTxValue => BridgeCall::GetMinimumLockTxValue,
+        BridgeMethod::GetLockingCap => BridgeCall::GetLockingCap,
+        BridgeMethod::GetFeePerKb => BridgeCall::GetFeePerKb,
+    })
+}
+
+/// Appends `bytes` as a length word plus zero-padded data.
+fn push_tail(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&word_u128(bytes.len() as u128));
+    out.extend_from_slice(bytes);
+    let pad = (32 - bytes.len() % 32) % 32;
+    out.extend(std::iter::repeat_n(0u8, pad));
+}
+
+/// ABI-encodes a single dynamic `bytes` (or `string`) return value.
+pub fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
+    let mut out = word_u128(32).to_vec();
+    push_tail(&mut out, bytes);
+    out
+}
+
+/// Encodes a call as calldata (selector and arguments).
+pub fn encode_call(call: &BridgeCall) -> Vec<u8> {
+    let mut out = call.method().selector().to_vec();
+    match call {
+        BridgeCall::RegisterBtcTransaction { tx, height, pmt } => {
+            let tx_tail = 32 + tx.len().div_ceil(32) * 32;
+            out.extend_from_slice(&word_u128(96));
+            out.extend_from_slice(&word_i64(*height));
+            out.extend_from_slice(&word_u128((96 + tx_tail) as u128));
+            push_tail(&mut out, tx);
+            push_tail(&mut out, pmt);
+        }
+        BridgeCall::ReceiveHeaders { headers } => {
+            out.extend_from_slice(&word_u128(32));
+            out.extend_from_slice(&word_u128(headers.len() as u128));
+            let mut rel = 32 * headers.len();
+            for h in headers {
+                out.extend_from_slice(&word_u128(rel as u128));
+                rel += 32 + h.len().div_ceil(32) * 32;
+            }
+            for h in headers {
+                push_tail(&mut out, h);
+            }
+        }
+        BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth } => out.extend_from_slice(&word_i64(*depth)),
+        BridgeCall::GetBtcBlockchainBestChainHeight
+        | BridgeCall::GetFederationAddress
+        | BridgeCall::GetFederationSize
+        | BridgeCall::GetFederationThreshold
+        | BridgeCall::GetMinimumLockTxValue
+        | BridgeCall::GetLockingCap
+        | BridgeCall::GetFeePerKb => {}
+    }
+    out
+}
+
+/// The signature of `pegin_btc`.
+pub const PEGIN_BTC_SIGNATURE: &str = "pegin_btc(address,bytes32,int256,int256)";
+/// The signature of `rejected_pegin`.
+pub const REJECTED_PEGIN_SIGNATURE: &str = "rejected_pegin(bytes32,int256)";
+/// The signature of `unrefundable_pegin`.
+pub const UNREFUNDABLE_PEGIN_SIGNATURE: &str = "unrefundable_pegin(bytes32,int256)";
+
+/// The EVM log of a Bridge event (Rootstock's topics and data layout).
+pub fn event_log(event: &BridgeEvent) -> Log {
+    match event {
+        BridgeEvent::PeginBtc { receiver, btc_txid, amount, protocol_version } => Log {
+            topics: vec![event_topic(PEGIN_BTC_SIGNATURE), receiver.to_word(), word_hash(btc_txid)],
+            data: [word_u128(u128::from(amount.to_sat())), word_u128(u128::from(*protocol_version))].concat(),
+        },
+        BridgeEvent::RejectedPegin { btc_txid, reason } => Log {
+            topics: vec![event_topic(REJECTED_PEGIN_SIGNATURE), word_hash(btc_txid)],
+            data: word_u128(u128::from(reason.code())).to_vec(),
+        },
+        BridgeEvent::UnrefundablePegin { btc_txid, reason } => Log {
+            topics: vec![event_topic(UNREFUNDABLE_PEGIN_SIGNATURE), word_hash(btc_txid)],
+            data: word_u128(u128::from(reason.code())).to_vec(),
+        },
+    }
+}
+
+impl BridgeState {
+    /// Executes a call to the Bridge precompile by `caller` carrying `value`
+    /// wei. `Err` means the call reverts and the state is unchanged.
+    pub fn call(
+        &mut self,
+        caller: SideAddress,
+        value: u128,
+        calldata: &[u8],
+    ) -> Result<CallOutcome, BridgeError> {
+        if calldata.is_empty() {
+            return Err(BridgeError::NotImplemented("releaseBtc"));
+        }
+        let call = decode_call(calldata)?;
+        if value != 0 {
+            return Err(BridgeError::NonPayable { method: call.method().name(), value });
+        }
+        let int = |v: u128| CallOutcome { output: word_u128(v).to_vec(), ..CallOutcome::default() };
+        Ok(match call {
+            BridgeCall::RegisterBtcTransaction { tx, height, pmt } => {
+                let Ok(height) = u32::try_from(height) else {
+                    return Ok(CallOutcome::default());
+                };
+                match self.register_btc_transaction(caller, &tx, height, &pmt) {
+                    Ok(reg) => CallOutcome {
+                        output: Vec::new(),
+                        logs: reg.events.iter().map(event_log).collect(),
+                        credits: reg.credits,
+                    },
+                    Err(_) => CallOutcome::default(),
+                }
+            }
+            BridgeCall::ReceiveHeaders { headers } => {
+                if !self.is_federation_member(&caller) {
+                    return Err(BridgeError::Unauthorized { caller, method: "receiveHeaders" });
+                }
+                let mut parsed = Vec::with_capacity(headers.len());
+                for (index, bytes) in headers.iter().enumerate() {
+                    if bytes.len() != 80 {
+                        return Err(BridgeError::BadHeader {
+                            index,
+                            reason: format!("{} bytes", bytes.len()),
+                        });
+                    }
+                    let h: Header = bitcoin::consensus::deserialize(bytes)
+                        .map_err(|e| BridgeError::BadHeader { index, reason: e.to_string() })?;
+                    parsed.push(h);
+                }
+                self.receive_headers(caller, &parsed)?;
+                CallOutcome::default()
+            }
+            BridgeCall::GetBtcBlockchainBestChainHeight => {
+                int(u128::from(self.get_btc_blockchain_best_chain_height()))
+            }
+            BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth } => {
+                let hash = self.get_btc_blockchain_block_hash_at_depth(depth)?;
+                CallOutcome { output: encode_bytes(&word_hash(&hash)), ..CallOutcome::default() }
+            }
+            BridgeCall::GetFederationAddress => CallOutcome {
+                output: encode_bytes(self.get_federation_address().to_string().as_bytes()),
+                ..CallOutcome::default()
+            },
+            BridgeCall::GetFederationSize => int(self.get_federation_size() as u128),
+            BridgeCall::GetFederationThreshold => int(self.get_federation_threshold() as u128),
+            BridgeCall::GetMinimumLockTxValue => int(u128::from(self.get_minimum_lock_tx_value().to_sat())),
+            BridgeCall::GetLockingCap => int(u128::from(self.get_locking_cap().to_sat())),
+            BridgeCall::GetFeePerKb => int(u128::from(self.get_fee_per_kb().to_sat())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn selectors_match_rootstock() {
+        let expect = [
+            (BridgeMethod::RegisterBtcTransaction, "43dc0656"),
+            (BridgeMethod::ReceiveHeaders, "e5400e7b"),
+            (BridgeMethod::GetBtcBlockchainBestChainHeight, "14c89c01"),
+            (BridgeMethod::GetBtcBlockchainBlockHashAtDepth, "efd44418"),
+            (BridgeMethod::GetFederationAddress, "6923fa85"),
+            (BridgeMethod::GetFederationSize, "802ad4b6"),
+            (BridgeMethod::GetFederationThreshold, "0fd47456"),
+            (BridgeMethod::GetMinimumLockTxValue, "2f8d158f"),
+            (BridgeMethod::GetLockingCap, "3f9db977"),
+            (BridgeMethod::GetFeePerKb, "724ec886"),
+        ];
+        for (m, hex_sel) in expect {
+            assert_eq!(hex::encode(m.selector()), hex_sel, "{m:?}");
+            assert_eq!(BridgeMethod::from_selector(m.selector()), Some(m));
+        }
+        assert_eq!(BridgeMethod::RegisterBtcTransaction.name(), "registerBtcTransaction");
+    }
+
+    #[test]
+    fn event_topics_match_rootstock() {
+        // Topic hashes as Rootstock's 2wp-api tests record them.
+        assert_eq!(
+            hex::encode(event_topic(PEGIN_BTC_SIGNATURE)),
+            "44cdc782a38244afd68336ab92a0b39f864d6c0b2a50fa1da58cafc93cd2ae5a"
+        );
+        assert_eq!(
+            hex::encode(event_topic(REJECTED_PEGIN_SIGNATURE)),
+            "708ce1ead20561c5894a93be3fee64b326b2ad6c198f8253e4bb56f1626053d6"
+        );
+        assert_eq!(
+            hex::encode(event_topic(UNREFUNDABLE_PEGIN_SIGNATURE)),
+            "35be155c87e408cbbcb753dc12f95fc5a242a29460a3d7189e807e63d7c185a7"
+        );
+    }
+
+    #[test]
+    fn bridge_address_is_rootstocks() {
+        assert_eq!(BRIDGE_ADDRESS.to_string(), "0x0000000000000000000000000000000001000006");
+    }
+
+    #[test]
+    fn int_words_round_trip_and_range_is_checked() {
+        for v in [0i64, 1, -1, i64::MAX, i64::MIN, 100] {
+            assert_eq!(word_int_to_i64(&word_i64(v)).unwrap(), v);
+        }
+        let mut big = [0u8; 32];
+        big[0] = 1;
+        assert!(word_int_to_i64(&big).is_err());
+        let mut half = [0u8; 32];
+        half[24] = 0x80; // 2^63 positive: out of i64
+        assert!(word_int_to_i64(&half).is_err());
+    }
+
+    #[test]
+    fn register_calldata_matches_the_standard_layout() {
+        let call = BridgeCall::RegisterBtcTransaction { tx: vec![0xaa; 33], height: 7, pmt: vec![0xbb; 2] };
+        let data = encode_call(&call);
+        assert_eq!(&data[..4], &hex::decode("43dc0656").unwrap()[..]);
+        // head: offset 0x60, height 7, offset 0x60 + 32 + 64 = 0xc0.
+        assert_eq!(data[4 + 31], 0x60);
+        assert_eq!(data[4 + 63], 7);
+        assert_eq!(data[4 + 95], 0xc0);
+        assert_eq!(data.len(), 4 + 96 + 32 + 64 + 32 + 32);
+        assert_eq!(decode_call(&data).unwrap(), call);
+    }
+
+    fn arb_call() -> impl Strategy<Value = BridgeCall> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..200);
+        prop_oneof![
+            (bytes(), any::<i64>(), bytes())
+                .prop_map(|(tx, height, pmt)| BridgeCall::RegisterBtcTransaction { tx, height, pmt }),
+            proptest::collection::vec(bytes(), 0..5)
+                .prop_map(|headers| BridgeCall::ReceiveHeaders { headers }),
+            any::<i64>().prop_map(|depth| BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth }),
+            Just(BridgeCall::GetBtcBlockchainBestChainHeight),
+            Just(BridgeCall::GetFederationAddress),
+            Just(BridgeCall::GetFeePerKb),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(call in arb_call()) {
+            prop_assert_eq!(decode_call(&encode_call(&call)).unwrap(), call);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_call(&data);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_hostile_calldata(
+            method in 0usize..BridgeMethod::ALL.len(),
+            words in proptest::collection::vec(
+                prop_oneof![
+                    Just([0u8; 32]),
+                    Just([0xff; 32]),
+                    any::<u32>().prop_map(|v| word_u128(u128::from(v))),
+                    (0u8..200).prop_map(|v| word_u128(u128::from(v))),
+                    any::<[u8; 32]>(),
+                ],
+                0..12,
+            ),
+            tail in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut data = BridgeMethod::ALL[method].selector().to_vec();
+            for w in &words {
+                data.extend_from_slice(w);
+            }
+            data.extend_from_slice(&tail);
+            let _ = decode_call(&data);
+        }
+
+        #[test]
+        fn truncated_calldata_is_an_error_not_a_panic(call in arb_call(), cut in any::<prop::sample::Index>()) {
+            let data = encode_call(&call);
+            let n = cut.index(data.len());
+            let _ = decode_call(&data[..n]);
+        }
+    }
+}
