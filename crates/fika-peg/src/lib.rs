@@ -19,7 +19,9 @@
 pub mod abi;
 pub mod bridge;
 pub mod btc_spv;
+pub mod contract;
 pub mod federation;
+pub mod network;
 pub mod params;
 pub mod pegin;
 pub mod side;

@@ -81,14 +81,44 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
             // links the other nodes, then each wallet opens `servers` links
             // to random ones of them.
             let light: Vec<bool> = group.iter().map(|g| s.nodes[*g].is_light()).collect();
-            let relay: Vec<u32> = (0..n as u32).filter(|i| !light[*i as usize]).collect();
-            let inner = topology::generate(spec, relay.len(), &mut rng)
-                .map_err(|e| BuildError::Topology(e.to_string()))?;
-            let mut edges: Vec<topology::Edge> = inner
-                .edges
-                .iter()
-                .map(|e| topology::Edge { from: relay[e.from as usize], to: relay[e.to as usize] })
-                .collect();
+            let powpeg = s.protocol == crate::ProtocolKind::Powpeg;
+            // The relay graph, generated per protocol layer: a PowPeg network
+            // has a Bitcoin layer and a sidechain layer (pools are in both).
+            let layers: Vec<Vec<u32>> = if powpeg {
+                vec![
+                    (0..n as u32).filter(|i| s.nodes[group[*i as usize]].in_btc_layer()).collect(),
+                    (0..n as u32).filter(|i| s.nodes[group[*i as usize]].in_side_layer()).collect(),
+                ]
+            } else {
+                vec![(0..n as u32).filter(|i| !light[*i as usize]).collect()]
+            };
+            let mut edges: Vec<topology::Edge> = Vec::new();
+            let mut seen: std::collections::BTreeSet<(u32, u32)> = std::collections::BTreeSet::new();
+            for layer in &layers {
+                let inner = topology::generate(spec, layer.len(), &mut rng)
+                    .map_err(|e| BuildError::Topology(e.to_string()))?;
+                for e in &inner.edges {
+                    let (a, b) = (layer[e.from as usize], layer[e.to as usize]);
+                    if seen.insert((a.min(b), a.max(b))) {
+                        edges.push(topology::Edge { from: a, to: b });
+                    }
+                }
+            }
+            let relay: Vec<u32> = layers[0].clone();
+            // Pegnatories watch Bitcoin through `servers` Bitcoin nodes.
+            if powpeg {
+                for (i, g) in group.iter().enumerate() {
+                    if s.nodes[*g].role != "pegnatory" || relay.is_empty() {
+                        continue;
+                    }
+                    let k = (s.nodes[*g].servers.unwrap_or(1) as usize).clamp(1, relay.len());
+                    for to in relay.choose_multiple(&mut rng, k).copied().collect::<Vec<_>>() {
+                        if seen.insert(((i as u32).min(to), (i as u32).max(to))) {
+                            edges.push(topology::Edge { from: i as u32, to });
+                        }
+                    }
+                }
+            }
             // Well-connected groups open extra links to random relaying nodes.
             let mut linked: std::collections::BTreeSet<(u32, u32)> =
                 edges.iter().map(|e| (e.from.min(e.to), e.from.max(e.to))).collect();

@@ -98,6 +98,7 @@ const TOP: &[&str] = &[
     "nodes",
     "gossip",
     "bitcoin",
+    "powpeg",
     "faults",
     "output",
 ];
@@ -115,9 +116,10 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
             None
         }
     };
-    let protocol = match top.req::<String>("protocol", "one of: gossip, bitcoin", errs).as_deref() {
+    let protocol = match top.req::<String>("protocol", "one of: gossip, bitcoin, powpeg", errs).as_deref() {
         Some("gossip") => Some(ProtocolKind::Gossip),
         Some("bitcoin") => Some(ProtocolKind::Bitcoin),
+        Some("powpeg") => Some(ProtocolKind::Powpeg),
         Some(other) => {
             errs.push(
                 "protocol",
@@ -147,11 +149,21 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
         _ => None,
     };
     let bitcoin = match (protocol, top.sub("bitcoin", errs)) {
-        (Some(ProtocolKind::Bitcoin), s) => {
+        (Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg), s) => {
             read_bitcoin(s.unwrap_or(Section::new(&empty, "bitcoin")), &nodes, &names, errs)
         }
         (_, Some(s)) => {
-            errs.push(s.path.clone(), "only valid with protocol = \"bitcoin\"");
+            errs.push(s.path.clone(), "only valid with protocol = \"bitcoin\" or \"powpeg\"");
+            None
+        }
+        _ => None,
+    };
+    let powpeg = match (protocol, top.sub("powpeg", errs)) {
+        (Some(ProtocolKind::Powpeg), s) => {
+            read_powpeg(s.unwrap_or(Section::new(&empty, "powpeg")), &nodes, errs)
+        }
+        (_, Some(s)) => {
+            errs.push(s.path.clone(), "only valid with protocol = \"powpeg\"");
             None
         }
         _ => None,
@@ -169,6 +181,7 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
         nodes,
         gossip,
         bitcoin,
+        powpeg,
         faults,
         output,
     })
@@ -343,10 +356,10 @@ fn read_nodes(
         }
         let servers: Option<u32> = s.opt("servers", errs);
         let extra_links: Option<u32> = s.opt("extra_links", errs);
-        if protocol != Some(ProtocolKind::Bitcoin) {
+        if !matches!(protocol, Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg)) {
             for k in ["hashrate", "balance", "servers"] {
                 if s.raw(k).is_some() {
-                    errs.push(s.at(k), "only valid with protocol = \"bitcoin\"");
+                    errs.push(s.at(k), "only valid with protocol = \"bitcoin\" or \"powpeg\"");
                 }
             }
         }
@@ -680,4 +693,73 @@ fn read_bitcoin(
         errs.push("nodes", "no node can mine: give a full node group `hashrate` > 0 or use role \"miner\"");
     }
     Some(BitcoinSpec { chain, params, relay, workload, payments })
+}
+
+fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Option<PowpegSpec> {
+    use fika_peg::PegParams;
+    s.deny_unknown(&["preset", "params", "side_block_interval", "pegin"], errs);
+    let preset: String = s.or("preset", "rootstock-mainnet".to_owned(), errs);
+    let mut params = PegParams::by_name(&preset).unwrap_or_else(|| {
+        errs.push(
+            s.at("preset"),
+            format!("unknown peg preset \"{preset}\"; expected rootstock-mainnet or rootstock-regtest"),
+        );
+        PegParams::rootstock_mainnet()
+    });
+    if let Some(v) = s.raw("params") {
+        match serde_json::to_value(v) {
+            Ok(json) => match params.with_overrides(&json) {
+                Ok(p) => params = p,
+                Err(e) => errs.push(s.at("params"), e.to_string()),
+            },
+            Err(e) => errs.push(s.at("params"), e.to_string()),
+        }
+    }
+    let side_block_interval = s.duration("side_block_interval", errs).unwrap_or(Duration::from_secs(30));
+    if side_block_interval.is_zero() {
+        errs.push(s.at("side_block_interval"), "expected a positive duration");
+    }
+    let pegin = match s.sub("pegin", errs) {
+        Some(w) => {
+            w.deny_unknown(&["interval", "start", "amount_fraction", "fee_rate"], errs);
+            let amount_fraction: [f64; 2] = w.or("amount_fraction", [0.05, 0.5], errs);
+            if !(0.0 < amount_fraction[0]
+                && amount_fraction[0] <= amount_fraction[1]
+                && amount_fraction[1] <= 1.0)
+            {
+                errs.push(w.at("amount_fraction"), "expected [min, max] with 0 < min ≤ max ≤ 1");
+            }
+            let fee_rate: [f64; 2] = w.or("fee_rate", [2.0, 10.0], errs);
+            if !(0.0 <= fee_rate[0] && fee_rate[0] <= fee_rate[1] && fee_rate[1].is_finite()) {
+                errs.push(w.at("fee_rate"), "expected [min, max] sat/vB with 0 ≤ min ≤ max");
+            }
+            let interval = w.duration("interval", errs).unwrap_or(Duration::from_secs(12 * 3600));
+            if interval.is_zero() {
+                errs.push(w.at("interval"), "expected a positive duration");
+            }
+            PeginWorkload {
+                interval,
+                start: w.duration("start", errs).unwrap_or(Duration::from_secs(60)),
+                amount_fraction,
+                fee_rate,
+            }
+        }
+        None => PeginWorkload {
+            interval: Duration::from_secs(12 * 3600),
+            start: Duration::from_secs(60),
+            amount_fraction: [0.05, 0.5],
+            fee_rate: [2.0, 10.0],
+        },
+    };
+    let count = |role: &str| groups.iter().filter(|g| g.role == role).map(|g| g.count).sum::<u32>();
+    if count("pegnatory") == 0 {
+        errs.push(
+            "nodes",
+            "a PowPeg network needs at least one group with role \"pegnatory\" (the federation)",
+        );
+    }
+    if count("miner") == 0 {
+        errs.push("nodes", "a PowPeg network needs merge-mining pools: a group with role \"miner\"");
+    }
+    Some(PowpegSpec { preset, params, side_block_interval, pegin })
 }

@@ -21,17 +21,20 @@ pub enum ProtocolKind {
     Gossip,
     /// The Bitcoin-like chain: full nodes, miners, wallets.
     Bitcoin,
+    /// Bitcoin, the merge-mined sidechain and the PowPeg between them.
+    Powpeg,
 }
 
 impl ProtocolKind {
     /// Every protocol name, for error messages.
-    pub const NAMES: &'static [&'static str] = &["gossip", "bitcoin"];
+    pub const NAMES: &'static [&'static str] = &["gossip", "bitcoin", "powpeg"];
 
     /// The roles nodes of this protocol may take.
     pub fn roles(self) -> &'static [&'static str] {
         match self {
             ProtocolKind::Gossip => &["node"],
             ProtocolKind::Bitcoin => &["full", "server", "miner", "wallet", "client"],
+            ProtocolKind::Powpeg => &["full", "miner", "side", "pegnatory", "user"],
         }
     }
 }
@@ -62,6 +65,9 @@ pub struct Scenario {
     /// The Bitcoin-like chain, its relay and its workload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bitcoin: Option<BitcoinSpec>,
+    /// The sidechain and the peg.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub powpeg: Option<PowpegSpec>,
     /// Scheduled faults.
     pub faults: Vec<FaultSpec>,
     /// What to write.
@@ -124,8 +130,47 @@ pub struct NodeGroup {
 impl NodeGroup {
     /// Whether the group's nodes are light wallets (not part of the relay graph).
     pub fn is_light(&self) -> bool {
-        matches!(self.role.as_str(), "wallet" | "client")
+        matches!(self.role.as_str(), "wallet" | "client" | "user")
     }
+
+    /// Whether the group's nodes relay Bitcoin blocks (PowPeg layering).
+    pub fn in_btc_layer(&self) -> bool {
+        matches!(self.role.as_str(), "full" | "server" | "miner")
+    }
+
+    /// Whether the group's nodes relay sidechain blocks (PowPeg layering).
+    pub fn in_side_layer(&self) -> bool {
+        matches!(self.role.as_str(), "side" | "miner" | "pegnatory")
+    }
+}
+
+/// The PowPeg section: the peg's rules, the sidechain, the users.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PowpegSpec {
+    /// The peg preset the parameters started from.
+    pub preset: String,
+    /// Every peg parameter.
+    pub params: fika_peg::PegParams,
+    /// Mean time between sidechain blocks.
+    #[serde(with = "dur")]
+    pub side_block_interval: Duration,
+    /// Users paying the federation.
+    pub pegin: PeginWorkload,
+}
+
+/// Users pegging in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeginWorkload {
+    /// Mean time between a user's peg-ins (exponential).
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// When users start.
+    #[serde(with = "dur")]
+    pub start: Duration,
+    /// Each amount is this fraction of the user's spendable balance, uniform in the range.
+    pub amount_fraction: [f64; 2],
+    /// Fee rate, sat/vB.
+    pub fee_rate: [f64; 2],
 }
 
 /// A miner's relative hashrate: fixed, or drawn per node.

@@ -5,6 +5,7 @@
 //! [`run`] directly.
 
 pub mod bitcoin;
+pub mod powpeg;
 
 use std::fs;
 use std::io::BufWriter;
@@ -72,6 +73,8 @@ pub struct RunReport {
     pub propagation: Option<PropagationSummary>,
     /// Chain results, for the bitcoin protocol.
     pub bitcoin: Option<bitcoin::BitcoinReport>,
+    /// Peg results, for the powpeg protocol.
+    pub powpeg: Option<powpeg::PegReport>,
     /// SHA-256 over the event trace.
     pub digest: String,
 }
@@ -135,6 +138,32 @@ impl RunReport {
                 );
             }
         }
+        if let Some(p) = &self.powpeg {
+            let f = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}", v / 3600.0));
+            t.row("sidechain height / blocks mined", format!("{} / {}", p.side_height, p.side_blocks_mined))
+                .row("peg-ins sent / credited", format!("{} / {}", p.pegins_sent, p.pegins_credited))
+                .row(
+                    "peg-in latency (median / p90 / mean)",
+                    format!(
+                        "{} h / {} h / {} h",
+                        f(p.pegin_latency_s[0]),
+                        f(p.pegin_latency_s[1]),
+                        f(p.pegin_latency_s[2])
+                    ),
+                )
+                .row(
+                    "federation BTC / RBTC credited",
+                    format!("{:.8} / {:.8}", p.federation_btc, p.rbtc_credited),
+                )
+                .row(
+                    "peg conservation",
+                    if p.conservation_ok {
+                        "ok at every block".to_owned()
+                    } else {
+                        format!("VIOLATED ({} blocks)", p.conservation_violations)
+                    },
+                );
+        }
         if let Some(b) = self.peak_rss_bytes {
             t.row("peak memory", format!("{:.1} MB", b as f64 / 1e6));
         }
@@ -149,6 +178,7 @@ struct Sinks {
     jsonl: Option<JsonlWriter>,
     propagation: Option<PropagationTracker>,
     btc: Option<bitcoin::Collector>,
+    peg: Option<powpeg::PegCollector>,
 }
 
 impl EventSink for Sinks {
@@ -162,6 +192,9 @@ impl EventSink for Sinks {
         }
         if let Some(b) = &mut self.btc {
             b.record(at, node, event);
+        }
+        if let Some(p) = &mut self.peg {
+            p.record(at, node, event);
         }
     }
 }
@@ -194,7 +227,7 @@ pub fn run(
         }
         _ => None,
     };
-    let sinks = Sinks { digest: TraceDigest::new(), jsonl, propagation: None, btc: None };
+    let sinks = Sinks { digest: TraceDigest::new(), jsonl, propagation: None, btc: None, peg: None };
     let net = Net::new(
         &layout.graph.adjacency(),
         layout.region.clone(),
@@ -204,7 +237,41 @@ pub fn run(
     match s.protocol {
         ProtocolKind::Gossip => run_gossip(&s, &layout, net, sinks, opts, progress),
         ProtocolKind::Bitcoin => run_bitcoin(&s, &layout, net, sinks, opts, progress),
+        ProtocolKind::Powpeg => run_powpeg(&s, &layout, net, sinks, opts, progress),
     }
+}
+
+fn run_powpeg(
+    s: &Scenario,
+    layout: &Layout,
+    net: Net,
+    mut sinks: Sinks,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunReport, RunError> {
+    let mut built = powpeg::build(s, layout)?;
+    sinks.propagation =
+        Some(PropagationTracker::new(built.btc_relays, "btc.block.mined", "btc.block.received", "hash"));
+    sinks.peg = Some(powpeg::PegCollector::default());
+    let nodes = std::mem::take(&mut built.nodes);
+    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
+    let started = Instant::now();
+    sim.run_until(SimTime::ZERO + s.duration, progress);
+    let wall = started.elapsed();
+    let now = sim.now();
+    let links = layout.graph.edges.len();
+    let (nodes, mut sinks, stats) = sim.into_parts();
+    built.nodes = nodes;
+    let collector = sinks.peg.take().unwrap_or_default();
+    let peg = powpeg::report(&built, &collector, opts.out.as_deref())?;
+    let mut report = finish(s, opts, layout, links, now, wall, stats, sinks, None)?;
+    report.powpeg = Some(peg);
+    if let Some(dir) = &opts.out {
+        let path = dir.join("metrics.json");
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        fs::write(&path, json + "\n").map_err(out_err(&path))?;
+    }
+    Ok(report)
 }
 
 fn run_bitcoin(
@@ -304,6 +371,7 @@ fn finish(
         observations: digest.events(),
         propagation: propagation.as_ref().map(PropagationTracker::summary),
         bitcoin,
+        powpeg: None,
         digest: digest.hex(),
         stats,
     };
