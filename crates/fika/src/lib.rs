@@ -141,7 +141,10 @@ impl RunReport {
         if let Some(p) = &self.powpeg {
             let f = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{:.1}", v / 3600.0));
             t.row("sidechain height / blocks mined", format!("{} / {}", p.side_height, p.side_blocks_mined))
-                .row("peg-ins sent / credited", format!("{} / {}", p.pegins_sent, p.pegins_credited))
+                .row(
+                    "peg-ins sent / credited / refunded / unrefundable",
+                    format!("{} / {} / {} / {}", p.pegins_sent, p.pegins_credited, p.pegins_refunded, p.pegins_unrefundable),
+                )
                 .row(
                     "peg-in latency (median / p90 / mean)",
                     format!(

@@ -248,6 +248,10 @@ pub struct PegReport {
     pub pegins_sent: u64,
     /// Of those, credited in RBTC on the sidechain's best chain.
     pub pegins_credited: u64,
+    /// Peg-ins the Bridge rejected for a refund (e.g. over the locking cap).
+    pub pegins_refunded: u64,
+    /// Peg-ins the Bridge rejected without refund (e.g. below the minimum).
+    pub pegins_unrefundable: u64,
     /// Seconds from the Bitcoin payment to the RBTC credit: median, p90, mean.
     pub pegin_latency_s: [Option<f64>; 3],
     /// BTC at federation addresses registered by the Bridge.
@@ -293,7 +297,10 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
     let mean = (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);
     let bridge = chain.system().state();
     let federation_btc: u64 = bridge.utxos().map(|u| u.value.to_sat()).sum();
+    let count = |sig: &str| chain.logs(Some(fika_peg::BRIDGE_ADDRESS.0), Some(fika_peg::abi::event_topic(sig))).len() as u64;
     let report = PegReport {
+        pegins_refunded: count(fika_peg::abi::REJECTED_PEGIN_SIGNATURE),
+        pegins_unrefundable: count(fika_peg::abi::UNREFUNDABLE_PEGIN_SIGNATURE),
         side_height: chain.best_number(),
         side_blocks_mined: collector.side_mined.len() as u64,
         pegins_sent: collector.btc_created.len() as u64,
