@@ -81,6 +81,9 @@ const TX_REQUESTED: u8 = 1;
 const TX_POOL: u8 = 2;
 const TX_DONE: u8 = 3;
 
+/// Most blocks held waiting for a parent the store lacks.
+const MAX_DETACHED: usize = 64;
+
 const TIMER_MINE: TimerId = 1;
 const TIMER_TRICKLE: TimerId = 2;
 const TIMER_SAMPLE: TimerId = 3;
@@ -246,6 +249,9 @@ pub struct FullNode {
     trickle: Option<TimerKey>,
     /// Peers that asked us for high-bandwidth compact blocks.
     hb_to: Vec<NodeId>,
+    /// Blocks whose parent the store does not have yet (emulation only: in
+    /// simulation the shared store has every block).
+    detached: Vec<Arc<SimBlock>>,
     /// For the last few blocks announced to us, the peers that announced
     /// them: Core does not announce a block back to a peer known to have it.
     announced: Vec<(BlockId, Vec<NodeId>)>,
@@ -274,6 +280,7 @@ impl FullNode {
             inv_queue: Vec::new(),
             trickle: None,
             hb_to: Vec::new(),
+            detached: Vec::new(),
             announced: Vec::new(),
             wallets: Vec::new(),
             hashrate,
@@ -324,8 +331,23 @@ impl FullNode {
     // ----- blocks ---------------------------------------------------------
 
     fn on_block(&mut self, cx: &mut dyn Context<BtcMsg>, from: Option<NodeId>, data: Arc<SimBlock>) {
-        let id = match self.db.borrow_mut().insert(Arc::clone(&data), None) {
+        let inserted = self.db.borrow_mut().insert(Arc::clone(&data), None);
+        let id = match inserted {
             Ok(id) => id,
+            Err(crate::blockdb::DbError::UnknownParent { parent, .. }) => {
+                // Only with a store of its own (emulation): hold the block
+                // until its parent arrives, and ask for the parent.
+                if self.detached.len() >= MAX_DETACHED {
+                    self.detached.remove(0);
+                }
+                if !self.detached.iter().any(|b| b.hash == data.hash) {
+                    self.detached.push(data);
+                }
+                if let Some(p) = from {
+                    cx.send(p, BtcMsg::GetData(vec![Inv::Block(parent)]));
+                }
+                return;
+            }
             Err(e) => {
                 cx.emit(
                     Event::new("btc.block.refused")
@@ -335,6 +357,13 @@ impl FullNode {
                 return;
             }
         };
+        // A block held for this one can now enter the store too.
+        if let Some(i) = self.detached.iter().position(|b| b.block.header.prev_blockhash == data.hash) {
+            let child = self.detached.remove(i);
+            self.on_block(cx, from, Arc::clone(&data));
+            self.on_block(cx, from, child);
+            return;
+        }
         let st = get(&self.blocks, id);
         if st == HAVE || st == INVALID {
             return;

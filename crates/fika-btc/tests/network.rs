@@ -346,3 +346,45 @@ fn a_restarted_node_catches_up_through_getheaders() {
     let asked = s.stats().by_kind.iter().find(|k| k.kind == "getheaders").map_or(0, |k| k.count);
     assert_eq!(asked, 2, "node 2 asked both peers for headers on restart");
 }
+
+#[test]
+fn a_node_with_its_own_store_holds_blocks_until_their_parent_arrives() {
+    // Blocks made in one store, delivered child first to a node with another store.
+    let maker = BlockDb::new(params(), &[]);
+    let k = key(1);
+    let b1 = {
+        let coinbase = coinbase_tx(1, &k.wpkh, maker.params().subsidy(1), b"one");
+        let header = maker.child_header(0, maker.rec(0).data.block.header.time + 10);
+        Arc::new(SimBlock::new(assemble_block(header, coinbase, vec![]), 0))
+    };
+    let mut maker = maker;
+    let id1 = maker.insert(Arc::clone(&b1), None).unwrap();
+    let b2 = {
+        let coinbase = coinbase_tx(2, &k.wpkh, maker.params().subsidy(2), b"two");
+        let header = maker.child_header(id1, b1.block.header.time + 10);
+        Arc::new(SimBlock::new(assemble_block(header, coinbase, vec![]), 0))
+    };
+    let own: SharedDb = Rc::new(RefCell::new(BlockDb::new(params(), &[])));
+    let cfg = Rc::new(RelayConfig { compact_blocks: false, ..RelayConfig::default() });
+    let nodes: Vec<AnyNode> = vec![
+        Box::new(Injector {
+            script: vec![
+                (Duration::from_secs(1), NodeId(1), BtcMsg::Block(Arc::clone(&b2))),
+                (Duration::from_secs(2), NodeId(1), BtcMsg::Block(Arc::clone(&b1))),
+            ],
+        }),
+        full(&own, &cfg, 0.0),
+    ];
+    let mut s = sim(nodes, &[(0, 1)], 10.0, 7);
+    s.run_until(SimTime::from_secs(10), &mut |_| {});
+    assert_eq!(kinds_at(s.sink(), 1, "btc.block.received"), 2, "both blocks accepted");
+    let d = own.borrow();
+    let tip = (0..d.len() as BlockId).max_by_key(|i| d.rec(*i).work).unwrap();
+    assert_eq!(d.rec(tip).height, 2);
+    assert_eq!(d.rec(tip).data.hash, b2.hash);
+    // The node asked the injector for the missing parent.
+    let asked = s.sink().iter().any(|(_, n, e)| {
+        *n == Some(NodeId(0)) && e.field("kind") == Some(&fika_core::Value::Str("getdata".into()))
+    });
+    assert!(asked);
+}
