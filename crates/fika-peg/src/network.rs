@@ -342,7 +342,7 @@ impl Pegnatory {
         if to > best as usize + 1
             || self.headers.get(best as usize).map(|h| h.block_hash()) != spv.hash_at_height(best)
         {
-            let headers: Vec<Vec<u8>> = self.headers[from.min(to)..to].iter().map(|h| serialize(h)).collect();
+            let headers: Vec<Vec<u8>> = self.headers[from.min(to)..to].iter().map(serialize).collect();
             if !headers.is_empty() {
                 calls.push(BridgeCall::ReceiveHeaders { headers });
             }
@@ -362,8 +362,8 @@ impl Pegnatory {
                 });
             }
         }
-        let mut nonce = self.side.chain.nonce(&self.address) + self.side.pending_from(&self.address) as u64;
-        for call in calls {
+        let first = self.side.chain.nonce(&self.address) + self.side.pending_from(&self.address) as u64;
+        for (nonce, call) in (first..).zip(calls) {
             let tx = UnsignedTx {
                 nonce,
                 gas_price: 1,
@@ -374,7 +374,6 @@ impl Pegnatory {
                 chain_id: Some(s.chain_id),
             }
             .sign(&self.key);
-            nonce += 1;
             self.side.submit(cx, None, Arc::new(tx));
         }
     }
@@ -385,7 +384,7 @@ pub enum PegNode {
     /// A Bitcoin full node or a Bitcoin wallet (users pegging in).
     Btc(BtcNode, Vec<NodeId>),
     /// A sidechain full node.
-    Side(SideNode, Vec<NodeId>),
+    Side(Box<SideNode>, Vec<NodeId>),
     /// A merge-mining pool.
     Miner(Box<MergeMiner>, Peers, Rc<SideSettings>),
     /// A pegnatory.

@@ -143,7 +143,10 @@ impl RunReport {
             t.row("sidechain height / blocks mined", format!("{} / {}", p.side_height, p.side_blocks_mined))
                 .row(
                     "peg-ins sent / credited / refunded / unrefundable",
-                    format!("{} / {} / {} / {}", p.pegins_sent, p.pegins_credited, p.pegins_refunded, p.pegins_unrefundable),
+                    format!(
+                        "{} / {} / {} / {}",
+                        p.pegins_sent, p.pegins_credited, p.pegins_refunded, p.pegins_unrefundable
+                    ),
                 )
                 .row(
                     "peg-in latency (median / p90 / mean)",

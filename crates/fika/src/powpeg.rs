@@ -212,7 +212,9 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                     Rc::clone(&settings),
                 )
             }
-            "side" => PegNode::Side(SideNode::new(side_config.clone(), contract.clone()), side_peers),
+            "side" => {
+                PegNode::Side(Box::new(SideNode::new(side_config.clone(), contract.clone())), side_peers)
+            }
             _ => {
                 let k = peg_ids.iter().position(|p| *p == i).unwrap_or(0);
                 let side = SideNode::new(side_config.clone(), contract.clone());
@@ -267,7 +269,7 @@ pub struct PegReport {
 /// Computes the peg report from the first sidechain node's view; writes `pegins.csv`.
 pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Result<PegReport, RunError> {
     let side = built.nodes.iter().find_map(|n| match n {
-        PegNode::Side(s, _) => Some(s),
+        PegNode::Side(s, _) => Some(&**s),
         PegNode::Pegnatory(p, _, _) => Some(&p.side),
         PegNode::Miner(m, _, _) => Some(&m.side),
         PegNode::Btc(..) => None,
@@ -297,7 +299,9 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
     let mean = (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);
     let bridge = chain.system().state();
     let federation_btc: u64 = bridge.utxos().map(|u| u.value.to_sat()).sum();
-    let count = |sig: &str| chain.logs(Some(fika_peg::BRIDGE_ADDRESS.0), Some(fika_peg::abi::event_topic(sig))).len() as u64;
+    let count = |sig: &str| {
+        chain.logs(Some(fika_peg::BRIDGE_ADDRESS.0), Some(fika_peg::abi::event_topic(sig))).len() as u64
+    };
     let report = PegReport {
         pegins_refunded: count(fika_peg::abi::REJECTED_PEGIN_SIGNATURE),
         pegins_unrefundable: count(fika_peg::abi::UNREFUNDABLE_PEGIN_SIGNATURE),

@@ -33,9 +33,13 @@ fn pegins_are_credited_after_their_confirmations_and_value_is_conserved() {
 
 #[test]
 fn powpeg_scenarios_need_a_federation_and_pools() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/tests/powpeg-small.toml"))
-        .expect("read");
-    let no_fed = text.replace("role = \"pegnatory\"", "role = \"side\"").replace("name = \"peg\"", "name = \"peg-side\"");
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/tests/powpeg-small.toml"),
+    )
+    .expect("read");
+    let no_fed = text
+        .replace("role = \"pegnatory\"", "role = \"side\"")
+        .replace("name = \"peg\"", "name = \"peg-side\"");
     let e = fika_scenario::load_str(&no_fed, "t").expect_err("no federation");
     assert!(e.to_string().contains("pegnatory"), "{e}");
     let bad = text.replace("preset = \"rootstock-regtest\"", "preset = \"rootstock-moon\"");
