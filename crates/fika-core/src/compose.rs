@@ -32,7 +32,12 @@ impl<'a, Outer, Inner> SubContext<'a, Outer, Inner> {
     /// A context showing `peers` (the part's own peers, a subset of the
     /// node's), wrapping messages with `wrap`, tagging timers with `tag`
     /// (0..16).
-    pub fn new(outer: &'a mut dyn Context<Outer>, wrap: fn(Inner) -> Outer, peers: &'a [NodeId], tag: u8) -> Self {
+    pub fn new(
+        outer: &'a mut dyn Context<Outer>,
+        wrap: fn(Inner) -> Outer,
+        peers: &'a [NodeId],
+        tag: u8,
+    ) -> Self {
         SubContext { outer, wrap, peers, tag: tag & 0x0f }
     }
 }

@@ -1,1 +1,28 @@
-//! Emulation runtime.
+//! Emulation: every node a real OS process speaking a framed wire protocol
+//! over real TCP, running the same sans-IO protocol code as the simulator.
+//!
+//! * [`wire`]: the frame format, the handshake and the payload codecs
+//!   (Bitcoin's real P2P encodings); [`wire::fuzz_decode`] for the fuzz crate.
+//! * [`runtime`]: a tokio (current-thread) runtime driving one
+//!   [`fika_core::Node`] in real time — its [`fika_core::Context`] is the
+//!   emulator's counterpart of the simulator's.
+//! * [`build`]: rebuilding one node of a Bitcoin scenario, exactly as the
+//!   simulator's runner builds it (same keys, premine and hashrates).
+//! * [`process`]: the node process — [`process::NodeProcessConfig`] and
+//!   [`process::run_node_process`], what `fika node --config FILE` runs.
+//! * [`orchestrate`]: [`orchestrate::emulate`] starts every node of a
+//!   scenario as its own process on loopback, stops them, merges their
+//!   events and measures them.
+
+pub mod build;
+pub mod error;
+pub mod orchestrate;
+pub mod process;
+pub mod runtime;
+pub mod wire;
+
+pub use build::{build_btc_node, build_btc_node_with_db, peers_of};
+pub use error::EmuError;
+pub use orchestrate::{EmulateOptions, EmulationReport, NodeReport, emulate};
+pub use process::{NodeProcessConfig, ProcessReport, run_node_process};
+pub use runtime::{Control, Hooks, RunStats, RuntimeConfig, StartRule, Status, run_node};

@@ -16,14 +16,30 @@
 //! malformed header, or an out-of-range depth revert (`Err`); a
 //! `registerBtcTransaction` that fails the Bridge's validations succeeds
 //! with no effect and no logs (Rootstock logs a warning and returns).
-//! Methods here are not payable (Rootstock's `releaseBtc`, the empty-calldata
-//! value transfer, is the peg-out and is not implemented yet).
+//! Methods with calldata are not payable.
+//!
+//! The peg-out methods ([`crate::pegout`]): empty calldata is `releaseBtc`,
+//! a value transfer that needs the transaction's signer, so it runs only
+//! through [`BridgeState::call_with_env`] (which a sidechain calls with its
+//! `BlockEnvInfo`); it never reverts for a bad request (the value is sent
+//! back with `release_request_rejected`). `updateCollections()` may be
+//! called by anyone. `addSignature(bytes,bytes[],bytes)` — Rootstock's
+//! signature, selector `f10b9c59`, the 32-byte peg-out key being a dynamic
+//! `bytes` — reverts for a non-member caller, a public key or DER signature
+//! that does not parse, an empty signature list or a key that is not 32
+//! bytes; signatures that do not verify, a non-member key, a member signing
+//! twice or an unknown peg-out succeed with no effect and no logs, as in
+//! Rootstock.
 
 use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::secp256k1::ecdsa::Signature;
+use fika_side::BlockEnvInfo;
 use thiserror::Error;
 
 use crate::bridge::{BridgeError, BridgeEvent, BridgeState};
+use crate::pegout::{AddSignatureError, Effects, TxOrigin};
 use crate::side::{SideAddress, keccak256};
 
 /// The Bridge's address, `0x0000000000000000000000000000000001000006`.
@@ -69,11 +85,22 @@ pub enum BridgeMethod {
     GetLockingCap,
     /// `getFeePerKb()` → `int256`.
     GetFeePerKb,
+    /// `updateCollections()`.
+    UpdateCollections,
+    /// `addSignature(bytes,bytes[],bytes)` (the last argument, the
+    /// peg-out's 32-byte key, is a dynamic `bytes` in Rootstock's ABI).
+    AddSignature,
+    /// `getEstimatedFeesForNextPegOutEvent()` → `uint256`.
+    GetEstimatedFeesForNextPegOutEvent,
+    /// `getQueuedPegoutsCount()` → `uint256`.
+    GetQueuedPegoutsCount,
+    /// `getNextPegoutCreationBlockNumber()` → `uint256`.
+    GetNextPegoutCreationBlockNumber,
 }
 
 impl BridgeMethod {
     /// Every method.
-    pub const ALL: [BridgeMethod; 10] = [
+    pub const ALL: [BridgeMethod; 15] = [
         BridgeMethod::RegisterBtcTransaction,
         BridgeMethod::ReceiveHeaders,
         BridgeMethod::GetBtcBlockchainBestChainHeight,
@@ -84,6 +111,11 @@ impl BridgeMethod {
         BridgeMethod::GetMinimumLockTxValue,
         BridgeMethod::GetLockingCap,
         BridgeMethod::GetFeePerKb,
+        BridgeMethod::UpdateCollections,
+        BridgeMethod::AddSignature,
+        BridgeMethod::GetEstimatedFeesForNextPegOutEvent,
+        BridgeMethod::GetQueuedPegoutsCount,
+        BridgeMethod::GetNextPegoutCreationBlockNumber,
     ];
 
     /// The Solidity signature.
@@ -99,6 +131,11 @@ impl BridgeMethod {
             BridgeMethod::GetMinimumLockTxValue => "getMinimumLockTxValue()",
             BridgeMethod::GetLockingCap => "getLockingCap()",
             BridgeMethod::GetFeePerKb => "getFeePerKb()",
+            BridgeMethod::UpdateCollections => "updateCollections()",
+            BridgeMethod::AddSignature => "addSignature(bytes,bytes[],bytes)",
+            BridgeMethod::GetEstimatedFeesForNextPegOutEvent => "getEstimatedFeesForNextPegOutEvent()",
+            BridgeMethod::GetQueuedPegoutsCount => "getQueuedPegoutsCount()",
+            BridgeMethod::GetNextPegoutCreationBlockNumber => "getNextPegoutCreationBlockNumber()",
         }
     }
 
@@ -156,6 +193,23 @@ pub enum BridgeCall {
     GetLockingCap,
     /// `getFeePerKb()`.
     GetFeePerKb,
+    /// `updateCollections()`.
+    UpdateCollections,
+    /// `addSignature(federatorPublicKey, signatures, rskTxHash)`.
+    AddSignature {
+        /// The member's serialized public key.
+        federator_public_key: Vec<u8>,
+        /// One DER signature (without sighash byte) per input.
+        signatures: Vec<Vec<u8>>,
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
+    },
+    /// `getEstimatedFeesForNextPegOutEvent()`.
+    GetEstimatedFeesForNextPegOutEvent,
+    /// `getQueuedPegoutsCount()`.
+    GetQueuedPegoutsCount,
+    /// `getNextPegoutCreationBlockNumber()`.
+    GetNextPegoutCreationBlockNumber,
 }
 
 impl BridgeCall {
@@ -174,6 +228,13 @@ impl BridgeCall {
             BridgeCall::GetMinimumLockTxValue => BridgeMethod::GetMinimumLockTxValue,
             BridgeCall::GetLockingCap => BridgeMethod::GetLockingCap,
             BridgeCall::GetFeePerKb => BridgeMethod::GetFeePerKb,
+            BridgeCall::UpdateCollections => BridgeMethod::UpdateCollections,
+            BridgeCall::AddSignature { .. } => BridgeMethod::AddSignature,
+            BridgeCall::GetEstimatedFeesForNextPegOutEvent => {
+                BridgeMethod::GetEstimatedFeesForNextPegOutEvent
+            }
+            BridgeCall::GetQueuedPegoutsCount => BridgeMethod::GetQueuedPegoutsCount,
+            BridgeCall::GetNextPegoutCreationBlockNumber => BridgeMethod::GetNextPegoutCreationBlockNumber,
         }
     }
 }
@@ -205,6 +266,14 @@ pub enum AbiError {
     /// An offset or length does not fit the data.
     #[error("offset or length {0} out of range")]
     BadOffset(String),
+    /// A `bytes` argument of a fixed-size value has the wrong length.
+    #[error("expected {expected} bytes, got {got}")]
+    WrongLength {
+        /// The size required.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
     /// An `int256` does not fit `i64`.
     #[error("int256 0x{} does not fit 64 bits", hex::encode(.0))]
     IntOutOfRange([u8; 32]),
@@ -368,6 +437,19 @@ pub fn decode_call(calldata: &[u8]) -> Result<BridgeCall, AbiError> {
         BridgeMethod::GetMinimumLockTxValue => BridgeCall::GetMinimumLockTxValue,
         BridgeMethod::GetLockingCap => BridgeCall::GetLockingCap,
         BridgeMethod::GetFeePerKb => BridgeCall::GetFeePerKb,
+        BridgeMethod::UpdateCollections => BridgeCall::UpdateCollections,
+        BridgeMethod::AddSignature => BridgeCall::AddSignature {
+            federator_public_key: r.bytes_arg(0)?,
+            signatures: r.bytes_array_arg(32)?,
+            rsk_tx_hash: {
+                let b = r.bytes_arg(64)?;
+                <[u8; 32]>::try_from(b.as_slice())
+                    .map_err(|_| AbiError::WrongLength { expected: 32, got: b.len() })?
+            },
+        },
+        BridgeMethod::GetEstimatedFeesForNextPegOutEvent => BridgeCall::GetEstimatedFeesForNextPegOutEvent,
+        BridgeMethod::GetQueuedPegoutsCount => BridgeCall::GetQueuedPegoutsCount,
+        BridgeMethod::GetNextPegoutCreationBlockNumber => BridgeCall::GetNextPegoutCreationBlockNumber,
     })
 }
 
@@ -400,15 +482,18 @@ pub fn encode_call(call: &BridgeCall) -> Vec<u8> {
         }
         BridgeCall::ReceiveHeaders { headers } => {
             out.extend_from_slice(&word_u128(32));
-            out.extend_from_slice(&word_u128(headers.len() as u128));
-            let mut rel = 32 * headers.len();
-            for h in headers {
-                out.extend_from_slice(&word_u128(rel as u128));
-                rel += 32 + h.len().div_ceil(32) * 32;
-            }
-            for h in headers {
-                push_tail(&mut out, h);
-            }
+            push_bytes_array(&mut out, headers);
+        }
+        BridgeCall::AddSignature { federator_public_key, signatures, rsk_tx_hash } => {
+            let key_tail = 32 + federator_public_key.len().div_ceil(32) * 32;
+            let sigs_tail: usize =
+                32 + signatures.iter().map(|s| 64 + s.len().div_ceil(32) * 32).sum::<usize>();
+            out.extend_from_slice(&word_u128(96));
+            out.extend_from_slice(&word_u128((96 + key_tail) as u128));
+            out.extend_from_slice(&word_u128((96 + key_tail + sigs_tail) as u128));
+            push_tail(&mut out, federator_public_key);
+            push_bytes_array(&mut out, signatures);
+            push_tail(&mut out, rsk_tx_hash);
         }
         BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth } => out.extend_from_slice(&word_i64(*depth)),
         BridgeCall::GetBtcBlockchainBestChainHeight
@@ -417,9 +502,27 @@ pub fn encode_call(call: &BridgeCall) -> Vec<u8> {
         | BridgeCall::GetFederationThreshold
         | BridgeCall::GetMinimumLockTxValue
         | BridgeCall::GetLockingCap
-        | BridgeCall::GetFeePerKb => {}
+        | BridgeCall::GetFeePerKb
+        | BridgeCall::UpdateCollections
+        | BridgeCall::GetEstimatedFeesForNextPegOutEvent
+        | BridgeCall::GetQueuedPegoutsCount
+        | BridgeCall::GetNextPegoutCreationBlockNumber => {}
     }
     out
+}
+
+/// Appends the tail of a `bytes[]`: count, element offsets (relative to the
+/// first offset word), elements.
+fn push_bytes_array(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.extend_from_slice(&word_u128(items.len() as u128));
+    let mut rel = 32 * items.len();
+    for h in items {
+        out.extend_from_slice(&word_u128(rel as u128));
+        rel += 32 + h.len().div_ceil(32) * 32;
+    }
+    for h in items {
+        push_tail(out, h);
+    }
 }
 
 /// The signature of `pegin_btc`.
@@ -428,6 +531,35 @@ pub const PEGIN_BTC_SIGNATURE: &str = "pegin_btc(address,bytes32,int256,int256)"
 pub const REJECTED_PEGIN_SIGNATURE: &str = "rejected_pegin(bytes32,int256)";
 /// The signature of `unrefundable_pegin`.
 pub const UNREFUNDABLE_PEGIN_SIGNATURE: &str = "unrefundable_pegin(bytes32,int256)";
+
+/// The signature of `release_request_received`.
+pub const RELEASE_REQUEST_RECEIVED_SIGNATURE: &str = "release_request_received(address,string,uint256)";
+/// The signature of `release_request_rejected`.
+pub const RELEASE_REQUEST_REJECTED_SIGNATURE: &str = "release_request_rejected(address,uint256,int256)";
+/// The signature of `update_collections`.
+pub const UPDATE_COLLECTIONS_SIGNATURE: &str = "update_collections(address)";
+/// The signature of `release_requested`.
+pub const RELEASE_REQUESTED_SIGNATURE: &str = "release_requested(bytes32,bytes32,uint256)";
+/// The signature of `batch_pegout_created`.
+pub const BATCH_PEGOUT_CREATED_SIGNATURE: &str = "batch_pegout_created(bytes32,bytes)";
+/// The signature of `pegout_transaction_created`.
+pub const PEGOUT_TRANSACTION_CREATED_SIGNATURE: &str = "pegout_transaction_created(bytes32,bytes)";
+/// The signature of `pegout_confirmed`.
+pub const PEGOUT_CONFIRMED_SIGNATURE: &str = "pegout_confirmed(bytes32,uint256)";
+/// The signature of `add_signature`.
+pub const ADD_SIGNATURE_SIGNATURE: &str = "add_signature(bytes32,address,bytes)";
+/// The signature of `release_btc`.
+pub const RELEASE_BTC_SIGNATURE: &str = "release_btc(bytes32,bytes)";
+
+/// Rootstock's `UtxoUtils.encodeOutpointValues`: each value as a Bitcoin
+/// compact size, concatenated.
+pub fn encode_outpoint_values(values: &[bitcoin::Amount]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 5);
+    for v in values {
+        out.extend_from_slice(&bitcoin::consensus::serialize(&bitcoin::VarInt(v.to_sat())));
+    }
+    out
+}
 
 /// The EVM log of a Bridge event (Rootstock's topics and data layout).
 pub fn event_log(event: &BridgeEvent) -> Log {
@@ -444,12 +576,53 @@ pub fn event_log(event: &BridgeEvent) -> Log {
             topics: vec![event_topic(UNREFUNDABLE_PEGIN_SIGNATURE), word_hash(btc_txid)],
             data: word_u128(u128::from(reason.code())).to_vec(),
         },
+        BridgeEvent::ReleaseRequestReceived { sender, btc_destination, amount_wei } => {
+            let mut data = [word_u128(64), word_u128(*amount_wei)].concat();
+            push_tail(&mut data, btc_destination.as_bytes());
+            Log { topics: vec![event_topic(RELEASE_REQUEST_RECEIVED_SIGNATURE), sender.to_word()], data }
+        }
+        BridgeEvent::ReleaseRequestRejected { sender, amount_wei, reason } => Log {
+            topics: vec![event_topic(RELEASE_REQUEST_REJECTED_SIGNATURE), sender.to_word()],
+            data: [word_u128(*amount_wei), word_u128(u128::from(reason.code()))].concat(),
+        },
+        BridgeEvent::UpdateCollections { sender } => {
+            Log { topics: vec![event_topic(UPDATE_COLLECTIONS_SIGNATURE)], data: sender.to_word().to_vec() }
+        }
+        BridgeEvent::ReleaseRequested { rsk_tx_hash, btc_txid, amount } => Log {
+            topics: vec![event_topic(RELEASE_REQUESTED_SIGNATURE), *rsk_tx_hash, word_hash(btc_txid)],
+            data: word_u128(u128::from(amount.to_sat())).to_vec(),
+        },
+        BridgeEvent::BatchPegoutCreated { btc_txid, rsk_tx_hashes } => Log {
+            topics: vec![event_topic(BATCH_PEGOUT_CREATED_SIGNATURE), word_hash(btc_txid)],
+            data: encode_bytes(&rsk_tx_hashes.concat()),
+        },
+        BridgeEvent::PegoutTransactionCreated { btc_txid, utxo_outpoint_values } => Log {
+            topics: vec![event_topic(PEGOUT_TRANSACTION_CREATED_SIGNATURE), word_hash(btc_txid)],
+            data: encode_bytes(&encode_outpoint_values(utxo_outpoint_values)),
+        },
+        BridgeEvent::PegoutConfirmed { btc_txid, creation_block } => Log {
+            topics: vec![event_topic(PEGOUT_CONFIRMED_SIGNATURE), word_hash(btc_txid)],
+            data: word_u128(u128::from(*creation_block)).to_vec(),
+        },
+        BridgeEvent::AddSignature { rsk_tx_hash, federator, federator_public_key } => Log {
+            topics: vec![event_topic(ADD_SIGNATURE_SIGNATURE), *rsk_tx_hash, federator.to_word()],
+            data: encode_bytes(&federator_public_key.serialize()),
+        },
+        BridgeEvent::ReleaseBtc { rsk_tx_hash, raw_tx } => {
+            Log { topics: vec![event_topic(RELEASE_BTC_SIGNATURE), *rsk_tx_hash], data: encode_bytes(raw_tx) }
+        }
     }
 }
 
 impl BridgeState {
     /// Executes a call to the Bridge precompile by `caller` carrying `value`
     /// wei. `Err` means the call reverts and the state is unchanged.
+    ///
+    /// Without the transaction's environment the Bridge cannot know the
+    /// signer's key, so `releaseBtc` (empty calldata) reverts with
+    /// [`BridgeError::NotImplemented`] here: use
+    /// [`call_with_env`](Self::call_with_env). Peg-outs created here are
+    /// keyed by derived hashes.
     pub fn call(
         &mut self,
         caller: SideAddress,
@@ -459,6 +632,37 @@ impl BridgeState {
         if calldata.is_empty() {
             return Err(BridgeError::NotImplemented("releaseBtc"));
         }
+        self.dispatch(caller, value, calldata, None)
+    }
+
+    /// [`call`](Self::call) inside a sidechain transaction described by
+    /// `env` (block number, `tx.origin`, the signer's public key, the
+    /// transaction hash), as a sidechain runs the precompile. Empty
+    /// calldata is `releaseBtc`; `updateCollections` keys its peg-out by
+    /// `env.tx_hash`.
+    pub fn call_with_env(
+        &mut self,
+        caller: SideAddress,
+        value: u128,
+        calldata: &[u8],
+        env: &BlockEnvInfo,
+    ) -> Result<CallOutcome, BridgeError> {
+        self.begin_block(env.number);
+        let origin = TxOrigin::from_block_env(env);
+        if calldata.is_empty() {
+            let fx = self.release_btc(caller, value, &origin)?;
+            return Ok(effects_outcome(fx));
+        }
+        self.dispatch(caller, value, calldata, Some(&origin))
+    }
+
+    fn dispatch(
+        &mut self,
+        caller: SideAddress,
+        value: u128,
+        calldata: &[u8],
+        origin: Option<&TxOrigin>,
+    ) -> Result<CallOutcome, BridgeError> {
         let call = decode_call(calldata)?;
         if value != 0 {
             return Err(BridgeError::NonPayable { method: call.method().name(), value });
@@ -513,8 +717,54 @@ impl BridgeState {
             BridgeCall::GetMinimumLockTxValue => int(u128::from(self.get_minimum_lock_tx_value().to_sat())),
             BridgeCall::GetLockingCap => int(u128::from(self.get_locking_cap().to_sat())),
             BridgeCall::GetFeePerKb => int(u128::from(self.get_fee_per_kb().to_sat())),
+            BridgeCall::UpdateCollections => {
+                let block = self.block_number();
+                effects_outcome(self.update_collections(block, caller, origin.and_then(|o| o.tx_hash)))
+            }
+            BridgeCall::AddSignature { federator_public_key, signatures, rsk_tx_hash } => {
+                if !self.is_federation_member(&caller) {
+                    return Err(BridgeError::Unauthorized { caller, method: "addSignature" });
+                }
+                let federator = PublicKey::from_slice(&federator_public_key).map_err(|e| {
+                    BridgeError::InvalidArgument(format!(
+                        "public key {} does not parse: {e}",
+                        hex::encode(&federator_public_key)
+                    ))
+                })?;
+                if signatures.is_empty() {
+                    return Err(BridgeError::InvalidArgument("signatures array is empty".into()));
+                }
+                let sigs = signatures
+                    .iter()
+                    .enumerate()
+                    .map(|(i, der)| {
+                        Signature::from_der(der).map_err(|e| {
+                            BridgeError::InvalidArgument(format!("signature {i} is not DER: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                match self.add_signature(caller, &federator, &sigs, &rsk_tx_hash) {
+                    Ok(fx) => effects_outcome(fx),
+                    Err(AddSignatureError::Unauthorized(caller)) => {
+                        return Err(BridgeError::Unauthorized { caller, method: "addSignature" });
+                    }
+                    // Rootstock logs and returns: the call succeeds without effect.
+                    Err(_) => CallOutcome::default(),
+                }
+            }
+            BridgeCall::GetEstimatedFeesForNextPegOutEvent => {
+                int(u128::from(self.get_estimated_fees_for_next_pegout_event().to_sat()))
+            }
+            BridgeCall::GetQueuedPegoutsCount => int(self.get_queued_pegouts_count() as u128),
+            BridgeCall::GetNextPegoutCreationBlockNumber => {
+                int(u128::from(self.get_next_pegout_creation_block_number()))
+            }
         })
     }
+}
+
+fn effects_outcome(fx: Effects) -> CallOutcome {
+    CallOutcome { output: Vec::new(), logs: fx.events.iter().map(event_log).collect(), credits: fx.credits }
 }
 
 #[cfg(test)]
@@ -536,6 +786,9 @@ mod tests {
             (BridgeMethod::GetMinimumLockTxValue, "2f8d158f"),
             (BridgeMethod::GetLockingCap, "3f9db977"),
             (BridgeMethod::GetFeePerKb, "724ec886"),
+            // As Rootstock's transactions and monitors show them.
+            (BridgeMethod::UpdateCollections, "0c5a9990"),
+            (BridgeMethod::AddSignature, "f10b9c59"),
         ];
         for (m, hex_sel) in expect {
             assert_eq!(hex::encode(m.selector()), hex_sel, "{m:?}");
@@ -559,6 +812,76 @@ mod tests {
             hex::encode(event_topic(UNREFUNDABLE_PEGIN_SIGNATURE)),
             "35be155c87e408cbbcb753dc12f95fc5a242a29460a3d7189e807e63d7c185a7"
         );
+    }
+
+    #[test]
+    fn pegout_selectors_and_topics_are_the_keccak_of_rootstocks_signatures() {
+        for m in [
+            BridgeMethod::GetEstimatedFeesForNextPegOutEvent,
+            BridgeMethod::GetQueuedPegoutsCount,
+            BridgeMethod::GetNextPegoutCreationBlockNumber,
+        ] {
+            let h = keccak256(m.signature().as_bytes());
+            assert_eq!(m.selector(), [h[0], h[1], h[2], h[3]]);
+            assert_eq!(BridgeMethod::from_selector(m.selector()), Some(m));
+        }
+        assert_eq!(
+            BridgeMethod::GetEstimatedFeesForNextPegOutEvent.name(),
+            "getEstimatedFeesForNextPegOutEvent"
+        );
+        for sig in [
+            RELEASE_REQUEST_RECEIVED_SIGNATURE,
+            RELEASE_REQUEST_REJECTED_SIGNATURE,
+            UPDATE_COLLECTIONS_SIGNATURE,
+            RELEASE_REQUESTED_SIGNATURE,
+            BATCH_PEGOUT_CREATED_SIGNATURE,
+            PEGOUT_TRANSACTION_CREATED_SIGNATURE,
+            PEGOUT_CONFIRMED_SIGNATURE,
+            ADD_SIGNATURE_SIGNATURE,
+            RELEASE_BTC_SIGNATURE,
+        ] {
+            assert_eq!(event_topic(sig), keccak256(sig.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn add_signature_calldata_matches_the_standard_layout() {
+        let call = BridgeCall::AddSignature {
+            federator_public_key: vec![2; 33],
+            signatures: vec![vec![0x30; 70], vec![0x31; 71]],
+            rsk_tx_hash: [9; 32],
+        };
+        let data = encode_call(&call);
+        assert_eq!(&data[..4], &hex::decode("f10b9c59").unwrap()[..]);
+        // head: offsets 0x60, 0x60 + 32 + 64 = 0xc0, 0xc0 + 32 + 2·32 +
+        // (32 + 96) + (32 + 96) = 0x220.
+        assert_eq!(data[4 + 31], 0x60);
+        assert_eq!(data[4 + 63], 0xc0);
+        assert_eq!(&data[4 + 94..4 + 96], &[0x02, 0x20]);
+        // bytes[]: count 2, offsets 0x40 and 0x40 + 32 + 96 = 0xc0.
+        assert_eq!(data[4 + 0xc0 + 31], 2);
+        assert_eq!(data[4 + 0xc0 + 63], 0x40);
+        assert_eq!(data[4 + 0xc0 + 95], 0xc0);
+        // The key: length 32, then its bytes.
+        assert_eq!(data[4 + 0x220 + 31], 32);
+        assert_eq!(&data[4 + 0x240..], &[9; 32]);
+        assert_eq!(decode_call(&data).unwrap(), call);
+        // A key that is not 32 bytes does not decode.
+        let mut short = data.clone();
+        short[4 + 0x220 + 31] = 31;
+        assert_eq!(decode_call(&short), Err(AbiError::WrongLength { expected: 32, got: 31 }));
+    }
+
+    #[test]
+    fn outpoint_values_are_compact_sizes() {
+        use bitcoin::Amount;
+        let v = [
+            Amount::from_sat(1),
+            Amount::from_sat(253),
+            Amount::from_sat(0x1_0000),
+            Amount::from_sat(1 << 32),
+        ];
+        assert_eq!(hex::encode(encode_outpoint_values(&v)), "01fdfd00fe00000100ff0000000001000000");
     }
 
     #[test]
@@ -603,6 +926,17 @@ mod tests {
             Just(BridgeCall::GetBtcBlockchainBestChainHeight),
             Just(BridgeCall::GetFederationAddress),
             Just(BridgeCall::GetFeePerKb),
+            Just(BridgeCall::UpdateCollections),
+            Just(BridgeCall::GetEstimatedFeesForNextPegOutEvent),
+            Just(BridgeCall::GetQueuedPegoutsCount),
+            Just(BridgeCall::GetNextPegoutCreationBlockNumber),
+            (bytes(), proptest::collection::vec(bytes(), 0..4), any::<[u8; 32]>()).prop_map(
+                |(federator_public_key, signatures, rsk_tx_hash)| BridgeCall::AddSignature {
+                    federator_public_key,
+                    signatures,
+                    rsk_tx_hash
+                }
+            ),
         ]
     }
 

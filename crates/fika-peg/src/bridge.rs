@@ -35,12 +35,20 @@
 //!
 //! Processed peg-ins (credited, refunded or not) are marked with the
 //! sidechain block number ([`BridgeState::begin_block`]).
+//!
+//! A transaction spending an output reserved by a peg-out the Bridge created
+//! is not a peg-in: if it is that peg-out (the same transaction up to its
+//! scriptSigs and witnesses) and the peg-out was released, it is registered
+//! back ([`PeginOutcome::Pegout`]); otherwise it is refused. The peg-out
+//! half of the rules — requests, batches, signatures — is in
+//! [`crate::pegout`].
 
 use std::sync::Arc;
 
 use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
 use bitcoin::merkle_tree::PartialMerkleTree;
+use bitcoin::secp256k1::PublicKey;
 use bitcoin::{Address, Amount, BlockHash, OutPoint, ScriptBuf, Transaction, Txid};
 use fika_btc::ChainParams;
 use fika_btc::merkle::{MerkleError, verify_tx_inclusion};
@@ -52,6 +60,7 @@ use crate::btc_spv::{BtcSpv, Checkpoint, HeadersOutcome, SpvError};
 use crate::federation::Federation;
 use crate::params::{PegParams, PegParamsError};
 use crate::pegin::{SenderKind, parse_pegin_instructions, parse_sender};
+use crate::pegout::{PegoutState, RejectedPegoutReason};
 use crate::side::{SideAddress, WEI_PER_SAT, sat_to_wei};
 
 /// An output the federation controls, as the Bridge records it.
@@ -140,6 +149,84 @@ pub enum BridgeEvent {
         /// Why.
         reason: UnrefundablePeginReason,
     },
+    /// `release_request_received(address indexed sender, string
+    /// btcDestinationAddress, uint256 amount)`: a queued peg-out request.
+    ReleaseRequestReceived {
+        /// Who sent the RBTC.
+        sender: SideAddress,
+        /// The destination, as a Bitcoin address string.
+        btc_destination: String,
+        /// The value sent, in wei.
+        amount_wei: u128,
+    },
+    /// `release_request_rejected(address indexed sender, uint256 amount,
+    /// int256 reason)`: a refused peg-out request (the value went back).
+    ReleaseRequestRejected {
+        /// Who sent the RBTC.
+        sender: SideAddress,
+        /// The value sent (and returned), in wei.
+        amount_wei: u128,
+        /// Why.
+        reason: RejectedPegoutReason,
+    },
+    /// `update_collections(address sender)`.
+    UpdateCollections {
+        /// The caller.
+        sender: SideAddress,
+    },
+    /// `release_requested(bytes32 indexed rskTxHash, bytes32 indexed
+    /// btcTxHash, uint256 amount)`: a peg-out transaction was created.
+    ReleaseRequested {
+        /// The peg-out's key (the creating sidechain transaction).
+        rsk_tx_hash: [u8; 32],
+        /// The unsigned transaction's txid.
+        btc_txid: Txid,
+        /// The requested amount it serves, in satoshis.
+        amount: Amount,
+    },
+    /// `batch_pegout_created(bytes32 indexed btcTxHash, bytes
+    /// releaseRskTxHashes)`.
+    BatchPegoutCreated {
+        /// The batch's txid.
+        btc_txid: Txid,
+        /// The requests' sidechain transactions, concatenated in the log.
+        rsk_tx_hashes: Vec<[u8; 32]>,
+    },
+    /// `pegout_transaction_created(bytes32 indexed btcTxHash, bytes
+    /// utxoOutpointValues)`: the spent values, compact-size encoded.
+    PegoutTransactionCreated {
+        /// The txid.
+        btc_txid: Txid,
+        /// Values of the spent outputs, in input order.
+        utxo_outpoint_values: Vec<Amount>,
+    },
+    /// `pegout_confirmed(bytes32 indexed btcTxHash, uint256
+    /// pegoutCreationRskBlockNumber)`: enough sidechain confirmations, now
+    /// waiting for signatures.
+    PegoutConfirmed {
+        /// The txid.
+        btc_txid: Txid,
+        /// Sidechain block of its creation.
+        creation_block: u64,
+    },
+    /// `add_signature(bytes32 indexed releaseRskTxHash, address indexed
+    /// federatorRskAddress, bytes federatorBtcPublicKey)`.
+    AddSignature {
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
+        /// The member's sidechain address.
+        federator: SideAddress,
+        /// The member's key.
+        federator_public_key: PublicKey,
+    },
+    /// `release_btc(bytes32 indexed releaseRskTxHash, bytes
+    /// btcRawTransaction)`: the fully signed transaction.
+    ReleaseBtc {
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
+        /// The signed transaction, consensus-encoded (with witnesses).
+        raw_tx: Vec<u8>,
+    },
 }
 
 /// A rejected peg-in waiting to be paid back: its own federation outputs go
@@ -191,6 +278,14 @@ pub enum PeginOutcome {
         unrefundable: UnrefundablePeginReason,
         /// The value left at the federation address, unaccounted.
         amount: Amount,
+    },
+    /// Not a peg-in: a released peg-out (or refund) transaction registered
+    /// back from Bitcoin; the peg-out is done.
+    Pegout {
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
+        /// The change that joined (or had joined) the federation's UTXOs.
+        change: Option<Amount>,
     },
 }
 
@@ -264,14 +359,22 @@ pub enum RegisterError {
     /// No output pays a live federation.
     #[error("transaction {0} pays no federation output: not a peg-in")]
     NotAPegin(Txid),
-    /// The transaction spends a federation UTXO (a peg-out or migration;
-    /// not handled yet).
-    #[error("transaction {txid} spends federation output {outpoint}: peg-outs are not handled here")]
+    /// The transaction spends a federation UTXO but is not the Bridge's
+    /// peg-out of it.
+    #[error("transaction {txid} spends federation output {outpoint} but is not the Bridge's peg-out of it")]
     SpendsFederationUtxo {
         /// The transaction.
         txid: Txid,
         /// The federation output it spends.
         outpoint: OutPoint,
+    },
+    /// The transaction is a peg-out the Bridge has not released yet.
+    #[error("transaction {txid} is peg-out {} which is not released yet", hex::encode(.rsk_tx_hash))]
+    PegoutNotReleased {
+        /// The transaction.
+        txid: Txid,
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
     },
 }
 
@@ -314,9 +417,32 @@ pub enum BridgeError {
         /// The value sent.
         value: u128,
     },
-    /// The method exists in Rootstock but is not implemented yet.
+    /// The method exists in Rootstock but is not implemented here (for
+    /// `releaseBtc` through [`BridgeState::call`], which lacks the signer's
+    /// key: use [`BridgeState::call_with_env`]).
     #[error("method {0} is not implemented")]
     NotImplemented(&'static str),
+    /// A peg-out request from an externally owned account without the
+    /// signer's public key.
+    #[error("releaseBtc needs the transaction signer's public key")]
+    MissingSignerKey,
+    /// The signer's public key is not the caller's.
+    #[error("the signer's public key does not belong to {caller}")]
+    SignerKeyMismatch {
+        /// The caller.
+        caller: SideAddress,
+    },
+    /// A value the Bridge cannot have received (its balance would exceed
+    /// the initial 21M).
+    #[error("value {value} wei would take the bridge above its initial balance")]
+    ValueTooLarge {
+        /// The value.
+        value: u128,
+    },
+    /// A malformed argument (a public key or signature that does not parse,
+    /// an empty signature list).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 /// An error building a [`BridgeState`].
@@ -343,21 +469,34 @@ pub enum ConservationError {
         /// The initial balance.
         max_wei: u128,
     },
-    /// RBTC out of the Bridge ≠ RBTC credited by peg-ins.
-    #[error("RBTC out of the bridge is {out_wei} wei but peg-ins credited {credited_wei} wei")]
+    /// RBTC out of the Bridge ≠ RBTC credited by peg-ins and burned, less
+    /// what peg-out requests brought back.
+    #[error("RBTC out of the bridge is {out_wei} wei but the peg accounts for {credited_wei} wei")]
     BalanceMismatch {
         /// `max − balance`.
         out_wei: u128,
-        /// Credited by peg-ins.
+        /// Credited by peg-ins + burned − locked back by peg-out requests
+        /// (0 if negative).
         credited_wei: u128,
     },
-    /// BTC held at federation UTXOs ≠ RBTC credited.
-    #[error("federation UTXOs hold {utxo_sat} sat but peg-ins credited {credited_sat} sat")]
+    /// BTC at the federation ≠ RBTC minted plus what peg-outs still owe.
+    #[error("the federation holds {utxo_sat} sat but owes {credited_sat} sat (minted + owed to peg-outs)")]
     UtxoMismatch {
-        /// Sum of the federation UTXO set.
+        /// Available UTXOs plus the change of peg-outs whose change has not
+        /// joined them yet (0 if negative).
         utxo_sat: u64,
-        /// Credited by peg-ins.
+        /// RBTC minted (credited + burned − locked back) plus queued
+        /// requests (0 if negative).
         credited_sat: u64,
+    },
+    /// A peg-out record is inconsistent with its transaction or the UTXO
+    /// set.
+    #[error("peg-out {}: {reason}", hex::encode(.rsk_tx_hash))]
+    PegoutMismatch {
+        /// The peg-out's key.
+        rsk_tx_hash: [u8; 32],
+        /// What is wrong.
+        reason: String,
     },
     /// A refund's amount ≠ its UTXOs.
     #[error("refund of {txid} claims {amount_sat} sat but its UTXOs hold {utxo_sat} sat")]
@@ -374,18 +513,19 @@ pub enum ConservationError {
 /// The Bridge: all of its state as one persistent value.
 #[derive(Clone, Debug)]
 pub struct BridgeState {
-    params: Arc<PegParams>,
+    pub(crate) params: Arc<PegParams>,
     spv: BtcSpv,
-    federation: Arc<Federation>,
-    utxos: OrdMap<OutPoint, FederationUtxo>,
-    processed: OrdMap<Txid, u64>,
+    pub(crate) federation: Arc<Federation>,
+    pub(crate) utxos: OrdMap<OutPoint, FederationUtxo>,
+    pub(crate) processed: OrdMap<Txid, u64>,
     locking_cap_sat: u64,
-    fee_per_kb_sat: u64,
-    balance_wei: u128,
-    pegged_in_sat: u64,
+    pub(crate) fee_per_kb_sat: u64,
+    pub(crate) balance_wei: u128,
+    pub(crate) pegged_in_sat: u64,
     unrefunded_sat: u64,
-    refunds: Vector<RefundRequest>,
-    block_number: u64,
+    pub(crate) refunds: Vector<RefundRequest>,
+    pub(crate) block_number: u64,
+    pub(crate) pegout: PegoutState,
 }
 
 impl BridgeState {
@@ -413,6 +553,7 @@ impl BridgeState {
             unrefunded_sat: 0,
             refunds: Vector::new(),
             block_number: 0,
+            pegout: PegoutState::default(),
         })
     }
 
@@ -541,6 +682,13 @@ impl BridgeState {
             MerkleError::NotIncluded(_) => RegisterError::NotInProof(txid),
             other => RegisterError::BadPartialMerkleTree(other.to_string()),
         })?;
+        if let Some((spent, key)) = tx
+            .input
+            .iter()
+            .find_map(|i| self.pegout.reserved.get(&i.previous_output).map(|k| (i.previous_output, *k)))
+        {
+            return self.register_pegout(&tx, txid, height, spent, key);
+        }
         if let Some(spent) = tx.input.iter().find(|i| self.utxos.contains_key(&i.previous_output)) {
             return Err(RegisterError::SpendsFederationUtxo { txid, outpoint: spent.previous_output });
         }
@@ -760,22 +908,45 @@ impl BridgeState {
         Amount::from_sat(self.fee_per_kb_sat)
     }
 
-    /// The peg's conservation law: RBTC out of the Bridge equals RBTC
-    /// credited by peg-ins, which equals the BTC held at federation UTXOs;
-    /// every queued refund carries exactly its UTXOs' value.
+    /// The peg's conservation law (see also [`crate::pegout`]):
+    ///
+    /// * RBTC out of the Bridge (`21M − balance`) equals RBTC credited by
+    ///   peg-ins, plus RBTC burned, minus RBTC locked back by accepted
+    ///   peg-out requests (whose sub-satoshi remainders stay in the Bridge);
+    /// * BTC at the federation (available UTXOs and the inputs reserved by
+    ///   peg-outs not yet released) equals RBTC minted plus RBTC locked back
+    ///   but still owed in BTC (queued requests, what unreleased peg-outs pay
+    ///   out) plus change in flight; checked as: available UTXOs and the
+    ///   change of peg-outs whose change has not joined them equal minted
+    ///   and queued requests;
+    /// * every peg-out's inputs equal its outputs and fee, its inputs are
+    ///   reserved for it and not selectable, and a batch pays exactly its
+    ///   requests;
+    /// * every queued refund carries exactly its UTXOs' value.
     pub fn conservation(&self) -> Result<(), ConservationError> {
         let max_wei = sat_to_wei(self.params.max_rbtc_sat);
         if self.balance_wei > max_wei {
             return Err(ConservationError::BalanceAboveMax { balance_wei: self.balance_wei, max_wei });
         }
         let out_wei = max_wei - self.balance_wei;
-        let credited_wei = sat_to_wei(self.pegged_in_sat);
-        if out_wei != credited_wei {
-            return Err(ConservationError::BalanceMismatch { out_wei, credited_wei });
+        let expected_out = sat_to_wei(self.pegged_in_sat) as i128
+            + sat_to_wei(self.pegout.burned_sat) as i128
+            - sat_to_wei(self.pegout.requested_sat) as i128
+            - self.pegout.remainder_wei as i128;
+        if out_wei as i128 != expected_out {
+            return Err(ConservationError::BalanceMismatch {
+                out_wei,
+                credited_wei: u128::try_from(expected_out).unwrap_or(0),
+            });
         }
-        let utxo_sat = self.utxos.values().fold(0u64, |acc, u| acc.saturating_add(u.value.to_sat()));
-        if utxo_sat != self.pegged_in_sat {
-            return Err(ConservationError::UtxoMismatch { utxo_sat, credited_sat: self.pegged_in_sat });
+        let (fed_side, owed) = self
+            .pegout_balances()
+            .map_err(|(rsk_tx_hash, reason)| ConservationError::PegoutMismatch { rsk_tx_hash, reason })?;
+        if fed_side != owed {
+            return Err(ConservationError::UtxoMismatch {
+                utxo_sat: u64::try_from(fed_side).unwrap_or(0),
+                credited_sat: u64::try_from(owed).unwrap_or(0),
+            });
         }
         for r in &self.refunds {
             let utxo_sat = r.utxos.iter().fold(0u64, |acc, u| acc.saturating_add(u.value.to_sat()));
@@ -842,6 +1013,7 @@ impl BridgeState {
         put(&self.pegged_in_sat.to_be_bytes());
         put(&self.unrefunded_sat.to_be_bytes());
         put(&self.block_number.to_be_bytes());
+        self.pegout.digest_into(&mut put);
         let mut out = [0u8; 32];
         h.finalize(&mut out);
         out

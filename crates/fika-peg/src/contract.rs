@@ -49,8 +49,10 @@ impl SystemContract for BridgeContract {
         data: &[u8],
         block: &BlockEnvInfo,
     ) -> Result<SystemCallOutcome, String> {
-        self.state.begin_block(block.number);
-        let out = self.state.call(SideAddress(caller), value, data).map_err(|e| e.to_string())?;
+        // The environment carries the signer's key: a value transfer with
+        // empty calldata is a peg-out request to its P2PKH.
+        let out =
+            self.state.call_with_env(SideAddress(caller), value, data, block).map_err(|e| e.to_string())?;
         let mut chained = Vec::with_capacity(32 + 20 + 16 + 8 + data.len());
         chained.extend_from_slice(&self.digest);
         chained.extend_from_slice(&caller);
@@ -72,8 +74,7 @@ impl SystemContract for BridgeContract {
     fn read_only_call(&self, caller: [u8; 20], data: &[u8], block: &BlockEnvInfo) -> Result<Vec<u8>, String> {
         // Run on a copy: whatever a read-only call would change is dropped.
         let mut copy = self.state.clone();
-        copy.begin_block(block.number);
-        copy.call(SideAddress(caller), 0, data).map(|o| o.output).map_err(|e| e.to_string())
+        copy.call_with_env(SideAddress(caller), 0, data, block).map(|o| o.output).map_err(|e| e.to_string())
     }
 
     fn state_digest(&self) -> [u8; 32] {

@@ -21,9 +21,11 @@ pub mod bridge;
 pub mod btc_spv;
 pub mod contract;
 pub mod federation;
+pub mod hsm;
 pub mod network;
 pub mod params;
 pub mod pegin;
+pub mod pegout;
 pub mod side;
 
 pub use abi::{BRIDGE_ADDRESS, BridgeCall, BridgeMethod, CallOutcome, Log};

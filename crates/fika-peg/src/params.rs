@@ -106,6 +106,14 @@ pub struct PegParams {
     /// native P2WPKH sender's key is read from witness data, which the txid
     /// does not commit to.
     pub native_p2wpkh_sender: bool,
+    /// When a peg-out's change output joins the federation's spendable
+    /// UTXOs: `false` (Rootstock) when the peg-out transaction is registered
+    /// back from Bitcoin (`registerBtcTransaction` with the usual
+    /// confirmations and proof); `true` as soon as the Bridge releases the
+    /// fully signed transaction (`release_btc`), so that the next peg-out may
+    /// chain on the unconfirmed change.
+    #[serde(default)]
+    pub pegout_change_on_release: bool,
 }
 
 /// An error building peg parameters.
@@ -160,6 +168,7 @@ impl PegParams {
             max_rbtc_sat: 21_000_000 * SAT_PER_BTC,
             register_btc_transaction_public: true,
             native_p2wpkh_sender: false,
+            pegout_change_on_release: false,
         }
     }
 

@@ -38,6 +38,30 @@ enum Command {
         /// The scenario file (TOML).
         scenario: PathBuf,
     },
+    /// Emulate a (bitcoin) scenario: every node its own OS process, linked
+    /// over TCP on loopback as the topology says, in real (or scaled) time.
+    Emulate {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Output directory [default: runs/<scenario name>-emu].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Node seconds per wall-clock second (e.g. 10 runs ten times faster).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Node time to run, in seconds [default: the scenario's duration].
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Replace the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run one emulated node (started by `fika emulate`).
+    Node {
+        /// The node's configuration (JSON, written by `fika emulate`).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 const EXIT_RUN_FAILED: u8 = 1;
@@ -63,6 +87,80 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Command::Node { config } => {
+            match fika_emu::process::NodeProcessConfig::load(&config)
+                .and_then(|c| fika_emu::process::run_node_process(&c))
+            {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: node: {e}");
+                    ExitCode::from(EXIT_RUN_FAILED)
+                }
+            }
+        }
+        Command::Emulate { scenario, out, speed, duration, seed } => {
+            if !(speed.is_finite() && speed > 0.0) {
+                eprintln!("error: --speed {speed}: expected a positive number");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            let duration = match duration.map(std::time::Duration::try_from_secs_f64) {
+                Some(Err(_)) => {
+                    eprintln!("error: --duration: expected a non-negative number of seconds");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+                Some(Ok(d)) => Some(d),
+                None => None,
+            };
+            let s = match fika_scenario::load_file(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: cannot find the fika executable: {e}");
+                    return ExitCode::from(EXIT_RUN_FAILED);
+                }
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-emu", s.name)));
+            let opts = fika_emu::orchestrate::EmulateOptions {
+                speed,
+                duration,
+                seed,
+                ..fika_emu::orchestrate::EmulateOptions::new(exe)
+            };
+            match fika_emu::orchestrate::emulate(&scenario, &out, &opts) {
+                Ok(r) => {
+                    let mut t = fika_report::SummaryTable::new();
+                    t.row("scenario", &r.scenario)
+                        .row("nodes (processes)", r.nodes.len())
+                        .row("node time / wall time", format!("{:.1} s / {:.1} s", r.duration_s, r.wall_s))
+                        .row("events merged", r.events);
+                    let rss: Vec<u64> = r.nodes.iter().filter_map(|n| n.peak_rss_kib).collect();
+                    if let Some(max) = rss.iter().max() {
+                        let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64;
+                        t.row(
+                            "peak RSS per node (mean / max)",
+                            format!("{:.1} MB / {:.1} MB", mean / 1024.0, *max as f64 / 1024.0),
+                        );
+                    }
+                    let starts: Vec<f64> = r.nodes.iter().filter_map(|n| n.connected_ms).collect();
+                    if let Some(max) = starts.iter().cloned().reduce(f64::max) {
+                        t.row("all peers connected after", format!("{max:.0} ms"));
+                    }
+                    println!("{t}");
+                    println!("outputs in {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: the emulation failed: {e}");
+                    ExitCode::from(EXIT_RUN_FAILED)
+                }
+            }
+        }
         Command::Run { scenario, seed, out, quiet } => {
             let s = match fika_scenario::load_file(&scenario) {
                 Ok(s) => s,

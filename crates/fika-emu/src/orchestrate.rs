@@ -1,0 +1,501 @@
+//! Running a whole scenario as one OS process per node on loopback.
+//!
+//! [`emulate`] lays the scenario out, picks a free loopback port per node,
+//! writes each node's [`NodeProcessConfig`] and starts `<exe> node --config
+//! <file>` for each (the `fika` binary's `node` subcommand calls
+//! [`crate::run_node_process`]). Once every node listens and has reached
+//! its peers it tells them all one shared start instant (over their
+//! standard input), waits for the scenario's duration, stops them and
+//! merges their events into one `events.jsonl` sorted by time, then node.
+//! No node outlives the call: every child is killed when its handle drops,
+//! on success and on every error path, and a child whose standard input
+//! closes stops by itself.
+//!
+//! Files written in the output directory: `nodes/<name>.json` (the
+//! configuration), `nodes/<name>.events.jsonl`, `nodes/<name>.log` (the
+//! process's standard error), `events.jsonl` and `emulation.json` (the
+//! [`EmulationReport`]).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fika_core::NodeId;
+use fika_scenario::ProtocolKind;
+use serde::{Deserialize, Serialize};
+
+use crate::error::io_at;
+use crate::process::{NodeProcessConfig, ProcessLine, ProcessReport, peak_rss_kib, unix_ms};
+use crate::{EmuError, build};
+
+/// How to run an emulation.
+#[derive(Clone, Debug)]
+pub struct EmulateOptions {
+    /// The executable started as `<exe> node --config <file>` per node.
+    pub exe: PathBuf,
+    /// Node seconds per wall-clock second.
+    pub speed: f64,
+    /// Node time to run (default: the scenario's duration).
+    pub duration: Option<Duration>,
+    /// The run seed (default: the scenario's).
+    pub seed: Option<u64>,
+    /// How long nodes may take to listen and reach their peers.
+    pub startup_timeout: Duration,
+    /// How long stopped nodes may take to exit before they are killed.
+    pub stop_timeout: Duration,
+    /// Wall time between the last node getting ready and the shared start.
+    pub start_delay: Duration,
+    /// Largest frame payload, bytes.
+    pub max_frame_bytes: u32,
+}
+
+impl EmulateOptions {
+    /// Defaults: real time (speed 1), the scenario's duration and seed, 30 s
+    /// to start, 10 s to stop, start 200 ms after the last node is ready,
+    /// 8 MiB frames.
+    pub fn new(exe: impl Into<PathBuf>) -> Self {
+        EmulateOptions {
+            exe: exe.into(),
+            speed: 1.0,
+            duration: None,
+            seed: None,
+            startup_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(10),
+            start_delay: Duration::from_millis(200),
+            max_frame_bytes: crate::wire::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// One node of an emulation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Wall time from spawning the process to its listening (node built), ms.
+    pub startup_ms: Option<f64>,
+    /// Wall time from spawning the process to all its peers connected, ms.
+    pub connected_ms: Option<f64>,
+    /// Peak resident set size (VmHWM), KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// How the process ended (`"exit status: 0"`, `"killed"`, …).
+    pub exit: String,
+    /// What the process reported at its end (counters, final chain state).
+    pub report: Option<ProcessReport>,
+}
+
+/// The result of [`emulate`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EmulationReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed used.
+    pub seed: u64,
+    /// Node seconds per wall-clock second.
+    pub speed: f64,
+    /// Node time run, seconds.
+    pub duration_s: f64,
+    /// The shared start, Unix ms.
+    pub start_unix_ms: u64,
+    /// Wall time of the whole emulation, seconds.
+    pub wall_s: f64,
+    /// Per node, by id.
+    pub nodes: Vec<NodeReport>,
+    /// The merged events file.
+    pub events_path: PathBuf,
+    /// Events merged.
+    pub events: u64,
+    /// Event lines that did not parse (e.g. cut short by a kill), left out.
+    pub events_malformed: u64,
+}
+
+/// A child process that is killed (and reaped) when dropped.
+struct NodeProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    spawned: Instant,
+    reader: Option<std::thread::JoinHandle<()>>,
+    exit: Option<String>,
+}
+
+impl NodeProc {
+    /// Whether it has exited (recording how).
+    fn poll_exit(&mut self) -> bool {
+        if self.exit.is_some() {
+            return true;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit = Some(status.to_string());
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.exit = Some(format!("unknown ({e})"));
+                true
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if !self.poll_exit() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.exit = Some("killed".into());
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.stdin = None;
+        self.kill();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// `n` distinct free loopback ports (all bound at once, then released).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, EmuError> {
+    let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind(any).map_err(|source| EmuError::Bind { addr: any, source }))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|source| EmuError::Bind { addr: any, source }))
+        .collect()
+}
+
+fn ms_since(t: Instant, since: Instant) -> f64 {
+    t.saturating_duration_since(since).as_secs_f64() * 1e3
+}
+
+/// What the nodes' status lines said.
+struct Seen {
+    listening: Vec<Option<f64>>,
+    connected: Vec<Option<f64>>,
+    reports: Vec<Option<ProcessReport>>,
+}
+
+impl Seen {
+    fn take(&mut self, i: usize, at: Instant, line: ProcessLine, procs: &[NodeProc]) {
+        let since = procs[i].spawned;
+        match line {
+            ProcessLine::Listening(_) => self.listening[i] = Some(ms_since(at, since)),
+            ProcessLine::Connected(_) => self.connected[i] = Some(ms_since(at, since)),
+            ProcessLine::Started => {}
+            ProcessLine::Done(r) => self.reports[i] = Some(*r),
+        }
+    }
+}
+
+/// Runs every node of Bitcoin scenario `scenario_path` as its own process
+/// on loopback (see the module documentation); writes into `out_dir`.
+pub fn emulate(
+    scenario_path: &Path,
+    out_dir: &Path,
+    options: &EmulateOptions,
+) -> Result<EmulationReport, EmuError> {
+    let wall = Instant::now();
+    let mut s = fika_scenario::load_file(scenario_path)?;
+    if let Some(seed) = options.seed {
+        s.seed = seed;
+    }
+    if s.protocol != ProtocolKind::Bitcoin || s.bitcoin.is_none() {
+        return Err(EmuError::Unsupported {
+            scenario: scenario_path.display().to_string(),
+            protocol: format!("{:?}", s.protocol).to_lowercase(),
+        });
+    }
+    if !(options.speed.is_finite() && options.speed > 0.0) {
+        return Err(EmuError::BadValue {
+            field: "speed",
+            value: options.speed.to_string(),
+            expected: "a positive number of node seconds per wall-clock second",
+        });
+    }
+    let layout = fika_scenario::layout(&s)
+        .map_err(|source| EmuError::Layout { file: scenario_path.to_path_buf(), source })?;
+    let duration = options.duration.unwrap_or(s.duration);
+    let scenario_abs = std::fs::canonicalize(scenario_path).map_err(io_at(scenario_path))?;
+    let nodes_dir = out_dir.join("nodes");
+    std::fs::create_dir_all(&nodes_dir).map_err(io_at(&nodes_dir))?;
+    let n = layout.names.len();
+    let ports = free_ports(n)?;
+    let addr = |i: usize| -> SocketAddr { (Ipv4Addr::LOCALHOST, ports[i]).into() };
+
+    // Configurations.
+    let mut config_paths = Vec::with_capacity(n);
+    for (i, name) in layout.names.iter().enumerate() {
+        let peers = build::peers_of(&layout, NodeId(i as u32));
+        let config = NodeProcessConfig {
+            node_id: i as u32,
+            name: name.clone(),
+            seed: s.seed,
+            listen: addr(i),
+            peers: peers.iter().map(|p| (p.0, addr(p.index()))).collect(),
+            scenario: scenario_abs.clone(),
+            duration_s: Some(duration.as_secs_f64()),
+            speed: options.speed,
+            events: nodes_dir.join(format!("{name}.events.jsonl")),
+            start_at_unix_ms: None,
+            stdin_control: true,
+            max_frame_bytes: options.max_frame_bytes,
+            connect_timeout_s: options.startup_timeout.as_secs_f64(),
+        };
+        let path = nodes_dir.join(format!("{name}.json"));
+        config.save(&path)?;
+        config_paths.push((path, config.events.clone()));
+    }
+
+    // Processes.
+    let (line_tx, line_rx) = mpsc::channel::<(usize, Instant, ProcessLine)>();
+    let mut procs: Vec<NodeProc> = Vec::with_capacity(n);
+    for (i, (config, _)) in config_paths.iter().enumerate() {
+        let name = &layout.names[i];
+        let log_path = nodes_dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(io_at(&log_path))?;
+        let spawned = Instant::now();
+        let mut child = Command::new(&options.exe)
+            .arg("node")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|source| EmuError::Spawn { exe: options.exe.clone(), node: name.clone(), source })?;
+        let stdin = child.stdin.take();
+        let reader = child.stdout.take().map(|out| {
+            let tx = line_tx.clone();
+            std::thread::spawn(move || {
+                // Read to the end whatever comes, so the child never blocks
+                // on a full pipe.
+                let mut out = BufReader::new(out);
+                let mut line = Vec::new();
+                while matches!(out.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                    if let Some(l) = ProcessLine::parse(String::from_utf8_lossy(&line).trim_end()) {
+                        let _ = tx.send((i, Instant::now(), l));
+                    }
+                    line.clear();
+                }
+            })
+        });
+        procs.push(NodeProc { child, stdin, spawned, reader, exit: None });
+    }
+    drop(line_tx);
+
+    let mut seen = Seen { listening: vec![None; n], connected: vec![None; n], reports: vec![None; n] };
+    let mut rss: Vec<Option<u64>> = vec![None; n];
+
+    // Start-up: every node listening and connected to its peers.
+    let deadline = Instant::now() + options.startup_timeout;
+    loop {
+        let waiting: Vec<usize> = (0..n).filter(|i| seen.connected[*i].is_none()).collect();
+        if waiting.is_empty() {
+            break;
+        }
+        for &i in &waiting {
+            if procs[i].poll_exit() {
+                return Err(EmuError::NodeExited {
+                    node: layout.names[i].clone(),
+                    status: procs[i].exit.clone().unwrap_or_default(),
+                    log: nodes_dir.join(format!("{}.log", layout.names[i])),
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(EmuError::StartupTimeout {
+                waiting: waiting.iter().map(|i| layout.names[*i].clone()).collect(),
+                after: options.startup_timeout,
+                logs: nodes_dir.clone(),
+            });
+        }
+        if let Ok((i, at, line)) = line_rx.recv_timeout(Duration::from_millis(20)) {
+            seen.take(i, at, line, &procs);
+        }
+    }
+
+    // One start for all.
+    let start = SystemTime::now() + options.start_delay;
+    let start_ms = unix_ms(start);
+    for p in &mut procs {
+        if let Some(stdin) = p.stdin.as_mut() {
+            let _ = writeln!(stdin, "start {start_ms}").and_then(|()| stdin.flush());
+        }
+    }
+    let run_wall =
+        Duration::try_from_secs_f64(duration.as_secs_f64() / options.speed).unwrap_or(Duration::MAX);
+    let start_i = Instant::now() + start.duration_since(SystemTime::now()).unwrap_or_default();
+    let end = start_i.checked_add(run_wall).unwrap_or(start_i + Duration::from_secs(86_400 * 365));
+
+    // Run: watch memory until the end (nodes stop by themselves then).
+    let poll_rss = |procs: &mut [NodeProc], rss: &mut [Option<u64>]| {
+        for (i, p) in procs.iter_mut().enumerate() {
+            if !p.poll_exit() {
+                if let Some(k) = peak_rss_kib(p.child.id()) {
+                    rss[i] = Some(rss[i].map_or(k, |r| r.max(k)));
+                }
+            }
+        }
+    };
+    while Instant::now() < end && procs.iter_mut().any(|p| !p.poll_exit()) {
+        poll_rss(&mut procs, &mut rss);
+        let wait = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        if let Ok((i, at, line)) = line_rx.recv_timeout(wait) {
+            seen.take(i, at, line, &procs);
+        }
+    }
+    poll_rss(&mut procs, &mut rss);
+
+    // Stop: close every standard input, wait, kill stragglers.
+    for p in &mut procs {
+        p.stdin = None;
+    }
+    let stop_deadline = Instant::now() + options.stop_timeout;
+    while Instant::now() < stop_deadline && procs.iter_mut().any(|p| !p.poll_exit()) {
+        if let Ok((i, at, line)) = line_rx.recv_timeout(Duration::from_millis(20)) {
+            seen.take(i, at, line, &procs);
+        }
+    }
+    for p in &mut procs {
+        p.kill();
+        if let Some(r) = p.reader.take() {
+            let _ = r.join();
+        }
+    }
+    while let Ok((i, at, line)) = line_rx.try_recv() {
+        seen.take(i, at, line, &procs);
+    }
+
+    // Merge the events.
+    let events_path = out_dir.join("events.jsonl");
+    let (events, events_malformed) =
+        merge_events(&config_paths.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), &events_path)?;
+
+    let nodes = (0..n)
+        .map(|i| {
+            let own = seen.reports[i].as_ref().and_then(|r| r.peak_rss_kib);
+            NodeReport {
+                id: i as u32,
+                name: layout.names[i].clone(),
+                pid: procs[i].child.id(),
+                startup_ms: seen.listening[i],
+                connected_ms: seen.connected[i],
+                peak_rss_kib: match (rss[i], own) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                },
+                exit: procs[i].exit.clone().unwrap_or_default(),
+                report: seen.reports[i].take(),
+            }
+        })
+        .collect();
+    drop(procs);
+    let report = EmulationReport {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        speed: options.speed,
+        duration_s: duration.as_secs_f64(),
+        start_unix_ms: start_ms,
+        wall_s: wall.elapsed().as_secs_f64(),
+        nodes,
+        events_path,
+        events,
+        events_malformed,
+    };
+    let json_path = out_dir.join("emulation.json");
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| EmuError::Config { path: json_path.clone(), reason: e.to_string() })?;
+    std::fs::write(&json_path, json).map_err(io_at(&json_path))?;
+    Ok(report)
+}
+
+#[derive(Deserialize)]
+struct LineKey {
+    t: u64,
+    node: Option<u32>,
+}
+
+/// Merges JSON-lines event files into `out`, sorted by time, then node,
+/// then file order. Lines without a numeric `t` are left out and counted.
+/// Returns (lines written, lines left out).
+pub fn merge_events(inputs: &[PathBuf], out: &Path) -> Result<(u64, u64), EmuError> {
+    let mut lines: Vec<(u64, u32, usize, String)> = Vec::new();
+    let mut bad = 0u64;
+    for path in inputs {
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            // A node that never started writes no file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(EmuError::Io { path: path.clone(), source: e }),
+        };
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(io_at(path))?;
+            match serde_json::from_str::<LineKey>(&line) {
+                Ok(k) => {
+                    let seq = lines.len();
+                    lines.push((k.t, k.node.unwrap_or(u32::MAX), seq, line));
+                }
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    lines.sort_unstable_by_key(|(t, node, seq, _)| (*t, *node, *seq));
+    let f = std::fs::File::create(out).map_err(io_at(out))?;
+    let mut w = BufWriter::new(f);
+    for (_, _, _, line) in &lines {
+        w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n")).map_err(io_at(out))?;
+    }
+    w.flush().map_err(io_at(out))?;
+    Ok((lines.len() as u64, bad))
+}
+
+/// Every node's final state, by name (for checks after a run).
+pub fn summaries(report: &EmulationReport) -> BTreeMap<String, crate::process::BtcSummary> {
+    report.nodes.iter().filter_map(|n| Some((n.name.clone(), n.report.as_ref()?.btc.clone()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let p = free_ports(8).expect("ports");
+        let set: std::collections::BTreeSet<_> = p.iter().collect();
+        assert_eq!(set.len(), 8);
+    }
+
+    #[test]
+    fn merge_sorts_by_time_then_node_and_skips_broken_lines() {
+        let dir = std::env::temp_dir().join(format!("fika-emu-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let a = dir.join("a.jsonl");
+        let b = dir.join("b.jsonl");
+        std::fs::write(
+            &a,
+            "{\"t\":5,\"node\":1,\"kind\":\"x\"}\n{\"t\":9,\"node\":1,\"kind\":\"y\"}\n{\"t\":1",
+        )
+        .expect("write");
+        std::fs::write(&b, "{\"t\":5,\"node\":0,\"kind\":\"z\"}\n{\"t\":7,\"node\":0,\"kind\":\"w\"}\n")
+            .expect("write");
+        let out = dir.join("m.jsonl");
+        let (n, bad) = merge_events(&[a, b, dir.join("missing.jsonl")], &out).expect("merge");
+        assert_eq!((n, bad), (4, 1));
+        let text = std::fs::read_to_string(&out).expect("read");
+        let kinds: Vec<&str> = text.lines().map(|l| &l[l.len() - 3..l.len() - 2]).collect();
+        assert_eq!(kinds, ["z", "x", "w", "y"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,367 @@
+//! One emulated node as an OS process: what `fika node --config FILE` runs.
+//!
+//! The process reads a [`NodeProcessConfig`] (JSON), rebuilds its node from
+//! the scenario file and its id ([`crate::build`]), runs it
+//! ([`crate::runtime::run_node`]) and reports on standard output, one line
+//! per milestone, for the orchestrator:
+//!
+//! ```text
+//! fika-emu listening 127.0.0.1:40001
+//! fika-emu connected 12.5
+//! fika-emu started
+//! fika-emu done {"node":0,"name":"server1",...}
+//! ```
+//!
+//! With `stdin_control`, it also obeys its standard input: a line
+//! `start <unix-ms>` sets the shared start instant, a line `stop` or the end
+//! of input stops it (so it never outlives an orchestrator that died).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fika_btc::node::{BtcNode, SharedDb};
+use fika_core::NodeId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::io_at;
+use crate::runtime::{self, Control, Hooks, RunStats, RuntimeConfig, StartRule, Status};
+use crate::{EmuError, build};
+
+/// Prefix of every status line a node process prints.
+pub const LINE_PREFIX: &str = "fika-emu ";
+
+fn one() -> f64 {
+    1.0
+}
+fn default_max_frame() -> u32 {
+    crate::wire::DEFAULT_MAX_PAYLOAD
+}
+fn default_connect_timeout() -> f64 {
+    30.0
+}
+
+/// The configuration of one node process (a JSON file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeProcessConfig {
+    /// The node's id in the scenario's layout.
+    pub node_id: u32,
+    /// Its name (must match the layout's name for `node_id`).
+    pub name: String,
+    /// The run seed (replaces the scenario's, as `fika run --seed` does).
+    pub seed: u64,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Its peers: node id → address.
+    pub peers: BTreeMap<u32, SocketAddr>,
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Stop after this many seconds of node time (none: when told to).
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Node seconds per wall-clock second.
+    #[serde(default = "one")]
+    pub speed: f64,
+    /// The events file (JSON lines).
+    pub events: PathBuf,
+    /// Start at this Unix time in milliseconds (shared by every process).
+    #[serde(default)]
+    pub start_at_unix_ms: Option<u64>,
+    /// Obey `start <unix-ms>` / `stop` lines and end of input on standard input.
+    #[serde(default)]
+    pub stdin_control: bool,
+    /// Largest frame payload sent or accepted, bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: u32,
+    /// Without a start time: start anyway after this many seconds without all peers.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_s: f64,
+}
+
+impl NodeProcessConfig {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, EmuError> {
+        let text = std::fs::read_to_string(path).map_err(io_at(path))?;
+        serde_json::from_str(&text)
+            .map_err(|e| EmuError::Config { path: path.to_path_buf(), reason: e.to_string() })
+    }
+
+    /// Writes it as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<(), EmuError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| EmuError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+        std::fs::write(path, text).map_err(io_at(path))
+    }
+
+    /// The runtime configuration it stands for (after checking its values).
+    pub fn runtime_config(&self) -> Result<RuntimeConfig, EmuError> {
+        let secs = |field: &'static str, v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|_| EmuError::BadValue {
+                field,
+                value: v.to_string(),
+                expected: "a non-negative number of seconds",
+            })
+        };
+        let mut c = RuntimeConfig::new(NodeId(self.node_id), self.name.clone(), self.seed, self.listen);
+        c.peers = self.peers.iter().map(|(id, a)| (NodeId(*id), *a)).collect();
+        c.speed = self.speed;
+        c.duration = self.duration_s.map(|d| secs("duration_s", d)).transpose()?;
+        c.start = match (self.start_at_unix_ms, self.stdin_control) {
+            (Some(ms), _) => StartRule::At(UNIX_EPOCH + Duration::from_millis(ms)),
+            (None, true) => StartRule::OnCommand,
+            (None, false) => StartRule::WhenConnected,
+        };
+        c.connect_timeout = secs("connect_timeout_s", self.connect_timeout_s)?;
+        c.events = Some(self.events.clone());
+        c.max_payload = self.max_frame_bytes;
+        c.handle_signals = true;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The state of a Bitcoin node at the end of its run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BtcSummary {
+    /// `"full"` or `"wallet"`.
+    pub kind: String,
+    /// Height of its best tip (a wallet's best header).
+    pub tip_height: u32,
+    /// Hash of its best tip, hex in display order.
+    pub tip_hash: String,
+    /// Blocks in its store (full nodes).
+    pub blocks_stored: usize,
+    /// Transactions in its mempool (full nodes).
+    pub mempool_txs: usize,
+    /// Spendable balance, satoshis (wallets).
+    pub confirmed_sat: u64,
+    /// Incoming and change not yet confirmed, satoshis (wallets).
+    pub unconfirmed_sat: u64,
+    /// Confirmed coins spent by pending transactions, satoshis (wallets).
+    pub locked_sat: u64,
+    /// Payments made and payments refused (wallets).
+    pub payments: (u32, u32),
+}
+
+impl BtcSummary {
+    /// Summarizes a node (with its own store).
+    pub fn of(node: &BtcNode, db: &SharedDb) -> Self {
+        match node {
+            BtcNode::Full(n) => {
+                let db = db.borrow();
+                let tip = db.rec(n.tip());
+                BtcSummary {
+                    kind: "full".into(),
+                    tip_height: tip.height,
+                    tip_hash: tip.data.hash.to_string(),
+                    blocks_stored: db.len(),
+                    mempool_txs: n.mempool().len(),
+                    ..Default::default()
+                }
+            }
+            BtcNode::Wallet(w) => {
+                let b = w.balance();
+                BtcSummary {
+                    kind: "wallet".into(),
+                    tip_height: w.spv().best_height(),
+                    tip_hash: w.spv().best_hash().to_string(),
+                    confirmed_sat: b.confirmed.to_sat(),
+                    unconfirmed_sat: b.unconfirmed.to_sat(),
+                    locked_sat: b.locked.to_sat(),
+                    payments: w.payments(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+}
+
+/// What a node process reports when it ends (its `done` line).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    /// The node's id.
+    pub node: u32,
+    /// Its name.
+    pub name: String,
+    /// Runtime counters.
+    pub stats: RunStats,
+    /// The node's final state.
+    pub btc: BtcSummary,
+    /// Its own peak resident set size (VmHWM), KiB, where /proc exists.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// A status line of a node process, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProcessLine {
+    /// Listening on this address.
+    Listening(SocketAddr),
+    /// All peers connected after this many ms.
+    Connected(f64),
+    /// The node started.
+    Started,
+    /// The node ended.
+    Done(Box<ProcessReport>),
+}
+
+impl ProcessLine {
+    /// Parses one line of a node process's standard output (`None` for
+    /// lines that are not status lines).
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix(LINE_PREFIX)?;
+        let (word, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        match word {
+            "listening" => arg.trim().parse().ok().map(ProcessLine::Listening),
+            "connected" => arg.trim().parse().ok().map(ProcessLine::Connected),
+            "started" => Some(ProcessLine::Started),
+            "done" => serde_json::from_str(arg).ok().map(|r| ProcessLine::Done(Box::new(r))),
+            _ => None,
+        }
+    }
+}
+
+fn say(line: std::fmt::Arguments<'_>) {
+    // A closed standard output (the orchestrator died) must not kill the node.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(format_args!("{LINE_PREFIX}{line}\n"));
+    let _ = out.flush();
+}
+
+/// Peak resident set size (VmHWM) of process `pid`, KiB, from `/proc`.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads control lines from standard input on a thread of its own.
+fn stdin_control() -> mpsc::UnboundedReceiver<Control> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            let mut words = line.split_whitespace();
+            let control = match (words.next(), words.next().and_then(|w| w.parse::<u64>().ok())) {
+                (Some("start"), Some(ms)) => Control::Start(UNIX_EPOCH + Duration::from_millis(ms)),
+                (Some("stop"), _) => break,
+                _ => continue,
+            };
+            if tx.send(control).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Control::Stop);
+    });
+    rx
+}
+
+/// Runs one node process to its end: rebuilds the node from the scenario,
+/// runs it, prints the status lines and returns (and prints) its report.
+pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, EmuError> {
+    let rt = config.runtime_config()?;
+    let mut s = fika_scenario::load_file(&config.scenario)?;
+    s.seed = config.seed;
+    let layout = fika_scenario::layout(&s)
+        .map_err(|source| EmuError::Layout { file: config.scenario.clone(), source })?;
+    let id = NodeId(config.node_id);
+    match layout.names.get(id.index()) {
+        Some(n) if *n == config.name => {}
+        Some(n) => {
+            return Err(EmuError::BadValue {
+                field: "name",
+                value: format!("{:?} (node {} of the scenario is {n:?})", config.name, config.node_id),
+                expected: "the scenario's name of node_id",
+            });
+        }
+        None => return Err(EmuError::NoSuchNode { id, nodes: layout.names.len() }),
+    }
+    let (mut node, db) = build::build_btc_node_with_db(&s, &layout, id)?;
+    let hooks = Hooks {
+        control: config.stdin_control.then(stdin_control),
+        status: Some(Box::new(|st: &Status| match st {
+            Status::Listening(a) => say(format_args!("listening {a}")),
+            Status::Connected { after } => say(format_args!("connected {:.3}", after.as_secs_f64() * 1e3)),
+            Status::Started => say(format_args!("started")),
+            Status::Stopping => {}
+        })),
+    };
+    let stats = runtime::run_node(&mut node, &rt, hooks)?;
+    let report = ProcessReport {
+        node: config.node_id,
+        name: config.name.clone(),
+        stats,
+        btc: BtcSummary::of(&node, &db),
+        peak_rss_kib: peak_rss_kib(std::process::id()),
+    };
+    if let Ok(json) = serde_json::to_string(&report) {
+        say(format_args!("done {json}"));
+    }
+    Ok(report)
+}
+
+/// Milliseconds since the Unix epoch of a wall-clock time.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_refuses_unknown_fields() {
+        let c = NodeProcessConfig {
+            node_id: 2,
+            name: "server3".into(),
+            seed: 7,
+            listen: ([127, 0, 0, 1], 4000).into(),
+            peers: [(0, ([127, 0, 0, 1], 4001).into())].into_iter().collect(),
+            scenario: "s.toml".into(),
+            duration_s: Some(60.0),
+            speed: 10.0,
+            events: "e.jsonl".into(),
+            start_at_unix_ms: None,
+            stdin_control: true,
+            max_frame_bytes: 1 << 20,
+            connect_timeout_s: 5.0,
+        };
+        let text = serde_json::to_string(&c).expect("serializes");
+        assert_eq!(serde_json::from_str::<NodeProcessConfig>(&text).ok(), Some(c.clone()));
+        let rt = c.runtime_config().expect("valid");
+        assert_eq!(rt.start, StartRule::OnCommand);
+        assert_eq!(rt.peers, vec![(NodeId(0), ([127, 0, 0, 1], 4001).into())]);
+        let bad = text.replace("\"seed\"", "\"sead\"");
+        assert!(serde_json::from_str::<NodeProcessConfig>(&bad).is_err());
+        let neg = NodeProcessConfig { duration_s: Some(-1.0), ..c };
+        assert!(matches!(neg.runtime_config(), Err(EmuError::BadValue { field: "duration_s", .. })));
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(
+            ProcessLine::parse("fika-emu listening 127.0.0.1:5"),
+            Some(ProcessLine::Listening(([127, 0, 0, 1], 5).into()))
+        );
+        assert_eq!(ProcessLine::parse("fika-emu connected 1.5"), Some(ProcessLine::Connected(1.5)));
+        assert_eq!(ProcessLine::parse("fika-emu started"), Some(ProcessLine::Started));
+        assert_eq!(ProcessLine::parse("hello"), None);
+        let r = ProcessReport { node: 3, name: "x".into(), ..Default::default() };
+        let line = format!("fika-emu done {}", serde_json::to_string(&r).expect("json"));
+        assert_eq!(ProcessLine::parse(&line), Some(ProcessLine::Done(Box::new(r))));
+    }
+
+    #[test]
+    fn own_peak_rss_is_readable() {
+        if Path::new("/proc/self/status").exists() {
+            assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+        }
+    }
+}
