@@ -7,6 +7,25 @@
 //! light client (a filter on the federation's script at a Bitcoin node) and
 //! the federation key. All coordination goes through sidechain
 //! transactions to the Bridge.
+//!
+//! The whole peg cycle runs here: each pegnatory owns a [`PowHsm`] holding
+//! its federation key for Bitcoin signatures; every `hsm_interval` it feeds
+//! the HSM the sidechain headers it lacks (`advanceBlockchain`, newest →
+//! oldest, in bounded batches); on its turn it sends `receiveHeaders`,
+//! `registerBtcTransaction` (peg-ins, and released peg-outs once deep
+//! enough on Bitcoin) and `updateCollections`; for each peg-out waiting for
+//! signatures it moves the HSM's ancestor onto the block holding the
+//! `release_requested` receipt, gets one signature per input and posts
+//! them with `addSignature`; every member broadcasts each released
+//! transaction to its Bitcoin peers. The pegnatory signs its sidechain
+//! transactions with the member key itself (the Bridge authorises callers
+//! by the address of a member key, as Rootstock's does).
+//!
+//! Users ([`PegUser`]) are Bitcoin light wallets pegging in and sidechain
+//! light clients: they learn their RBTC balance and nonce only through a
+//! [`SideMsg::BalanceQuery`] to a sidechain server, then send part of the
+//! balance to the Bridge with empty calldata (a peg-out request), one
+//! request in flight at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -15,16 +34,19 @@ use std::time::Duration;
 
 use bitcoin::block::Header;
 use bitcoin::consensus::serialize;
+use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::SecretKey;
-use bitcoin::{ScriptBuf, Transaction, Txid};
+use bitcoin::{Amount, ScriptBuf, Transaction, Txid};
 use fika_btc::msg::{BtcMsg, FilteredBlock};
 use fika_btc::node::{BtcNode, FullNode};
 use fika_core::{Context, Event, Message, Node, NodeId, SubContext, TimerId, split_timer};
-use fika_side::{ChainConfig, MergeMiningProof, SideBlock, SideChain, SignedTx, UnsignedTx};
+use fika_side::{ChainConfig, MergeMiningProof, SideBlock, SideChain, SideHeader, SignedTx, UnsignedTx};
 use rand::Rng;
 
 use crate::abi::{BRIDGE_ADDRESS, BridgeCall, encode_call};
 use crate::contract::BridgeContract;
+use crate::hsm::{AdvanceOutcome, HsmCommand, HsmError, HsmResponse, PowHsm};
+use crate::pegout::PegoutStatus;
 
 /// A sidechain block as it travels, with its hash and size computed once.
 #[derive(Debug)]
@@ -54,6 +76,18 @@ pub enum SideMsg {
     Tx(Arc<SignedTx>),
     /// A request for a block by hash (to fill an orphan's parent).
     GetBlock([u8; 32]),
+    /// A light client asks its server for an account's balance and nonce
+    /// at the server's best block.
+    BalanceQuery([u8; 20]),
+    /// The answer: account, balance in wei, next nonce.
+    BalanceReply {
+        /// The account.
+        address: [u8; 20],
+        /// Its balance in wei.
+        balance: u128,
+        /// Its next nonce (confirmed transactions only).
+        nonce: u64,
+    },
 }
 
 /// Messages of the whole network.
@@ -72,6 +106,8 @@ impl Message for PegMsg {
             PegMsg::Side(SideMsg::Block(b)) => 24 + b.size,
             PegMsg::Side(SideMsg::Tx(t)) => 24 + t.encode().len() as u32,
             PegMsg::Side(SideMsg::GetBlock(_)) => 24 + 32,
+            PegMsg::Side(SideMsg::BalanceQuery(_)) => 24 + 20,
+            PegMsg::Side(SideMsg::BalanceReply { .. }) => 24 + 20 + 16 + 8,
         }
     }
     fn kind(&self) -> &'static str {
@@ -80,6 +116,8 @@ impl Message for PegMsg {
             PegMsg::Side(SideMsg::Block(_)) => "side.block",
             PegMsg::Side(SideMsg::Tx(_)) => "side.tx",
             PegMsg::Side(SideMsg::GetBlock(_)) => "side.getblock",
+            PegMsg::Side(SideMsg::BalanceQuery(_)) => "side.balance.query",
+            PegMsg::Side(SideMsg::BalanceReply { .. }) => "side.balance.reply",
         }
     }
 }
@@ -137,6 +175,15 @@ impl SideNode {
                     cx.send(from, SideMsg::Block(SharedBlock::new(b.clone())));
                 }
             }
+            SideMsg::BalanceQuery(address) => {
+                let reply = SideMsg::BalanceReply {
+                    address,
+                    balance: self.chain.balance(&address),
+                    nonce: self.chain.nonce(&address),
+                };
+                cx.send(from, reply);
+            }
+            SideMsg::BalanceReply { .. } => {}
         }
     }
 
@@ -258,6 +305,29 @@ pub struct SideSettings {
     pub max_pegins: usize,
     /// Bitcoin confirmations a peg-in needs.
     pub confirmations: u32,
+    /// How often a pegnatory feeds its PowHSM sidechain headers (6 min on
+    /// mainnet).
+    pub hsm_interval: Duration,
+    /// Headers per `advanceBlockchain` invocation.
+    pub hsm_batch: usize,
+    /// Users pegging out, if any.
+    pub pegout: Option<PegoutWorkload>,
+}
+
+/// Users pegging out: each, every `interval` on average (exponential)
+/// from `start`, asks its sidechain server for its RBTC balance and sends
+/// a fraction of it to the Bridge.
+#[derive(Clone, Debug)]
+pub struct PegoutWorkload {
+    /// Mean time between a user's peg-out attempts.
+    pub interval: Duration,
+    /// When users start.
+    pub start: Duration,
+    /// The amount is this fraction of the balance, uniform in the range.
+    pub amount_fraction: [f64; 2],
+    /// Smallest request a user bothers sending, in satoshis (users do not
+    /// send what the Bridge would refuse as too low).
+    pub min_sat: u64,
 }
 
 /// A merge-mining pool: a Bitcoin miner that also runs a sidechain node.
@@ -273,60 +343,142 @@ pub struct MergeMiner {
 }
 
 /// A pegnatory: a sidechain node, a Bitcoin light client watching the
-/// federation's address, and the federation key.
+/// federation's address, and a PowHSM holding the federation key.
+///
+/// As Rootstock's pegnatories, it signs its sidechain transactions with the
+/// key whose address the Bridge knows as a member's (`addSignature`,
+/// `receiveHeaders` and `updateCollections` check the caller); Bitcoin
+/// signatures come only from [`PowHsm`], which signs a peg-out input only
+/// when a `release_requested` receipt is proven under enough work.
 pub struct Pegnatory {
     /// The sidechain part.
     pub side: SideNode,
     key: SecretKey,
+    public: bitcoin::secp256k1::PublicKey,
     address: [u8; 20],
     index: u32,
     members: u32,
     federation_script: ScriptBuf,
+    hsm: PowHsm,
     /// The Bitcoin best chain as its server reports it, by height.
     headers: Vec<Header>,
-    /// Peg-ins seen: txid → (tx, height, block hash, serialized proof).
+    /// Federation transactions seen (peg-ins, peg-outs): txid → (tx,
+    /// height, block hash, serialized proof).
     pegins: BTreeMap<Txid, (Transaction, u32, bitcoin::BlockHash, Vec<u8>)>,
+    /// Peg-outs it sent `addSignature` for, with when (a retry after a while).
+    signed: BTreeMap<[u8; 32], Duration>,
+    /// Released peg-outs it broadcast on Bitcoin.
+    broadcast: BTreeSet<Txid>,
     turns: u64,
 }
 
+/// The `bytes` (or `string`) whose offset is the `head`-th word of ABI-encoded
+/// `data` (a log's data, a return value).
+pub fn abi_bytes_at(data: &[u8], head: usize) -> Option<&[u8]> {
+    let word = |at: usize| -> Option<usize> {
+        let w = data.get(at..at + 32)?;
+        if w[..24].iter().any(|b| *b != 0) {
+            return None;
+        }
+        Some(u64::from_be_bytes(w[24..].try_into().ok()?) as usize)
+    };
+    let off = word(head.checked_mul(32)?)?;
+    let len = word(off)?;
+    data.get(off + 32..off.checked_add(32)?.checked_add(len)?)
+}
+
+/// The fully signed Bitcoin transaction a `release_btc` log of `chain` at
+/// block `number` carries for the peg-out `key`.
+pub fn released_tx(chain: &SideChain<BridgeContract>, number: u64, key: &[u8; 32]) -> Option<Transaction> {
+    let topic = crate::abi::event_topic(crate::abi::RELEASE_BTC_SIGNATURE);
+    chain
+        .logs_in_range(number, number, Some(BRIDGE_ADDRESS.0), Some(topic))
+        .into_iter()
+        .find(|l| l.log.topics.get(1) == Some(key))
+        .and_then(|l| bitcoin::consensus::deserialize(abi_bytes_at(&l.log.data, 0)?).ok())
+}
+
 impl Pegnatory {
-    /// Member `index` of `members`, holding `key`.
+    /// Member `index` of `members`, holding `key` (the sidechain key, also
+    /// provisioned into `hsm`).
     pub fn new(
         side: SideNode,
         key: SecretKey,
+        hsm: PowHsm,
         index: u32,
         members: u32,
         federation_script: ScriptBuf,
         genesis: Header,
     ) -> Self {
         let address = fika_side::address_of_secret(&key);
+        let public = key.public_key(&bitcoin::secp256k1::Secp256k1::signing_only());
         Pegnatory {
             side,
             key,
+            public,
             address,
             index,
             members,
             federation_script,
+            hsm,
             headers: vec![genesis],
             pegins: BTreeMap::new(),
+            signed: BTreeMap::new(),
+            broadcast: BTreeSet::new(),
             turns: 0,
         }
     }
 
-    fn on_filtered(&mut self, f: &FilteredBlock) {
+    /// Its PowHSM.
+    pub fn hsm(&self) -> &PowHsm {
+        &self.hsm
+    }
+
+    fn on_filtered(&mut self, cx: &mut dyn Context<PegMsg>, f: &FilteredBlock) {
         let h = f.height as usize;
         if h == 0 || h > self.headers.len() {
             return;
         }
         self.headers.truncate(h);
         self.headers.push(f.header);
+        let bridge = self.side.chain.system().state();
         for tx in &f.txs {
-            if tx.output.iter().any(|o| o.script_pubkey == self.federation_script) {
-                self.pegins.insert(
-                    tx.compute_txid(),
-                    ((**tx).clone(), f.height, f.header.block_hash(), serialize(&f.proof)),
+            // The filter matches outputs to the federation and spends of
+            // its coins: peg-ins, peg-outs, refunds.
+            let txid = tx.compute_txid();
+            let pays = tx.output.iter().any(|o| o.script_pubkey == self.federation_script);
+            let pegout = bridge.pegouts().any(|p| {
+                p.btc_txid == txid
+                    || matches!(p.status, PegoutStatus::Released { signed_txid, .. } if signed_txid == txid)
+            });
+            if !pays && !pegout {
+                continue;
+            }
+            if pegout && !self.pegins.contains_key(&txid) {
+                cx.emit(
+                    Event::new("peg.pegout.included")
+                        .with("txid", txid.to_byte_array())
+                        .with("height", f.height),
                 );
             }
+            self.pegins.insert(txid, ((**tx).clone(), f.height, f.header.block_hash(), serialize(&f.proof)));
+        }
+    }
+
+    fn send_calls(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, calls: Vec<BridgeCall>) {
+        let first = self.side.chain.nonce(&self.address) + self.side.pending_from(&self.address) as u64;
+        for (nonce, call) in (first..).zip(calls) {
+            let tx = UnsignedTx {
+                nonce,
+                gas_price: 1,
+                gas_limit: 2_000_000,
+                to: Some(BRIDGE_ADDRESS.0),
+                value: 0,
+                data: encode_call(&call),
+                chain_id: Some(s.chain_id),
+            }
+            .sign(&self.key);
+            self.side.submit(cx, None, Arc::new(tx));
         }
     }
 
@@ -347,14 +499,21 @@ impl Pegnatory {
                 calls.push(BridgeCall::ReceiveHeaders { headers });
             }
         }
-        // Peg-ins deep enough in the Bridge's view and not yet processed.
+        // Peg-ins and released peg-outs deep enough in the Bridge's view and
+        // not yet processed.
+        let mut registrations = 0;
         for (txid, (tx, height, hash, pmt)) in &self.pegins {
-            if calls.len() > s.max_pegins {
+            if registrations >= s.max_pegins {
                 break;
             }
             let deep = best + 1 >= height + s.confirmations;
             let on_chain = spv.hash_at_height(*height) == Some(*hash);
-            if deep && on_chain && bridge.processed_at(txid).is_none() {
+            // A peg-out is registered back only once released.
+            let unreleased = bridge
+                .pegouts()
+                .any(|p| p.btc_txid == *txid && !matches!(p.status, PegoutStatus::Released { .. }));
+            if deep && on_chain && !unreleased && bridge.processed_at(txid).is_none() {
+                registrations += 1;
                 calls.push(BridgeCall::RegisterBtcTransaction {
                     tx: serialize(tx),
                     height: i64::from(*height),
@@ -362,19 +521,244 @@ impl Pegnatory {
                 });
             }
         }
-        let first = self.side.chain.nonce(&self.address) + self.side.pending_from(&self.address) as u64;
-        for (nonce, call) in (first..).zip(calls) {
-            let tx = UnsignedTx {
-                nonce,
-                gas_price: 1,
-                gas_limit: 2_000_000,
-                to: Some(BRIDGE_ADDRESS.0),
-                value: 0,
-                data: encode_call(&call),
-                chain_id: Some(s.chain_id),
+        calls.push(BridgeCall::UpdateCollections);
+        self.send_calls(cx, s, calls);
+    }
+
+    /// Feeds the PowHSM the sidechain headers it lacks, newest → oldest, in
+    /// batches of `hsm_batch`.
+    fn feed_hsm(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings) {
+        let Ok(HsmResponse::State(st)) = self.hsm.execute(HsmCommand::GetState) else { return };
+        let chain = &self.side.chain;
+        let Some(best_number) = chain.header(&st.best_block).map(|h| h.number) else { return };
+        if chain.hash_at(best_number) != Some(st.best_block) {
+            cx.emit(Event::new("peg.hsm.off_chain").with("best_block", st.best_block));
+            return;
+        }
+        let tip = chain.best_number();
+        if tip <= best_number || chain.hash_at(tip) == Some(st.newest_valid_block) {
+            return;
+        }
+        let mut hi = tip;
+        let _ = self.hsm.execute(HsmCommand::ResetAdvanceBlockchain);
+        loop {
+            let lo = hi.saturating_sub(s.hsm_batch.max(1) as u64 - 1).max(best_number + 1);
+            let headers: Vec<SideHeader> = (lo..=hi)
+                .rev()
+                .filter_map(|n| chain.hash_at(n).and_then(|h| chain.header(&h)).cloned())
+                .collect();
+            match self.hsm.execute(HsmCommand::AdvanceBlockchain { headers }) {
+                Ok(HsmResponse::Advance(AdvanceOutcome::Advanced { best_block, .. })) => {
+                    cx.emit(Event::new("peg.hsm.advanced").with("best_block", best_block));
+                    return;
+                }
+                Ok(HsmResponse::Advance(AdvanceOutcome::NeedMoreBlocks { .. })) if lo > best_number + 1 => {
+                    hi = lo - 1;
+                }
+                Ok(_) => return,
+                Err(HsmError::NotEnoughWork { .. }) => return,
+                Err(e) => {
+                    cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
+                    return;
+                }
             }
-            .sign(&self.key);
-            self.side.submit(cx, None, Arc::new(tx));
+        }
+    }
+
+    /// Signs, through the PowHSM, every peg-out waiting for signatures it
+    /// has not signed, and posts the signatures with `addSignature`.
+    fn sign_pending(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
+        let retry = s.turn * self.members.max(1) * 2;
+        let waiting: Vec<crate::pegout::Pegout> = self
+            .side
+            .chain
+            .system()
+            .state()
+            .pegouts_waiting_for_signatures()
+            .filter(|p| !p.signers().any(|k| *k == self.public))
+            .filter(|p| self.signed.get(&p.rsk_tx_hash).is_none_or(|t| now >= *t + retry))
+            .cloned()
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let mut calls = Vec::new();
+        for p in waiting {
+            let Ok(HsmResponse::State(st)) = self.hsm.execute(HsmCommand::GetState) else { return };
+            let chain = &self.side.chain;
+            // The receipt of the transaction that created the peg-out (its
+            // key), holding `release_requested`, on the best chain.
+            let found = match chain.receipt(&p.rsk_tx_hash) {
+                Some(r) => Some((r.block_hash, r.tx_index as usize)),
+                None => {
+                    let topic = crate::abi::event_topic(crate::abi::RELEASE_REQUESTED_SIGNATURE);
+                    chain
+                        .logs_in_range(
+                            p.created_at_block,
+                            p.created_at_block,
+                            Some(BRIDGE_ADDRESS.0),
+                            Some(topic),
+                        )
+                        .into_iter()
+                        .find(|l| l.log.topics.get(1) == Some(&p.rsk_tx_hash))
+                        .map(|l| (l.block_hash, l.tx_index as usize))
+                }
+            };
+            let Some((block, index)) = found else { continue };
+            let Some(number) = chain.header(&block).map(|h| h.number) else { continue };
+            let Some(best_number) = chain.header(&st.best_block).map(|h| h.number) else { continue };
+            if chain.hash_at(best_number) != Some(st.best_block) || best_number < number {
+                // Not under enough work yet: the next advance will tell.
+                continue;
+            }
+            // Walk the ancestor from the nearest of best block and current ancestor.
+            let from = match chain.header(&st.ancestor_block) {
+                Some(a) if a.number >= number && chain.hash_at(a.number) == Some(st.ancestor_block) => {
+                    a.number
+                }
+                _ => best_number,
+            };
+            if st.ancestor_block != block {
+                let headers: Vec<SideHeader> = (number..=from)
+                    .rev()
+                    .filter_map(|n| chain.hash_at(n).and_then(|h| chain.header(&h)).cloned())
+                    .collect();
+                if let Err(e) = self.hsm.execute(HsmCommand::UpdateAncestor { headers }) {
+                    cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
+                    continue;
+                }
+            }
+            let Some((receipt, proof)) = self.side.chain.receipt_proof(&block, index) else { continue };
+            let mut sigs = Vec::new();
+            for (input, utxo) in p.inputs.iter().enumerate() {
+                let cmd = HsmCommand::Sign {
+                    tx: p.tx.clone(),
+                    input,
+                    value: utxo.value,
+                    receipt: receipt.clone(),
+                    receipt_proof: proof.clone(),
+                };
+                match self.hsm.execute(cmd) {
+                    Ok(HsmResponse::Signature(sig)) => {
+                        cx.emit(
+                            Event::new("peg.hsm.signed")
+                                .with("sig", crate::side::keccak256(&sig.signature.serialize_compact())),
+                        );
+                        sigs.push(sig.signature.serialize_der().to_vec());
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if sigs.len() != p.inputs.len() {
+                continue;
+            }
+            self.signed.insert(p.rsk_tx_hash, now);
+            calls.push(BridgeCall::AddSignature {
+                federator_public_key: self.public.serialize().to_vec(),
+                signatures: sigs,
+                rsk_tx_hash: p.rsk_tx_hash,
+            });
+        }
+        self.send_calls(cx, s, calls);
+    }
+
+    /// Broadcasts every released peg-out not yet seen in a Bitcoin block
+    /// (every member does).
+    fn broadcast_released(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        let chain = &self.side.chain;
+        let released: Vec<(u64, [u8; 32], Txid, Amount)> = chain
+            .system()
+            .state()
+            .pegouts()
+            .filter_map(|p| match p.status {
+                PegoutStatus::Released { at_block, signed_txid } => {
+                    Some((at_block, p.rsk_tx_hash, signed_txid, p.fee))
+                }
+                _ => None,
+            })
+            .collect();
+        for (at_block, key, txid, fee) in released {
+            if self.pegins.contains_key(&txid) {
+                continue;
+            }
+            let Some(tx) = released_tx(chain, at_block, &key) else { continue };
+            if self.broadcast.insert(txid) {
+                cx.emit(
+                    Event::new("peg.pegout.broadcast")
+                        .with("txid", txid.to_byte_array())
+                        .with("fee", fee.to_sat()),
+                );
+            }
+            let tx = Arc::new(tx);
+            for k in 0..cx.peer_count() {
+                let peer = cx.peer(k);
+                cx.send(peer, BtcMsg::Tx(Arc::clone(&tx)));
+            }
+        }
+    }
+}
+
+/// A user: a Bitcoin light wallet pegging in, and a sidechain light client
+/// (balance queries to its sidechain servers) pegging out from the key the
+/// peg-ins credit.
+pub struct PegUser {
+    /// The Bitcoin wallet.
+    pub wallet: BtcNode,
+    key: SecretKey,
+    address: [u8; 20],
+    /// The nonce of the last peg-out it sent, if any.
+    sent_nonce: Option<u64>,
+    /// Peg-outs sent.
+    pub pegouts_sent: u64,
+}
+
+impl PegUser {
+    /// A user whose wallet key is `key`.
+    pub fn new(wallet: BtcNode, key: SecretKey) -> Self {
+        PegUser {
+            wallet,
+            address: fika_side::address_of_secret(&key),
+            key,
+            sent_nonce: None,
+            pegouts_sent: 0,
+        }
+    }
+
+    fn on_balance(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, balance: u128, nonce: u64) {
+        let Some(w) = &s.pegout else { return };
+        if self.sent_nonce.is_some_and(|n| n >= nonce) {
+            return; // the last request is not in a block yet
+        }
+        const GAS_LIMIT: u64 = 100_000;
+        let [lo, hi] = w.amount_fraction;
+        let f = lo + (hi - lo) * cx.rng().r#gen::<f64>();
+        let spendable = balance.saturating_sub(u128::from(GAS_LIMIT));
+        let wei_per_sat = fika_side::WEI_PER_RBTC / 100_000_000;
+        let sat = ((spendable / wei_per_sat) as f64 * f) as u64;
+        if sat < w.min_sat {
+            return;
+        }
+        let tx = UnsignedTx {
+            nonce,
+            gas_price: 1,
+            gas_limit: GAS_LIMIT,
+            to: Some(BRIDGE_ADDRESS.0),
+            value: u128::from(sat) * wei_per_sat,
+            data: Vec::new(),
+            chain_id: Some(s.chain_id),
+        }
+        .sign(&self.key);
+        self.sent_nonce = Some(nonce);
+        self.pegouts_sent += 1;
+        cx.emit(Event::new("peg.pegout.sent").with("tx", tx.tx_hash()).with("sat", sat));
+        let tx = SideMsg::Tx(Arc::new(tx));
+        for k in 0..cx.peer_count() {
+            let peer = cx.peer(k);
+            cx.send(peer, tx.clone());
         }
     }
 }
@@ -389,6 +773,8 @@ pub enum PegNode {
     Miner(Box<MergeMiner>, Peers, Rc<SideSettings>),
     /// A pegnatory.
     Pegnatory(Box<Pegnatory>, Peers, Rc<SideSettings>),
+    /// A user pegging in and out.
+    User(Box<PegUser>, Peers, Rc<SideSettings>),
 }
 
 /// A composite node's peers per protocol.
@@ -415,6 +801,8 @@ fn exp_delay(cx: &mut dyn Context<PegMsg>, mean_s: f64) -> Duration {
 
 const OWN_SIDE_BLOCK: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 1;
 const OWN_TURN: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 2;
+const OWN_HSM: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 3;
+const OWN_PEGOUT: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 4;
 
 impl Node for PegNode {
     type Msg = PegMsg;
@@ -438,6 +826,16 @@ impl Node for PegNode {
                     bcx.send(peer, BtcMsg::FilterLoad(vec![script.clone()]));
                 }
                 cx.set_timer(s.turn * p.index + Duration::from_secs(1), OWN_TURN);
+                cx.set_timer(s.hsm_interval + s.turn * p.index / p.members.max(1), OWN_HSM);
+            }
+            PegNode::User(u, peers, s) => {
+                u.wallet.on_start(&mut btc_cx(cx, &peers.btc));
+                if let Some(w) = &s.pegout {
+                    if !peers.side.is_empty() {
+                        let d = w.start + exp_delay(cx, w.interval.as_secs_f64());
+                        cx.set_timer(d, OWN_PEGOUT);
+                    }
+                }
             }
         }
     }
@@ -452,9 +850,17 @@ impl Node for PegNode {
             (PegNode::Miner(m, peers, _), PegMsg::Side(x)) => {
                 m.side.handle(&mut side_cx(cx, &peers.side), from, x)
             }
-            (PegNode::Pegnatory(p, _, _), PegMsg::Btc(BtcMsg::FilteredBlock(f))) => p.on_filtered(&f),
+            (PegNode::Pegnatory(p, _, _), PegMsg::Btc(BtcMsg::FilteredBlock(f))) => p.on_filtered(cx, &f),
             (PegNode::Pegnatory(p, peers, _), PegMsg::Side(x)) => {
                 p.side.handle(&mut side_cx(cx, &peers.side), from, x)
+            }
+            (PegNode::User(u, peers, _), PegMsg::Btc(m)) => {
+                u.wallet.on_message(&mut btc_cx(cx, &peers.btc), from, m)
+            }
+            (PegNode::User(u, peers, s), PegMsg::Side(SideMsg::BalanceReply { address, balance, nonce }))
+                if address == u.address =>
+            {
+                u.on_balance(&mut side_cx(cx, &peers.side), s, balance, nonce);
             }
             _ => {}
         }
@@ -503,8 +909,32 @@ impl Node for PegNode {
                 }
             }
             PegNode::Pegnatory(p, peers, s) if timer == OWN_TURN => {
+                let now = Duration::from_nanos(cx.now().as_nanos());
                 p.turn(&mut side_cx(cx, &peers.side), s);
+                p.sign_pending(&mut side_cx(cx, &peers.side), s, now);
+                p.broadcast_released(&mut btc_cx(cx, &peers.btc));
                 cx.set_timer(s.turn * p.members, OWN_TURN);
+            }
+            PegNode::Pegnatory(p, peers, s) if timer == OWN_HSM => {
+                let now = Duration::from_nanos(cx.now().as_nanos());
+                p.feed_hsm(&mut side_cx(cx, &peers.side), s);
+                p.sign_pending(&mut side_cx(cx, &peers.side), s, now);
+                p.broadcast_released(&mut btc_cx(cx, &peers.btc));
+                cx.set_timer(s.hsm_interval, OWN_HSM);
+            }
+            PegNode::User(u, peers, _) if tag == TAG_BTC => {
+                u.wallet.on_timer(&mut btc_cx(cx, &peers.btc), id)
+            }
+            PegNode::User(u, peers, s) if timer == OWN_PEGOUT => {
+                if let Some(w) = &s.pegout {
+                    let mut scx = side_cx(cx, &peers.side);
+                    if scx.peer_count() > 0 {
+                        let server = scx.peer(0);
+                        scx.send(server, SideMsg::BalanceQuery(u.address));
+                    }
+                    let d = exp_delay(cx, w.interval.as_secs_f64());
+                    cx.set_timer(d, OWN_PEGOUT);
+                }
             }
             _ => {}
         }
@@ -514,6 +944,7 @@ impl Node for PegNode {
         match self {
             PegNode::Btc(n, _) => n.on_crash(),
             PegNode::Miner(m, _, _) => m.btc.crash(),
+            PegNode::User(u, _, _) => u.wallet.on_crash(),
             _ => {}
         }
     }

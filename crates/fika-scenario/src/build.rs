@@ -118,6 +118,26 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
                         }
                     }
                 }
+                // Users are also sidechain light clients of `servers`
+                // sidechain nodes (plain sidechain nodes if there are any).
+                let plain: Vec<u32> =
+                    (0..n as u32).filter(|i| s.nodes[group[*i as usize]].role == "side").collect();
+                let servers = if plain.is_empty() { layers[1].clone() } else { plain };
+                // Only when users peg out, from their own stream: peg-in-only
+                // scenarios keep their topology.
+                let pegout = s.powpeg.as_ref().is_some_and(|p| p.pegout.is_some());
+                let mut side_rng = derive_rng(s.seed, "user-side-links", 0);
+                for (i, g) in group.iter().enumerate() {
+                    if !pegout || s.nodes[*g].role != "user" || servers.is_empty() {
+                        continue;
+                    }
+                    let k = (s.nodes[*g].servers.unwrap_or(1) as usize).clamp(1, servers.len());
+                    for to in servers.choose_multiple(&mut side_rng, k).copied().collect::<Vec<_>>() {
+                        if seen.insert(((i as u32).min(to), (i as u32).max(to))) {
+                            edges.push(topology::Edge { from: i as u32, to });
+                        }
+                    }
+                }
             }
             // Well-connected groups open extra links to random relaying nodes.
             let mut linked: std::collections::BTreeSet<(u32, u32)> =

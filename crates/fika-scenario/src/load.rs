@@ -697,7 +697,19 @@ fn read_bitcoin(
 
 fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Option<PowpegSpec> {
     use fika_peg::PegParams;
-    s.deny_unknown(&["preset", "params", "side_block_interval", "pegin"], errs);
+    s.deny_unknown(
+        &[
+            "preset",
+            "params",
+            "side_block_interval",
+            "pegin",
+            "pegout",
+            "hsm_interval",
+            "hsm_confirmations",
+            "hsm_batch",
+        ],
+        errs,
+    );
     let preset: String = s.or("preset", "rootstock-mainnet".to_owned(), errs);
     let mut params = PegParams::by_name(&preset).unwrap_or_else(|| {
         errs.push(
@@ -751,6 +763,38 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
             fee_rate: [2.0, 10.0],
         },
     };
+    let pegout = s.sub("pegout", errs).map(|w| {
+        w.deny_unknown(&["interval", "start", "amount_fraction"], errs);
+        let amount_fraction: [f64; 2] = w.or("amount_fraction", [0.2, 0.8], errs);
+        if !(0.0 < amount_fraction[0]
+            && amount_fraction[0] <= amount_fraction[1]
+            && amount_fraction[1] <= 1.0)
+        {
+            errs.push(w.at("amount_fraction"), "expected [min, max] with 0 < min ≤ max ≤ 1");
+        }
+        let interval = w.duration("interval", errs).unwrap_or(Duration::from_secs(24 * 3600));
+        if interval.is_zero() {
+            errs.push(w.at("interval"), "expected a positive duration");
+        }
+        PegoutWorkloadSpec {
+            interval,
+            start: w.duration("start", errs).unwrap_or(Duration::from_secs(12 * 3600)),
+            amount_fraction,
+        }
+    });
+    let hsm_interval = s.duration("hsm_interval", errs).unwrap_or(Duration::from_secs(360));
+    if hsm_interval.is_zero() {
+        errs.push(s.at("hsm_interval"), "expected a positive duration");
+    }
+    // By default the HSM wants as many blocks of work as a peg-out waits.
+    let hsm_confirmations: u64 = s.or("hsm_confirmations", params.pegout_confirmations.max(1), errs);
+    if hsm_confirmations == 0 {
+        errs.push(s.at("hsm_confirmations"), "expected at least 1");
+    }
+    let hsm_batch: u32 = s.or("hsm_batch", 100, errs);
+    if hsm_batch == 0 {
+        errs.push(s.at("hsm_batch"), "expected at least 1");
+    }
     let count = |role: &str| groups.iter().filter(|g| g.role == role).map(|g| g.count).sum::<u32>();
     if count("pegnatory") == 0 {
         errs.push(
@@ -761,5 +805,14 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
     if count("miner") == 0 {
         errs.push("nodes", "a PowPeg network needs merge-mining pools: a group with role \"miner\"");
     }
-    Some(PowpegSpec { preset, params, side_block_interval, pegin })
+    Some(PowpegSpec {
+        preset,
+        params,
+        side_block_interval,
+        pegin,
+        pegout,
+        hsm_interval,
+        hsm_confirmations,
+        hsm_batch,
+    })
 }

@@ -156,6 +156,30 @@ pub struct PowpegSpec {
     pub side_block_interval: Duration,
     /// Users paying the federation.
     pub pegin: PeginWorkload,
+    /// Users pegging out (`[powpeg.pegout]`), if any.
+    pub pegout: Option<PegoutWorkloadSpec>,
+    /// How often a pegnatory feeds its PowHSM sidechain headers.
+    #[serde(with = "dur")]
+    pub hsm_interval: Duration,
+    /// Sidechain blocks (of the chain's difficulty) of cumulative work a
+    /// PowHSM's best block needs on top: its minimum cumulative difficulty
+    /// is this times the sidechain block difficulty.
+    pub hsm_confirmations: u64,
+    /// Headers per `advanceBlockchain` invocation.
+    pub hsm_batch: u32,
+}
+
+/// Users pegging out: a value transfer of part of their RBTC to the Bridge.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PegoutWorkloadSpec {
+    /// Mean time between a user's peg-out attempts (exponential).
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// When users start.
+    #[serde(with = "dur")]
+    pub start: Duration,
+    /// Each amount is this fraction of the RBTC balance, uniform in the range.
+    pub amount_fraction: [f64; 2],
 }
 
 /// Users pegging in.

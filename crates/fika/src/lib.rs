@@ -162,6 +162,49 @@ impl RunReport {
                     format!("{:.8} / {:.8}", p.federation_btc, p.rbtc_credited),
                 )
                 .row(
+                    "peg-outs sent / requested / rejected / released / on Bitcoin",
+                    format!(
+                        "{} / {} / {} / {} / {}",
+                        p.pegouts_sent,
+                        p.pegouts_requested,
+                        p.pegouts_rejected,
+                        p.pegouts_released,
+                        p.pegouts_confirmed
+                    ),
+                )
+                .row(
+                    "peg-out txs created / released / on Bitcoin / registered",
+                    format!(
+                        "{} / {} / {} / {}",
+                        p.pegout_txs[0], p.pegout_txs[1], p.pegout_txs[2], p.pegout_txs[3]
+                    ),
+                )
+                .row(
+                    "peg-out latency to release / to Bitcoin (median / p90)",
+                    format!(
+                        "{} h / {} h ; {} h / {} h",
+                        f(p.pegout_release_latency_s[0]),
+                        f(p.pegout_release_latency_s[1]),
+                        f(p.pegout_confirm_latency_s[0]),
+                        f(p.pegout_confirm_latency_s[1])
+                    ),
+                )
+                .row(
+                    "peg-out fees (total / median per request)",
+                    format!(
+                        "{:.8} BTC / {} sat",
+                        p.pegout_fees_btc,
+                        p.pegout_fee_per_request_sat.map_or("-".to_owned(), |v| format!("{v:.0}"))
+                    ),
+                )
+                .row(
+                    "release signatures from PowHSMs / HSM refusals",
+                    format!(
+                        "{} of {} / {}",
+                        p.release_signatures[1], p.release_signatures[0], p.hsm_refusals
+                    ),
+                )
+                .row(
                     "peg conservation",
                     if p.conservation_ok {
                         "ok at every block".to_owned()

@@ -3,7 +3,7 @@
 //! pegging in — and measuring peg-in latency and the peg's conservation.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::rc::Rc;
@@ -19,10 +19,13 @@ use fika_btc::wallet::{ScriptKind, Wallet, WalletConfig};
 use fika_btc::wallet_node::{WalletNode, Workload};
 use fika_core::{Event, EventSink, NodeId, SimTime, Value, derive_rng};
 use fika_peg::contract::BridgeContract;
-use fika_peg::network::{MergeMiner, Peers, PegNode, Pegnatory, SideNode, SideSettings};
+use fika_peg::hsm::{HsmParams, PowHsm, min_cumulative_for};
+use fika_peg::network::{
+    MergeMiner, Peers, PegNode, PegUser, Pegnatory, PegoutWorkload, SideNode, SideSettings,
+};
 use fika_peg::{BridgeState, Checkpoint, Federation};
 use fika_scenario::{Hashrate, Layout, Scenario};
-use fika_side::{ChainConfig, Genesis, U256};
+use fika_side::{ChainConfig, Genesis, SideChain, U256};
 use rand::Rng;
 use serde::Serialize;
 
@@ -34,6 +37,15 @@ pub struct PegCollector {
     side_mined: BTreeMap<[u8; 32], u64>,
     btc_created: BTreeMap<[u8; 32], u64>,
     violations: u64,
+    /// Peg-out requests users sent: sidechain tx hash → time.
+    pegout_sent: BTreeMap<[u8; 32], u64>,
+    /// Released peg-outs first broadcast: txid (internal order) → (time, fee).
+    pegout_broadcast: BTreeMap<[u8; 32], (u64, u64)>,
+    /// Peg-outs first seen in a Bitcoin block by a pegnatory: txid → time.
+    pegout_included: BTreeMap<[u8; 32], u64>,
+    /// Digests of every signature a PowHSM produced.
+    hsm_signatures: BTreeSet<[u8; 32]>,
+    hsm_refusals: u64,
 }
 
 impl EventSink for PegCollector {
@@ -50,6 +62,29 @@ impl EventSink for PegCollector {
                 }
             }
             "peg.conservation.violated" => self.violations += 1,
+            "peg.pegout.sent" => {
+                if let Some(Value::Hash(h)) = event.field("tx") {
+                    self.pegout_sent.entry(*h).or_insert(at.as_nanos());
+                }
+            }
+            "peg.pegout.broadcast" => {
+                if let (Some(Value::Hash(h)), Some(Value::U64(fee))) =
+                    (event.field("txid"), event.field("fee"))
+                {
+                    self.pegout_broadcast.entry(*h).or_insert((at.as_nanos(), *fee));
+                }
+            }
+            "peg.pegout.included" => {
+                if let Some(Value::Hash(h)) = event.field("txid") {
+                    self.pegout_included.entry(*h).or_insert(at.as_nanos());
+                }
+            }
+            "peg.hsm.signed" => {
+                if let Some(Value::Hash(h)) = event.field("sig") {
+                    self.hsm_signatures.insert(*h);
+                }
+            }
+            "peg.hsm.refused" => self.hsm_refusals += 1,
             _ => {}
         }
     }
@@ -63,6 +98,10 @@ pub struct Built {
     pub db: Rc<RefCell<BlockDb>>,
     /// Bitcoin relaying nodes (for propagation shares).
     pub btc_relays: usize,
+    /// The federation.
+    pub federation: Federation,
+    /// Unix time at virtual time zero.
+    pub start_unix: u64,
 }
 
 fn to_sat(btc: f64) -> Amount {
@@ -93,8 +132,9 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
     let federation = Federation::p2sh_p2wsh_erp(&members, &emergency, peg.params.erp_csv)
         .map_err(|e| bad(format!("federation: {e}")))?;
     let fed_script: ScriptBuf = federation.script_pubkey().clone();
+    let fed_for_hsm = federation.clone();
     // Users: legacy P2PKH wallets (the sender key gives the sidechain address).
-    let mut wallets: BTreeMap<usize, Wallet> = BTreeMap::new();
+    let mut wallets: BTreeMap<usize, (Wallet, bitcoin::secp256k1::SecretKey)> = BTreeMap::new();
     let mut outputs = Vec::new();
     for i in (0..n).filter(|i| role(*i) == "user") {
         let sk = secret_key_from_rng(&mut derive_rng(s.seed, "wallet-key", i as u64));
@@ -104,7 +144,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             if bal > 0.0 {
                 outputs.push(TxOut { value: to_sat(bal), script_pubkey: w.receive_script() });
             }
-            wallets.insert(i, w);
+            wallets.insert(i, (w, sk));
         }
     }
     let premine: Vec<Transaction> = if outputs.is_empty() {
@@ -130,6 +170,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
     let checkpoint = Checkpoint::genesis(&params).map_err(|e| bad(format!("checkpoint: {e}")))?;
     let bridge = BridgeState::new(peg.params.clone(), params.clone(), checkpoint, federation)
         .map_err(|e| bad(format!("bridge: {e}")))?;
+    let bridge_min_pegout = bridge.minimum_pegout().0.to_sat();
     let contract = BridgeContract::new(bridge);
     let mut genesis_alloc = Genesis::new(u64::from(relay.start_unix), U256::from(1u8)).with_bridge_fund();
     for k in &peg_keys {
@@ -144,7 +185,25 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
         max_headers: peg.params.max_headers_per_turn as usize,
         max_pegins: peg.params.max_pegins_per_turn as usize,
         confirmations: peg.params.pegin_confirmations,
+        hsm_interval: peg.hsm_interval,
+        hsm_batch: peg.hsm_batch as usize,
+        pegout: peg.pegout.as_ref().map(|w| PegoutWorkload {
+            interval: w.interval,
+            start: w.start,
+            amount_fraction: w.amount_fraction,
+            min_sat: bridge_min_pegout,
+        }),
     });
+    // Each PowHSM starts from the sidechain's genesis and wants
+    // `hsm_confirmations` blocks of the chain's (fixed) difficulty on top.
+    let side_genesis = fika_side::SideChain::new(side_config.clone(), contract.clone()).genesis_hash();
+    let block_difficulty = side_config.genesis.difficulty;
+    let mut hsm_params = HsmParams::regtest(
+        side_genesis,
+        fed_for_hsm.clone(),
+        min_cumulative_for(peg.hsm_confirmations, block_difficulty),
+    );
+    hsm_params.btc_network = peg.params.btc_network;
     // Hashrate shares of the pools.
     let mut weights = vec![0.0f64; n];
     for (i, w) in weights.iter_mut().enumerate() {
@@ -187,11 +246,20 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
         let payout = Payout::Key(secret_key_from_rng(&mut derive_rng(s.seed, "miner-key", i as u64)));
         let node = match role(i) {
             "user" => {
-                let Some(mut w) = wallets.remove(&i) else { continue };
+                let Some((mut w, sk)) = wallets.remove(&i) else { continue };
                 let _ = w.apply_block(genesis.block_hash(), 0, &premine);
                 let spv = SpvClient::new(params.clone(), w);
                 let wn = WalletNode::new(spv, relay.start_unix, Some(workload.clone()), Vec::new());
-                PegNode::Btc(BtcNode::Wallet(Box::new(wn)), btc_peers)
+                let wallet = BtcNode::Wallet(Box::new(wn));
+                if settings.pegout.is_some() {
+                    PegNode::User(
+                        Box::new(PegUser::new(wallet, sk)),
+                        Peers { btc: btc_peers, side: side_peers },
+                        Rc::clone(&settings),
+                    )
+                } else {
+                    PegNode::Btc(wallet, btc_peers)
+                }
             }
             "full" => {
                 let f = FullNode::new(Rc::clone(&db), Rc::clone(&relay), 0.0, payout);
@@ -218,9 +286,12 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             _ => {
                 let k = peg_ids.iter().position(|p| *p == i).unwrap_or(0);
                 let side = SideNode::new(side_config.clone(), contract.clone());
+                let hsm = PowHsm::new(peg_keys[k], hsm_params.clone())
+                    .map_err(|e| bad(format!("PowHSM of pegnatory {k}: {e}")))?;
                 let p = Pegnatory::new(
                     side,
                     peg_keys[k],
+                    hsm,
                     k as u32,
                     peg_ids.len() as u32,
                     fed_script.clone(),
@@ -236,7 +307,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
         nodes.push(node);
     }
     let btc_relays = (0..n).filter(|i| btc_layer(*i)).count();
-    Ok(Built { nodes, db, btc_relays })
+    Ok(Built { nodes, db, btc_relays, federation: fed_for_hsm, start_unix: u64::from(relay.start_unix) })
 }
 
 /// The peg's results.
@@ -264,6 +335,40 @@ pub struct PegReport {
     pub conservation_violations: u64,
     /// Whether the final Bridge state conserves value.
     pub conservation_ok: bool,
+    /// Peg-out requests users sent to the Bridge.
+    pub pegouts_sent: u64,
+    /// Requests the Bridge accepted (`release_request_received`).
+    pub pegouts_requested: u64,
+    /// Requests the Bridge refused and refunded.
+    pub pegouts_rejected: u64,
+    /// Accepted requests in a batch whose Bitcoin transaction was released
+    /// (fully signed, `release_btc`).
+    pub pegouts_released: u64,
+    /// Of those, in a Bitcoin block (as a pegnatory saw it).
+    pub pegouts_confirmed: u64,
+    /// Peg-out Bitcoin transactions created / released / in a Bitcoin block
+    /// / registered back by the Bridge.
+    pub pegout_txs: [u64; 4],
+    /// Seconds from the request to `release_btc`: median, p90.
+    pub pegout_release_latency_s: [Option<f64>; 2],
+    /// Seconds from the request to the Bitcoin block: median, p90.
+    pub pegout_confirm_latency_s: [Option<f64>; 2],
+    /// Bitcoin fees of the released peg-outs, BTC.
+    pub pegout_fees_btc: f64,
+    /// Fee per request, satoshis: median.
+    pub pegout_fee_per_request_sat: Option<f64>,
+    /// Released transactions whose every input spends a federation coin
+    /// (a registered peg-in or earlier peg-out) through the federation's
+    /// script, and which pay every request of their batch to the
+    /// requester's P2PKH.
+    pub pegout_txs_well_formed: u64,
+    /// Signatures in the released transactions / of those produced by a PowHSM.
+    pub release_signatures: [u64; 2],
+    /// Commands the PowHSMs refused.
+    pub hsm_refusals: u64,
+    /// BTC at federation addresses by the Bridge, including change of
+    /// released peg-outs not yet registered back.
+    pub federation_btc_final: f64,
 }
 
 /// Computes the peg report from the first sidechain node's view; writes `pegins.csv`.
@@ -272,7 +377,7 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
         PegNode::Side(s, _) => Some(&**s),
         PegNode::Pegnatory(p, _, _) => Some(&p.side),
         PegNode::Miner(m, _, _) => Some(&m.side),
-        PegNode::Btc(..) => None,
+        PegNode::Btc(..) | PegNode::User(..) => None,
     });
     let Some(side) = side else {
         return Err(RunError::Build(fika_scenario::BuildError::Topology("no sidechain node".into())));
@@ -302,7 +407,22 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
     let count = |sig: &str| {
         chain.logs(Some(fika_peg::BRIDGE_ADDRESS.0), Some(fika_peg::abi::event_topic(sig))).len() as u64
     };
+    let po = pegout_report(built, chain, collector);
     let report = PegReport {
+        pegouts_sent: collector.pegout_sent.len() as u64,
+        pegouts_requested: po.requested,
+        pegouts_rejected: count(fika_peg::abi::RELEASE_REQUEST_REJECTED_SIGNATURE),
+        pegouts_released: po.released,
+        pegouts_confirmed: po.confirmed,
+        pegout_txs: po.txs,
+        pegout_release_latency_s: po.release_latency,
+        pegout_confirm_latency_s: po.confirm_latency,
+        pegout_fees_btc: po.fees_sat as f64 / 1e8,
+        pegout_fee_per_request_sat: po.fee_per_request,
+        pegout_txs_well_formed: po.well_formed,
+        release_signatures: po.signatures,
+        hsm_refusals: collector.hsm_refusals,
+        federation_btc_final: bridge.federation_balance().to_sat() as f64 / 1e8,
         pegins_refunded: count(fika_peg::abi::REJECTED_PEGIN_SIGNATURE),
         pegins_unrefundable: count(fika_peg::abi::UNREFUNDABLE_PEGIN_SIGNATURE),
         side_height: chain.best_number(),
@@ -322,8 +442,197 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
     if let Some(dir) = dir {
         let path = dir.join("pegins.csv");
         fs::write(&path, rows).map_err(crate::out_err(&path))?;
+        let path = dir.join("pegouts.csv");
+        fs::write(&path, &po.csv).map_err(crate::out_err(&path))?;
+        let path = dir.join("federation.csv");
+        fs::write(&path, federation_csv(chain, built.start_unix)).map_err(crate::out_err(&path))?;
     }
     Ok(report)
+}
+
+/// What the report knows of peg-outs.
+#[derive(Default)]
+struct PegoutNumbers {
+    requested: u64,
+    released: u64,
+    confirmed: u64,
+    txs: [u64; 4],
+    release_latency: [Option<f64>; 2],
+    confirm_latency: [Option<f64>; 2],
+    fees_sat: u64,
+    fee_per_request: Option<f64>,
+    well_formed: u64,
+    signatures: [u64; 2],
+    csv: String,
+}
+
+fn display_to_internal(word: &[u8; 32]) -> [u8; 32] {
+    let mut h = *word;
+    h.reverse();
+    h
+}
+
+/// Follows every peg-out request on the reporting node's best chain: the
+/// batch that pays it, the release, the Bitcoin block; checks the released
+/// transactions.
+fn pegout_report(built: &Built, chain: &SideChain<BridgeContract>, c: &PegCollector) -> PegoutNumbers {
+    use fika_peg::abi::{
+        BATCH_PEGOUT_CREATED_SIGNATURE, RELEASE_BTC_SIGNATURE, RELEASE_REQUEST_RECEIVED_SIGNATURE,
+        event_topic,
+    };
+    use fika_peg::network::abi_bytes_at;
+    let bridge_addr = Some(fika_peg::BRIDGE_ADDRESS.0);
+    let logs = |sig: &str| chain.logs(bridge_addr, Some(event_topic(sig)));
+    let mut n = PegoutNumbers::default();
+    // Accepted requests: user tx hash → destination script.
+    let mut destination: BTreeMap<[u8; 32], ScriptBuf> = BTreeMap::new();
+    for l in logs(RELEASE_REQUEST_RECEIVED_SIGNATURE) {
+        let script = abi_bytes_at(&l.log.data, 0)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|a| a.parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>().ok())
+            .map(|a| a.assume_checked().script_pubkey())
+            .unwrap_or_default();
+        destination.insert(l.tx_hash, script);
+    }
+    n.requested = destination.len() as u64;
+    // Batches: btc txid (internal) → request tx hashes.
+    let mut batches: BTreeMap<[u8; 32], Vec<[u8; 32]>> = BTreeMap::new();
+    for l in logs(BATCH_PEGOUT_CREATED_SIGNATURE) {
+        let Some(word) = l.log.topics.get(1) else { continue };
+        let hashes = abi_bytes_at(&l.log.data, 0)
+            .map(|b| b.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect())
+            .unwrap_or_default();
+        batches.insert(display_to_internal(word), hashes);
+    }
+    n.txs[0] = batches.len() as u64;
+    // Federation-funded transactions: registered peg-ins and released peg-outs.
+    let mut funded: BTreeSet<[u8; 32]> = chain
+        .logs(bridge_addr, Some(event_topic(fika_peg::abi::PEGIN_BTC_SIGNATURE)))
+        .iter()
+        .filter_map(|l| l.log.topics.get(2).map(display_to_internal))
+        .collect();
+    let released: Vec<(u64, Transaction)> = logs(RELEASE_BTC_SIGNATURE)
+        .iter()
+        .filter_map(|l| {
+            let tx: Transaction = bitcoin::consensus::deserialize(abi_bytes_at(&l.log.data, 0)?).ok()?;
+            Some((c.side_mined.get(&l.block_hash).copied()?, tx))
+        })
+        .collect();
+    for (_, tx) in &released {
+        funded.insert(tx.compute_txid().to_byte_array());
+    }
+    n.txs[1] = released.len() as u64;
+    let redeem = built.federation.redeem_script().as_bytes().to_vec();
+    let mut release_lat = Vec::new();
+    let mut confirm_lat = Vec::new();
+    let mut per_request_fee = Vec::new();
+    let mut csv = String::from("request_tx,btc_txid,sent_s,released_s,btc_included_s,fee_share_sat\n");
+    for (released_at, tx) in &released {
+        let txid = tx.compute_txid().to_byte_array();
+        let included = c.pegout_included.get(&txid).copied();
+        if included.is_some() {
+            n.txs[2] += 1;
+        }
+        if chain.system().state().processed_at(&tx.compute_txid()).is_some() {
+            n.txs[3] += 1;
+        }
+        let fee = c.pegout_broadcast.get(&txid).map(|(_, f)| *f);
+        n.fees_sat += fee.unwrap_or(0);
+        // Signatures: every non-empty witness item but the script is one.
+        for input in &tx.input {
+            let items: Vec<&[u8]> = input.witness.iter().collect();
+            for item in items.iter().take(items.len().saturating_sub(1)) {
+                if item.len() < 9 {
+                    continue;
+                }
+                let Ok(sig) = bitcoin::ecdsa::Signature::from_slice(item) else { continue };
+                n.signatures[0] += 1;
+                let digest = fika_peg::side::keccak256(&sig.signature.serialize_compact());
+                if c.hsm_signatures.contains(&digest) {
+                    n.signatures[1] += 1;
+                }
+            }
+        }
+        let requests = batches.get(&txid).cloned().unwrap_or_default();
+        let spends_federation = tx.input.iter().all(|i| {
+            funded.contains(&i.previous_output.txid.to_byte_array())
+                && i.witness.last().is_some_and(|w| w == redeem.as_slice())
+        });
+        let pays_all = !requests.is_empty()
+            && requests.iter().all(|r| {
+                destination
+                    .get(r)
+                    .is_some_and(|d| !d.is_empty() && tx.output.iter().any(|o| o.script_pubkey == *d))
+            });
+        if spends_federation && pays_all {
+            n.well_formed += 1;
+        }
+        let share = fee.map(|f| f / requests.len().max(1) as u64);
+        for r in &requests {
+            n.released += 1;
+            if let Some(f) = share {
+                per_request_fee.push(f as f64);
+            }
+            if included.is_some() {
+                n.confirmed += 1;
+            }
+            let sent = c.pegout_sent.get(r).copied();
+            if let Some(t) = sent {
+                release_lat.push(released_at.saturating_sub(t) as f64 / 1e9);
+                if let Some(i) = included {
+                    confirm_lat.push(i.saturating_sub(t) as f64 / 1e9);
+                }
+            }
+            let secs = |x: Option<u64>| x.map_or(String::new(), |v| format!("{:.3}", v as f64 / 1e9));
+            csv += &format!(
+                "{},{},{},{},{},{}\n",
+                hex(r),
+                hex(&display_to_internal(&txid)),
+                secs(sent),
+                secs(Some(*released_at)),
+                secs(included),
+                share.map_or(String::new(), |f| f.to_string())
+            );
+        }
+    }
+    for v in [&mut release_lat, &mut confirm_lat, &mut per_request_fee] {
+        v.sort_by(f64::total_cmp);
+    }
+    let q = |v: &[f64]| [fika_report::quantile(v, 0.5), fika_report::quantile(v, 0.9)];
+    n.release_latency = q(&release_lat);
+    n.confirm_latency = q(&confirm_lat);
+    n.fee_per_request = fika_report::quantile(&per_request_fee, 0.5);
+    n.csv = csv;
+    n
+}
+
+/// The federation's BTC by the Bridge along the reporting node's best
+/// chain, about 2,000 samples.
+fn federation_csv(chain: &SideChain<BridgeContract>, start_unix: u64) -> String {
+    let mut out =
+        String::from("side_block,time_s,federation_btc,reserved_btc,pegged_in_btc,pegged_out_btc\n");
+    let best = chain.best_number();
+    let step = (best / 2000).max(1);
+    let mut k = 0;
+    while k <= best {
+        if let Some(h) = chain.hash_at(k) {
+            if let (Some(st), Some(hd)) = (chain.state_at(&h), chain.header(&h)) {
+                let b = st.system.state();
+                let reserved: u64 = b.reserved_utxos().map(|u| u.value.to_sat()).sum();
+                out += &format!(
+                    "{},{},{:.8},{:.8},{:.8},{:.8}\n",
+                    k,
+                    hd.timestamp.saturating_sub(start_unix),
+                    b.federation_balance().to_sat() as f64 / 1e8,
+                    reserved as f64 / 1e8,
+                    b.pegged_in().to_sat() as f64 / 1e8,
+                    b.pegged_out().to_sat() as f64 / 1e8,
+                );
+            }
+        }
+        k = if k == best { best + 1 } else { (k + step).min(best) };
+    }
+    out
 }
 
 fn hex(b: &[u8]) -> String {

@@ -46,3 +46,50 @@ fn powpeg_scenarios_need_a_federation_and_pools() {
     let e = fika_scenario::load_str(&bad, "t").expect_err("bad preset");
     assert!(e.to_string().contains("powpeg.preset"), "{e}");
 }
+
+#[test]
+fn the_whole_cycle_pegs_out_through_the_hsms_and_bitcoin() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/tests/powpeg-cycle.toml");
+    let s = fika_scenario::load_file(&path).expect("valid scenario");
+    let r = run(&s, &RunOptions::default(), &mut |_| {}).expect("run");
+    let p = r.powpeg.expect("peg results");
+    assert!(p.pegins_credited >= 5, "peg-ins first: {p:?}");
+    assert!(p.pegouts_sent >= 5 && p.pegouts_requested >= 5, "users pegged out: {p:?}");
+    assert!(p.pegouts_requested <= p.pegouts_sent);
+    assert!(p.pegouts_released >= 3, "peg-outs released: {p:?}");
+    assert!(p.pegouts_confirmed >= 3, "peg-outs in Bitcoin blocks: {p:?}");
+    let [created, released, on_bitcoin, registered] = p.pegout_txs;
+    assert!(released >= 2 && released <= created, "{p:?}");
+    assert!(on_bitcoin >= 2 && on_bitcoin <= released, "{p:?}");
+    assert!(registered >= 1 && registered <= on_bitcoin, "released peg-outs registered back: {p:?}");
+    // Every released transaction spends federation coins through the
+    // federation's script and pays each request of its batch to the
+    // requester's P2PKH.
+    assert_eq!(p.pegout_txs_well_formed, released, "{p:?}");
+    // Every signature in them came out of a PowHSM.
+    let [sigs, from_hsm] = p.release_signatures;
+    assert!(sigs >= 2 * released, "M = 2 of 3 signatures per input: {p:?}");
+    assert_eq!(from_hsm, sigs, "{p:?}");
+    // Request → release: at least the 10-block confirmation wait (5 s blocks).
+    let release = p.pegout_release_latency_s[0].expect("release latency");
+    let confirm = p.pegout_confirm_latency_s[0].expect("confirmation latency");
+    assert!(release > 50.0 && confirm > release && confirm < 3600.0, "{p:?}");
+    assert!(p.pegout_fees_btc > 0.0);
+    assert!(p.conservation_ok && p.conservation_violations == 0, "{p:?}");
+    let again = run(&s, &RunOptions::default(), &mut |_| {}).expect("run");
+    assert_eq!(r.digest, again.digest, "deterministic");
+}
+
+#[test]
+fn pegout_workload_is_validated() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/tests/powpeg-cycle.toml"),
+    )
+    .expect("read");
+    let bad = text.replace("amount_fraction = [0.3, 0.6]", "amount_fraction = [0.6, 0.3]");
+    let e = fika_scenario::load_str(&bad, "t").expect_err("bad fraction");
+    assert!(e.to_string().contains("powpeg.pegout.amount_fraction"), "{e}");
+    let bad = text.replace("hsm_interval = \"1m\"", "hsm_interval = \"0s\"");
+    let e = fika_scenario::load_str(&bad, "t").expect_err("bad interval");
+    assert!(e.to_string().contains("hsm_interval"), "{e}");
+}
