@@ -370,6 +370,8 @@ pub struct Pegnatory {
     /// Released peg-outs it broadcast on Bitcoin.
     broadcast: BTreeSet<Txid>,
     turns: u64,
+    /// A censoring member: does everything else but never signs a peg-out.
+    censor: bool,
 }
 
 /// The `bytes` (or `string`) whose offset is the `head`-th word of ABI-encoded
@@ -426,6 +428,7 @@ impl Pegnatory {
             signed: BTreeMap::new(),
             broadcast: BTreeSet::new(),
             turns: 0,
+            censor: false,
         }
     }
 
@@ -565,9 +568,17 @@ impl Pegnatory {
         }
     }
 
+    /// Makes this member censor (refuse to sign) every peg-out, or stop.
+    pub fn set_censor(&mut self, on: bool) {
+        self.censor = on;
+    }
+
     /// Signs, through the PowHSM, every peg-out waiting for signatures it
     /// has not signed, and posts the signatures with `addSignature`.
     fn sign_pending(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
+        if self.censor {
+            return;
+        }
         let retry = s.turn * self.members.max(1) * 2;
         let waiting: Vec<crate::pegout::Pegout> = self
             .side

@@ -302,7 +302,7 @@ fn read_nodes(
         };
         let s = Section::new(t, path);
         s.deny_unknown(
-            &["role", "count", "name", "region", "hashrate", "balance", "servers", "extra_links"],
+            &["role", "count", "name", "region", "hashrate", "balance", "servers", "extra_links", "censor"],
             errs,
         );
         let role: String = s.or("role", "node".to_owned(), errs);
@@ -356,6 +356,10 @@ fn read_nodes(
         }
         let servers: Option<u32> = s.opt("servers", errs);
         let extra_links: Option<u32> = s.opt("extra_links", errs);
+        let censor: Option<bool> = s.opt("censor", errs);
+        if censor.is_some() && role != "pegnatory" {
+            errs.push(s.at("censor"), "only pegnatories can censor (role = \"pegnatory\")");
+        }
         if !matches!(protocol, Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg)) {
             for k in ["hashrate", "balance", "servers"] {
                 if s.raw(k).is_some() {
@@ -363,7 +367,7 @@ fn read_nodes(
                 }
             }
         }
-        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers, extra_links });
+        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers, extra_links, censor });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
     if total > 10_000_000 {

@@ -125,6 +125,9 @@ pub struct NodeGroup {
     /// relaying nodes: pools and relay networks are well connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra_links: Option<u32>,
+    /// Pegnatories of the group refuse to sign peg-outs (powpeg).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub censor: Option<bool>,
 }
 
 impl NodeGroup {

@@ -288,7 +288,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                 let side = SideNode::new(side_config.clone(), contract.clone());
                 let hsm = PowHsm::new(peg_keys[k], hsm_params.clone())
                     .map_err(|e| bad(format!("PowHSM of pegnatory {k}: {e}")))?;
-                let p = Pegnatory::new(
+                let mut p = Pegnatory::new(
                     side,
                     peg_keys[k],
                     hsm,
@@ -297,6 +297,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                     fed_script.clone(),
                     genesis.header,
                 );
+                p.set_censor(s.nodes[layout.group[i]].censor.unwrap_or(false));
                 PegNode::Pegnatory(
                     Box::new(p),
                     Peers { btc: btc_peers, side: side_peers },

@@ -93,3 +93,29 @@ fn pegout_workload_is_validated() {
     let e = fika_scenario::load_str(&bad, "t").expect_err("bad interval");
     assert!(e.to_string().contains("hsm_interval"), "{e}");
 }
+
+/// The cycle network with `censors` of its 3 pegnatories (M = 2) refusing to sign.
+#[track_caller]
+fn with_censors(censors: u32) -> fika_scenario::Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/tests/powpeg-cycle.toml");
+    let text = std::fs::read_to_string(path).expect("read");
+    let honest = 3 - censors;
+    let groups = format!(
+        "[[nodes]]\nrole = \"pegnatory\"\ncount = {honest}\nname = \"peg\"\n[[nodes]]\nrole = \"pegnatory\"\ncount = {censors}\nname = \"censor\"\ncensor = true\n"
+    );
+    let text = text.replace("[[nodes]]\nrole = \"pegnatory\"\ncount = 3\nname = \"peg\"\n", &groups);
+    assert!(text.contains("censor = true"), "the scenario's pegnatory group was found");
+    fika_scenario::load_str(&text, "censors").expect("valid")
+}
+
+#[test]
+fn one_censoring_pegnatory_is_outvoted_but_n_minus_m_plus_one_halt_every_pegout() {
+    let one = run(&with_censors(1), &RunOptions::default(), &mut |_| {}).expect("run").powpeg.expect("peg");
+    assert!(one.pegouts_released >= 3, "M = 2 honest members still sign: {one:?}");
+    assert!(one.conservation_ok);
+    let two = run(&with_censors(2), &RunOptions::default(), &mut |_| {}).expect("run").powpeg.expect("peg");
+    assert!(two.pegouts_requested >= 3, "requests were made: {two:?}");
+    assert_eq!(two.pegouts_released, 0, "N − M + 1 = 2 censors halt every peg-out: {two:?}");
+    assert_eq!(two.pegout_txs[1], 0);
+    assert!(two.conservation_ok, "halting loses nothing: {two:?}");
+}
