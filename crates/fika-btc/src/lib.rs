@@ -15,6 +15,7 @@
 //! * [`sign`]: P2WPKH / P2PKH signing helpers.
 //! * [`merkle`]: merkle roots and SPV partial-merkle-tree proofs.
 
+pub mod attack;
 pub mod blockdb;
 pub mod chain;
 pub mod mempool;

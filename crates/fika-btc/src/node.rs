@@ -263,6 +263,8 @@ pub struct FullNode {
     mining_bits: Option<bitcoin::CompactTarget>,
     mined: u32,
     merge_tag: Option<ScriptBuf>,
+    /// Selfish mining (Eyal & Sirer), see [`crate::attack`].
+    selfish: Option<crate::attack::Selfish>,
 }
 
 impl FullNode {
@@ -289,6 +291,32 @@ impl FullNode {
             mining_bits: None,
             mined: 0,
             merge_tag: None,
+            selfish: None,
+        }
+    }
+
+    /// Makes this node mine selfishly (Eyal & Sirer's strategy, see
+    /// [`crate::attack`]) from its current tip on, or honestly again (`false`;
+    /// withheld blocks stay withheld).
+    pub fn set_selfish(&mut self, on: bool) {
+        self.selfish = on.then(|| crate::attack::Selfish::new(self.tip_height()));
+    }
+
+    /// The selfish-mining state, if this node mines selfishly.
+    pub fn selfish(&self) -> Option<&crate::attack::Selfish> {
+        self.selfish.as_ref()
+    }
+
+    /// A selfish pool saw the public chain's best new block `b`: let the
+    /// state machine decide whether to adopt it and what to publish.
+    fn selfish_public(&mut self, cx: &mut dyn Context<BtcMsg>, b: BlockId, from: Option<NodeId>) {
+        let h = self.db.borrow().rec(b).height;
+        let Some(d) = self.selfish.as_mut().map(|s| s.on_public(h)) else { return };
+        if d.adopt && b != self.tip {
+            self.set_tip(cx, b, from);
+        }
+        for p in d.publish {
+            self.announce_block(cx, p, None);
         }
     }
 
@@ -391,6 +419,7 @@ impl FullNode {
         // Connect this block and any orphans it completes.
         let mut ready = vec![id];
         let mut best = self.tip;
+        let mut best_new: Option<BlockId> = None;
         while let Some(b) = ready.pop() {
             let verdict = self.db.borrow_mut().validate(b);
             match verdict {
@@ -398,6 +427,9 @@ impl FullNode {
                     let db = self.db.borrow();
                     if db.rec(b).work > db.rec(best).work {
                         best = b;
+                    }
+                    if best_new.is_none_or(|x| db.rec(b).work > db.rec(x).work) {
+                        best_new = Some(b);
                     }
                 }
                 Err(e) => {
@@ -420,6 +452,12 @@ impl FullNode {
                     i += 1;
                 }
             }
+        }
+        if self.selfish.is_some() && from.is_some() {
+            if let Some(b) = best_new {
+                self.selfish_public(cx, b, from);
+            }
+            return;
         }
         if best != self.tip {
             self.set_tip(cx, best, from);
@@ -525,6 +563,9 @@ impl FullNode {
     }
 
     fn announce_block(&mut self, cx: &mut dyn Context<BtcMsg>, id: BlockId, from: Option<NodeId>) {
+        if self.selfish.as_ref().is_some_and(|s| s.is_hidden(id)) {
+            return;
+        }
         let data = Arc::clone(&self.db.borrow().rec(id).data);
         let inv: Arc<[Inv]> = Arc::new([Inv::Block(data.hash)]);
         let knowers: &[NodeId] = self.announced.iter().find(|(b, _)| *b == id).map_or(&[], |(_, v)| v);
@@ -639,10 +680,16 @@ impl FullNode {
         let data = Arc::new(SimBlock::new(block, filler));
         let origin = Origin { miner: cx.id().0, at_ns: cx.now().as_nanos() };
         let inserted = self.db.borrow_mut().insert(Arc::clone(&data), Some(origin));
-        if inserted.is_err() {
+        let Ok(id) = inserted else {
             self.restart_mining(cx);
             return;
-        }
+        };
+        // A selfish pool decides before the block becomes its tip, so that
+        // a withheld block is not announced.
+        let publish = match self.selfish.as_mut() {
+            Some(s) => s.on_mined(id, self.db.borrow().rec(id).height),
+            None => Vec::new(),
+        };
         let (height, ntx) = (self.db.borrow().rec(self.tip).height + 1, data.block.txdata.len());
         cx.emit(
             Event::new("btc.block.mined")
@@ -652,6 +699,9 @@ impl FullNode {
                 .with("size", data.size()),
         );
         self.on_block(cx, None, data);
+        for p in publish.into_iter().filter(|p| *p != id) {
+            self.announce_block(cx, p, None);
+        }
         // Keep mining even if the block did not become the tip.
         self.restart_mining(cx);
     }

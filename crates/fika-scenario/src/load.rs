@@ -302,7 +302,18 @@ fn read_nodes(
         };
         let s = Section::new(t, path);
         s.deny_unknown(
-            &["role", "count", "name", "region", "hashrate", "balance", "servers", "extra_links", "censor"],
+            &[
+                "role",
+                "count",
+                "name",
+                "region",
+                "hashrate",
+                "balance",
+                "servers",
+                "extra_links",
+                "censor",
+                "strategy",
+            ],
             errs,
         );
         let role: String = s.or("role", "node".to_owned(), errs);
@@ -360,14 +371,36 @@ fn read_nodes(
         if censor.is_some() && role != "pegnatory" {
             errs.push(s.at("censor"), "only pegnatories can censor (role = \"pegnatory\")");
         }
+        let strategy: Option<String> = s.opt("strategy", errs);
+        match strategy.as_deref() {
+            None | Some("honest") => {}
+            Some("selfish") if role == "miner" => {}
+            Some("selfish") => {
+                errs.push(s.at("strategy"), "only miners can mine selfishly (role = \"miner\")")
+            }
+            Some(x) => {
+                errs.push(s.at("strategy"), format!("unknown strategy \"{x}\"; expected honest or selfish"))
+            }
+        }
         if !matches!(protocol, Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg)) {
-            for k in ["hashrate", "balance", "servers"] {
+            for k in ["hashrate", "balance", "servers", "strategy"] {
                 if s.raw(k).is_some() {
                     errs.push(s.at(k), "only valid with protocol = \"bitcoin\" or \"powpeg\"");
                 }
             }
         }
-        groups.push(NodeGroup { role, count, name, region, hashrate, balance, servers, extra_links, censor });
+        groups.push(NodeGroup {
+            role,
+            count,
+            name,
+            region,
+            hashrate,
+            balance,
+            servers,
+            extra_links,
+            censor,
+            strategy,
+        });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
     if total > 10_000_000 {

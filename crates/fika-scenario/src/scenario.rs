@@ -128,6 +128,10 @@ pub struct NodeGroup {
     /// Pegnatories of the group refuse to sign peg-outs (powpeg).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub censor: Option<bool>,
+    /// Mining strategy of the group's miners (bitcoin): `"honest"` (the
+    /// default) or `"selfish"` (Eyal & Sirer's withholding attack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
 }
 
 impl NodeGroup {

@@ -181,8 +181,11 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
         } else {
             let mut rng = derive_rng(s.seed, "miner-key", i as u64);
             let payout = Payout::Key(secret_key_from_rng(&mut rng));
-            let node =
+            let mut node =
                 FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, payout);
+            if s.nodes[layout.group[i]].strategy.as_deref() == Some("selfish") {
+                node.set_selfish(true);
+            }
             nodes.push(BtcNode::Full(Box::new(node)));
         }
     }
@@ -215,6 +218,8 @@ pub struct MinerShare {
     pub on_best_chain: u64,
     /// Its share of the best chain's blocks (revenue share).
     pub revenue_share: f64,
+    /// Whether it mined selfishly (Eyal & Sirer).
+    pub selfish: bool,
 }
 
 /// The Bitcoin results of a run.
@@ -250,6 +255,11 @@ pub struct BitcoinReport {
     pub mempool_txs_mean: f64,
     /// Miner shares, for miners.
     pub miners: Vec<MinerShare>,
+    /// Selfish miners' summed hashrate share and summed revenue share
+    /// (`None` without selfish miners).
+    pub selfish_hashrate_share: Option<f64>,
+    /// The selfish miners' summed revenue share (share of best-chain blocks).
+    pub selfish_revenue_share: Option<f64>,
     /// Wallet balances.
     pub wallets: Vec<WalletBalance>,
     /// Whether the best chain's UTXO set holds exactly the premine plus the
@@ -262,11 +272,15 @@ fn percentiles(mut v: Vec<f64>) -> [Option<f64>; 2] {
     [fika_report::quantile(&v, 0.5), fika_report::quantile(&v, 0.9)]
 }
 
-/// The final best chain: the valid block with most work (the earliest stored on ties).
-fn best_tip(db: &BlockDb) -> BlockId {
+/// The final best chain: the valid block with most work (the earliest
+/// stored on ties), among blocks not withheld by a selfish miner at the end.
+fn best_tip(db: &BlockDb, hidden: &std::collections::BTreeSet<BlockId>) -> BlockId {
     let mut best = 0;
     for (i, r) in db.blocks().iter().enumerate() {
-        if matches!(r.status, Status::Valid(_)) && r.work > db.rec(best).work {
+        if matches!(r.status, Status::Valid(_))
+            && r.work > db.rec(best).work
+            && !hidden.contains(&(i as BlockId))
+        {
             best = i as BlockId;
         }
     }
@@ -282,7 +296,17 @@ pub fn report(
     dir: Option<&Path>,
 ) -> Result<BitcoinReport, RunError> {
     let db = built.db.borrow();
-    let tip = best_tip(&db);
+    let mut hidden = std::collections::BTreeSet::new();
+    let mut selfish = vec![false; built.nodes.len()];
+    for (i, node) in built.nodes.iter().enumerate() {
+        if let BtcNode::Full(f) = node {
+            if let Some(st) = f.selfish() {
+                selfish[i] = true;
+                hidden.extend(st.hidden());
+            }
+        }
+    }
+    let tip = best_tip(&db, &hidden);
     let mut on_best = vec![false; db.len()];
     let mut chain = Vec::new();
     let mut b = Some(tip);
@@ -370,8 +394,15 @@ pub fn report(
             mined: m,
             on_best_chain: b,
             revenue_share: if best_blocks > 0 { b as f64 / best_blocks as f64 } else { 0.0 },
+            selfish: selfish[i],
         });
     }
+    let any_selfish = miners.iter().any(|m| m.selfish);
+    let selfish_sum = |f: fn(&MinerShare) -> f64| {
+        any_selfish.then(|| miners.iter().filter(|m| m.selfish).map(f).sum::<f64>())
+    };
+    let selfish_hashrate_share = selfish_sum(|m| m.hashrate_share);
+    let selfish_revenue_share = selfish_sum(|m| m.revenue_share);
     // Wallets.
     let mut wallets = Vec::new();
     for (i, node) in built.nodes.iter().enumerate() {
@@ -420,6 +451,8 @@ pub fn report(
         mempool_txs_max,
         mempool_txs_mean,
         miners,
+        selfish_hashrate_share,
+        selfish_revenue_share,
         wallets,
         conservation_ok,
     };

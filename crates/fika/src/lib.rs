@@ -6,6 +6,7 @@
 
 pub mod bitcoin;
 pub mod powpeg;
+pub mod sweep;
 
 use std::fs;
 use std::io::BufWriter;
@@ -283,11 +284,19 @@ pub fn run(
         s.network.model.clone(),
         derive_rng(s.seed, "net", 0),
     );
-    match s.protocol {
+    let report = match s.protocol {
         ProtocolKind::Gossip => run_gossip(&s, &layout, net, sinks, opts, progress),
         ProtocolKind::Bitcoin => run_bitcoin(&s, &layout, net, sinks, opts, progress),
         ProtocolKind::Powpeg => run_powpeg(&s, &layout, net, sinks, opts, progress),
+    }?;
+    if let Some(dir) = &opts.out {
+        // The page is drawn from the files just written.
+        fika_report::write_report(dir).map_err(|e| RunError::Output {
+            path: dir.join("report.html").display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     }
+    Ok(report)
 }
 
 fn run_powpeg(
