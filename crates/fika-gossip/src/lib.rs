@@ -100,71 +100,225 @@ pub struct Origination {
     pub size: u32,
 }
 
-const UNKNOWN: u8 = 0;
-const REQUESTED: u8 = 1;
-const HAVE: u8 = 2;
+/// Announcers kept inside a [`PendingRequest`] before spilling to the heap.
+const INLINE_OTHERS: usize = 10;
 
+/// An outstanding request: the item asked for, the timer that will retry
+/// it, and the peers that announced it since, in order (the first
+/// [`INLINE_OTHERS`] inline, the rest in `spill`).
+#[repr(C)]
 struct PendingRequest {
     id: u32,
-    others: Vec<NodeId>,
+    /// Number of announcers recorded.
+    len: u32,
+    inline: [NodeId; INLINE_OTHERS],
     timer: TimerKey,
+    spill: Vec<NodeId>,
+}
+
+impl PendingRequest {
+    fn new(id: u32, timer: TimerKey) -> Self {
+        PendingRequest { id, len: 0, timer, inline: [NodeId(0); INLINE_OTHERS], spill: Vec::new() }
+    }
+
+    /// Records one more announcer.
+    fn push_other(&mut self, peer: NodeId) {
+        match self.inline.get_mut(self.len as usize) {
+            Some(slot) => *slot = peer,
+            None => self.spill.push(peer),
+        }
+        self.len += 1;
+    }
+
+    /// Takes the earliest announcer out.
+    fn pop_other(&mut self) -> Option<NodeId> {
+        if self.len == 0 {
+            return None;
+        }
+        let first = self.inline[0];
+        self.inline.copy_within(1.., 0);
+        if !self.spill.is_empty() {
+            self.inline[INLINE_OTHERS - 1] = self.spill.remove(0);
+        }
+        self.len -= 1;
+        Some(first)
+    }
+}
+
+/// What a node rarely needs: its configuration, its schedule and the
+/// outstanding requests beyond the first.
+struct Cold {
+    config: GossipConfig,
+    schedule: Vec<Origination>,
+    more: Vec<PendingRequest>,
 }
 
 /// A gossiping node.
+///
+/// An item is in one of three states: held (in `items`, and flagged in
+/// `have_bits` while it is among the latest), requested (the id of an
+/// outstanding request) or unknown. What an announce touches — the flags and
+/// the first outstanding request and its first announcers — lies in the first
+/// of the node's two cache lines.
+#[repr(C, align(128))]
 pub struct GossipNode {
-    config: GossipConfig,
-    schedule: Vec<Origination>,
-    state: Vec<u8>,
-    items: Vec<Option<Arc<Item>>>,
-    pending: Vec<PendingRequest>,
+    /// Bit `i` set when item `have_base + i` is held. Every held id is below
+    /// `have_base + 64`; held ids below `have_base` are in `items` only.
+    have_bits: u64,
+    /// A multiple of 64.
+    have_base: u32,
+    /// Number of outstanding requests: `first`, then `cold.more`.
+    active: u32,
+    first: PendingRequest,
+    /// Items held, by id (a boxed slice, one word smaller than a `Vec`;
+    /// grown by doubling).
+    items: Box<[Option<Arc<Item>>]>,
+    /// `config.request_timeout` in nanoseconds, kept at hand (`u64::MAX`: too
+    /// long, read it from `cold`).
+    timeout_ns: u64,
+    cold: Box<Cold>,
 }
 
 impl GossipNode {
     /// A node that will originate the items of `schedule`.
     pub fn new(config: GossipConfig, mut schedule: Vec<Origination>) -> Self {
         schedule.sort_by_key(|o| (o.at, o.id));
-        GossipNode { config, schedule, state: Vec::new(), items: Vec::new(), pending: Vec::new() }
+        GossipNode {
+            have_bits: 0,
+            have_base: 0,
+            active: 0,
+            first: PendingRequest::new(0, TimerKey { slot: 0, generation: 0 }),
+            items: Box::default(),
+            timeout_ns: u64::try_from(config.request_timeout.as_nanos()).unwrap_or(u64::MAX),
+            cold: Box::new(Cold { config, schedule, more: Vec::new() }),
+        }
     }
 
     /// Whether this node holds item `id`.
+    #[inline]
     pub fn has(&self, id: u32) -> bool {
-        self.state_of(id) == HAVE
+        match id.checked_sub(self.have_base) {
+            Some(i) if i < 64 => self.have_bits >> i & 1 != 0,
+            Some(_) => false,
+            None => matches!(self.items.get(id as usize), Some(Some(_))),
+        }
     }
 
     /// How many items this node holds.
     pub fn held(&self) -> usize {
-        self.state.iter().filter(|s| **s == HAVE).count()
+        self.items.iter().filter(|s| s.is_some()).count()
     }
 
-    fn state_of(&self, id: u32) -> u8 {
-        self.state.get(id as usize).copied().unwrap_or(UNKNOWN)
-    }
-
-    fn set_state(&mut self, id: u32, s: u8) {
-        let i = id as usize;
-        if self.state.len() <= i {
-            self.state.resize(i + 1, UNKNOWN);
+    /// The outstanding request for `id`, if any.
+    #[inline]
+    fn pending(&mut self, id: u32) -> Option<&mut PendingRequest> {
+        if self.active == 0 {
+            return None;
         }
-        self.state[i] = s;
+        if self.first.id == id {
+            return Some(&mut self.first);
+        }
+        if self.active == 1 {
+            return None;
+        }
+        self.cold.more.iter_mut().find(|p| p.id == id)
+    }
+
+    /// Adds an outstanding request for `id`.
+    fn add_pending(&mut self, id: u32, timer: TimerKey) {
+        if self.active == 0 {
+            self.first.id = id;
+            self.first.timer = timer;
+        } else {
+            self.cold.more.push(PendingRequest::new(id, timer));
+        }
+        self.active += 1;
+    }
+
+    /// Drops the outstanding request for `id`; returns its timer.
+    fn remove_pending(&mut self, id: u32) -> Option<TimerKey> {
+        if self.active == 0 {
+            return None;
+        }
+        let timer = if self.first.id == id {
+            let timer = self.first.timer;
+            // `cold.more` holds `active - 1` requests: only look if any.
+            match if self.active > 1 { self.cold.more.pop() } else { None } {
+                Some(p) => self.first = p,
+                None => {
+                    self.first.len = 0;
+                    self.first.spill.clear();
+                }
+            }
+            timer
+        } else {
+            let i = self.cold.more.iter().position(|p| p.id == id)?;
+            self.cold.more.swap_remove(i).timer
+        };
+        self.active -= 1;
+        Some(timer)
+    }
+
+    /// Keeps `item` (in `items`; the window's flag is set separately).
+    fn store(&mut self, item: Arc<Item>) {
+        let i = item.id as usize;
+        if self.items.len() <= i {
+            let mut items = std::mem::take(&mut self.items).into_vec();
+            items.resize((i + 1).next_power_of_two(), None);
+            self.items = items.into_boxed_slice();
+        }
+        // Only items not held are stored: nothing to drop, and not reading
+        // the slot lets the write go without waiting for the memory.
+        debug_assert!(self.items[i].is_none(), "item {i} stored twice");
+        std::mem::forget(self.items[i].replace(item));
+    }
+
+    /// The request timeout.
+    #[inline]
+    fn timeout(&self) -> Duration {
+        if self.timeout_ns == u64::MAX {
+            self.cold.config.request_timeout
+        } else {
+            Duration::from_nanos(self.timeout_ns)
+        }
+    }
+
+    /// Records item `id` as held.
+    fn set_have(&mut self, id: u32) {
+        if id >= self.have_base + 64 {
+            // Every held id is below the old window's end, so below the new
+            // window: its flags start clear.
+            self.have_base = id & !63;
+            self.have_bits = 0;
+        }
+        if let Some(i) = id.checked_sub(self.have_base) {
+            self.have_bits |= 1 << i;
+        }
     }
 
     fn accept(&mut self, cx: &mut dyn Context<GossipMsg>, item: Arc<Item>, from: Option<NodeId>) {
         let id = item.id;
-        self.set_state(id, HAVE);
-        let i = id as usize;
-        if self.items.len() <= i {
-            self.items.resize(i + 1, None);
-        }
-        self.items[i] = Some(item);
-        if let Some(p) = self.pending.iter().position(|p| p.id == id) {
-            let p = self.pending.swap_remove(p);
-            cx.cancel_timer(p.timer);
-        }
+        // Built first and copied whole: the callee reads it with wide loads,
+        // which a message written field by field stalls until every store
+        // before it is done — cheap here, not after the stores below, which
+        // may miss the cache.
+        let announce = std::hint::black_box(GossipMsg::Announce(id)).clone();
+        // Emitted first for the same reason (nothing is emitted in between
+        // either way).
         cx.emit(Event::new("gossip.have").with("item", id));
-        for k in 0..cx.peer_count() {
-            let peer = cx.peer(k);
+        // The first peer now: its list is fetched from memory while the
+        // bookkeeping below runs (asking has no effect).
+        let peers = cx.peer_count();
+        let first = if peers > 0 { Some(cx.peer(0)) } else { None };
+        self.store(item);
+        self.set_have(id);
+        if let Some(timer) = self.remove_pending(id) {
+            cx.cancel_timer(timer);
+        }
+        for k in 0..peers {
+            let peer = if k == 0 { first } else { None }.unwrap_or_else(|| cx.peer(k));
             if Some(peer) != from {
-                cx.send(peer, GossipMsg::Announce(id));
+                cx.send(peer, announce.clone());
             }
         }
     }
@@ -175,7 +329,7 @@ impl Node for GossipNode {
 
     fn on_start(&mut self, cx: &mut dyn Context<GossipMsg>) {
         let now = cx.now();
-        for (k, o) in self.schedule.iter().enumerate() {
+        for (k, o) in self.cold.schedule.iter().enumerate() {
             if o.at >= now {
                 cx.set_timer(o.at - now, ORIGINATE | k as u64);
             }
@@ -184,27 +338,27 @@ impl Node for GossipNode {
 
     fn on_message(&mut self, cx: &mut dyn Context<GossipMsg>, from: NodeId, msg: GossipMsg) {
         match msg {
-            GossipMsg::Announce(id) => match self.state_of(id) {
-                UNKNOWN => {
-                    self.set_state(id, REQUESTED);
-                    let timer = cx.set_timer(self.config.request_timeout, u64::from(id));
-                    self.pending.push(PendingRequest { id, others: Vec::new(), timer });
-                    cx.send(from, GossipMsg::Request(id));
+            GossipMsg::Announce(id) => {
+                if self.has(id) {
+                    return;
                 }
-                REQUESTED => {
-                    if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
-                        p.others.push(from);
-                    }
+                if let Some(p) = self.pending(id) {
+                    p.push_other(from);
+                    return;
                 }
-                _ => {}
-            },
+                // Built before the timer's stores (see `accept`).
+                let request = std::hint::black_box(GossipMsg::Request(id)).clone();
+                let timer = cx.set_timer(self.timeout(), u64::from(id));
+                self.add_pending(id, timer);
+                cx.send(from, request);
+            }
             GossipMsg::Request(id) => {
                 if let Some(Some(item)) = self.items.get(id as usize) {
                     cx.send(from, GossipMsg::Deliver(Arc::clone(item)));
                 }
             }
             GossipMsg::Deliver(item) => {
-                if self.state_of(item.id) != HAVE {
+                if !self.has(item.id) {
                     self.accept(cx, item, Some(from));
                 }
             }
@@ -213,10 +367,10 @@ impl Node for GossipNode {
 
     fn on_timer(&mut self, cx: &mut dyn Context<GossipMsg>, timer: TimerId) {
         if timer & ORIGINATE != 0 {
-            let Some(o) = self.schedule.get((timer & !ORIGINATE) as usize).copied() else {
+            let Some(o) = self.cold.schedule.get((timer & !ORIGINATE) as usize).copied() else {
                 return;
             };
-            if self.state_of(o.id) == HAVE {
+            if self.has(o.id) {
                 return;
             }
             let item = Arc::new(Item { id: o.id, size: o.size, origin: cx.id(), created: cx.now() });
@@ -225,28 +379,300 @@ impl Node for GossipNode {
             return;
         }
         let id = timer as u32;
-        let Some(p) = self.pending.iter_mut().find(|p| p.id == id) else {
+        let timeout = self.timeout();
+        let Some(p) = self.pending(id) else {
             return;
         };
-        if p.others.is_empty() {
+        let Some(next) = p.pop_other() else {
             // Nobody else announced it: forget, so a later announce restarts.
-            let i = self.pending.iter().position(|p| p.id == id).unwrap_or(0);
-            self.pending.swap_remove(i);
-            self.set_state(id, UNKNOWN);
+            self.remove_pending(id);
             return;
-        }
-        let next = p.others.remove(0);
-        p.timer = cx.set_timer(self.config.request_timeout, u64::from(id));
+        };
+        p.timer = cx.set_timer(timeout, u64::from(id));
         cx.emit(Event::new("gossip.retry").with("item", id).with("peer", next.0));
         cx.send(next, GossipMsg::Request(id));
     }
 
     fn on_crash(&mut self) {
         // Requests in flight are forgotten; held items are kept (persisted).
-        for p in self.pending.drain(..) {
-            if let Some(s) = self.state.get_mut(p.id as usize) {
-                *s = UNKNOWN;
+        self.active = 0;
+        self.first.len = 0;
+        self.first.spill.clear();
+        self.cold.more.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announce_touches_one_cache_line() {
+        use std::mem::offset_of;
+        assert_eq!(std::mem::size_of::<GossipNode>(), 128);
+        let first = offset_of!(GossipNode, first);
+        assert!(offset_of!(GossipNode, have_bits) < 64 && offset_of!(GossipNode, active) < 64);
+        assert!(first + offset_of!(PendingRequest, id) < 64);
+        assert_eq!(first + offset_of!(PendingRequest, inline) + 4 * INLINE_OTHERS, 64);
+    }
+
+    #[test]
+    fn the_timeout_is_kept_exactly() {
+        for t in [Duration::ZERO, Duration::from_secs(60), Duration::from_nanos(1), Duration::MAX] {
+            let n = GossipNode::new(GossipConfig { request_timeout: t }, Vec::new());
+            assert_eq!(n.timeout(), t);
+        }
+    }
+
+    #[test]
+    fn announcers_keep_their_order_past_the_inline_ones() {
+        let mut p = PendingRequest::new(7, TimerKey { slot: 1, generation: 2 });
+        for i in 0..25 {
+            p.push_other(NodeId(i));
+        }
+        let mut got = Vec::new();
+        for i in 25..30 {
+            got.extend(p.pop_other());
+            p.push_other(NodeId(i));
+        }
+        while let Some(n) = p.pop_other() {
+            got.push(n);
+        }
+        assert_eq!(got, (0..30).map(NodeId).collect::<Vec<_>>());
+    }
+
+    /// The node as first written (one state byte, one item slot and one
+    /// request entry per id), to check the compact one against.
+    mod reference {
+        use super::super::*;
+
+        const UNKNOWN: u8 = 0;
+        const REQUESTED: u8 = 1;
+        const HAVE: u8 = 2;
+
+        struct PendingRequest {
+            id: u32,
+            others: Vec<NodeId>,
+            timer: TimerKey,
+        }
+
+        pub struct RefNode {
+            config: GossipConfig,
+            schedule: Vec<Origination>,
+            state: Vec<u8>,
+            items: Vec<Option<Arc<Item>>>,
+            pending: Vec<PendingRequest>,
+        }
+
+        impl RefNode {
+            pub fn new(config: GossipConfig, mut schedule: Vec<Origination>) -> Self {
+                schedule.sort_by_key(|o| (o.at, o.id));
+                RefNode { config, schedule, state: Vec::new(), items: Vec::new(), pending: Vec::new() }
+            }
+            pub fn has(&self, id: u32) -> bool {
+                self.state_of(id) == HAVE
+            }
+            pub fn held(&self) -> usize {
+                self.state.iter().filter(|s| **s == HAVE).count()
+            }
+            fn state_of(&self, id: u32) -> u8 {
+                self.state.get(id as usize).copied().unwrap_or(UNKNOWN)
+            }
+            fn set_state(&mut self, id: u32, s: u8) {
+                let i = id as usize;
+                if self.state.len() <= i {
+                    self.state.resize(i + 1, UNKNOWN);
+                }
+                self.state[i] = s;
+            }
+            fn accept(&mut self, cx: &mut dyn Context<GossipMsg>, item: Arc<Item>, from: Option<NodeId>) {
+                let id = item.id;
+                self.set_state(id, HAVE);
+                let i = id as usize;
+                if self.items.len() <= i {
+                    self.items.resize(i + 1, None);
+                }
+                self.items[i] = Some(item);
+                if let Some(p) = self.pending.iter().position(|p| p.id == id) {
+                    let p = self.pending.swap_remove(p);
+                    cx.cancel_timer(p.timer);
+                }
+                cx.emit(Event::new("gossip.have").with("item", id));
+                for k in 0..cx.peer_count() {
+                    let peer = cx.peer(k);
+                    if Some(peer) != from {
+                        cx.send(peer, GossipMsg::Announce(id));
+                    }
+                }
             }
         }
+
+        impl Node for RefNode {
+            type Msg = GossipMsg;
+            fn on_start(&mut self, cx: &mut dyn Context<GossipMsg>) {
+                let now = cx.now();
+                for (k, o) in self.schedule.iter().enumerate() {
+                    if o.at >= now {
+                        cx.set_timer(o.at - now, ORIGINATE | k as u64);
+                    }
+                }
+            }
+            fn on_message(&mut self, cx: &mut dyn Context<GossipMsg>, from: NodeId, msg: GossipMsg) {
+                match msg {
+                    GossipMsg::Announce(id) => match self.state_of(id) {
+                        UNKNOWN => {
+                            self.set_state(id, REQUESTED);
+                            let timer = cx.set_timer(self.config.request_timeout, u64::from(id));
+                            self.pending.push(PendingRequest { id, others: Vec::new(), timer });
+                            cx.send(from, GossipMsg::Request(id));
+                        }
+                        REQUESTED => {
+                            if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                                p.others.push(from);
+                            }
+                        }
+                        _ => {}
+                    },
+                    GossipMsg::Request(id) => {
+                        if let Some(Some(item)) = self.items.get(id as usize) {
+                            cx.send(from, GossipMsg::Deliver(Arc::clone(item)));
+                        }
+                    }
+                    GossipMsg::Deliver(item) => {
+                        if self.state_of(item.id) != HAVE {
+                            self.accept(cx, item, Some(from));
+                        }
+                    }
+                }
+            }
+            fn on_timer(&mut self, cx: &mut dyn Context<GossipMsg>, timer: TimerId) {
+                if timer & ORIGINATE != 0 {
+                    let Some(o) = self.schedule.get((timer & !ORIGINATE) as usize).copied() else {
+                        return;
+                    };
+                    if self.state_of(o.id) == HAVE {
+                        return;
+                    }
+                    let item = Arc::new(Item { id: o.id, size: o.size, origin: cx.id(), created: cx.now() });
+                    cx.emit(Event::new("gossip.created").with("item", o.id).with("size", o.size));
+                    self.accept(cx, item, None);
+                    return;
+                }
+                let id = timer as u32;
+                let Some(p) = self.pending.iter_mut().find(|p| p.id == id) else {
+                    return;
+                };
+                if p.others.is_empty() {
+                    let i = self.pending.iter().position(|p| p.id == id).unwrap_or(0);
+                    self.pending.swap_remove(i);
+                    self.set_state(id, UNKNOWN);
+                    return;
+                }
+                let next = p.others.remove(0);
+                p.timer = cx.set_timer(self.config.request_timeout, u64::from(id));
+                cx.emit(Event::new("gossip.retry").with("item", id).with("peer", next.0));
+                cx.send(next, GossipMsg::Request(id));
+            }
+            fn on_crash(&mut self) {
+                for p in self.pending.drain(..) {
+                    if let Some(s) = self.state.get_mut(p.id as usize) {
+                        *s = UNKNOWN;
+                    }
+                }
+            }
+        }
+    }
+
+    type Trace = Vec<(SimTime, Option<NodeId>, Event)>;
+
+    /// Runs `n` nodes of type `N` on a random graph with lossy, jittery
+    /// links, crashes, restarts and partitions; many items (past the window
+    /// of 64) from random origins, some at the same time.
+    fn run<N: Node<Msg = GossipMsg>>(
+        seed: u64,
+        make: impl Fn(GossipConfig, Vec<Origination>) -> N,
+    ) -> (Trace, fika_sim::SimStats, Vec<N>) {
+        use fika_core::derive_rng;
+        use fika_sim::{Fault, FaultAction, LatencyModel, Net, NetworkModel, Simulation};
+        let n = 40u32;
+        // SplitMix64: no random-number crate here.
+        let mut state = seed;
+        let mut below = |m: u32| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % u64::from(m)) as u32
+        };
+        let mut adj = vec![Vec::new(); n as usize];
+        for a in 0..n {
+            for _ in 0..3 {
+                let b = below(n);
+                if b != a && !adj[a as usize].contains(&b) {
+                    adj[a as usize].push(b);
+                    adj[b as usize].push(a);
+                }
+            }
+        }
+        let model = NetworkModel {
+            latency: LatencyModel::Pareto { mean_ms: 80.0, spread_ms: 30.0 },
+            loss: 0.15,
+            ..NetworkModel::default()
+        };
+        let net = Net::new(&adj, vec![0; n as usize], model, derive_rng(seed, "net", 0));
+        let mut schedules = vec![Vec::new(); n as usize];
+        for id in 0..150u32 {
+            let at = SimTime::from_millis(200 * u64::from(id / 2));
+            schedules[below(n) as usize].push(Origination { at, id, size: 1000 });
+        }
+        let config = GossipConfig { request_timeout: Duration::from_millis(300) };
+        let nodes = schedules.into_iter().map(|s| make(config.clone(), s)).collect();
+        let mut faults = Vec::new();
+        for k in 0..30u64 {
+            let node = NodeId(below(n));
+            faults.push(Fault { at: SimTime::from_millis(500 * k + 100), action: FaultAction::Crash(node) });
+            faults
+                .push(Fault { at: SimTime::from_millis(500 * k + 400), action: FaultAction::Restart(node) });
+        }
+        let island = (0..5).map(|_| NodeId(below(n))).collect();
+        faults.push(Fault { at: SimTime::from_secs(4), action: FaultAction::Partition(vec![island]) });
+        faults.push(Fault { at: SimTime::from_secs(6), action: FaultAction::Heal });
+        let mut sim = Simulation::new(seed, nodes, net, faults, Trace::new());
+        sim.run_until(SimTime::from_secs(40), &mut |_| {});
+        let (nodes, trace, stats) = sim.into_parts();
+        (trace, stats, nodes)
+    }
+
+    #[test]
+    fn behaves_exactly_as_the_first_implementation() {
+        for seed in 0..4 {
+            let (want, want_stats, want_nodes) = run(seed, reference::RefNode::new);
+            let (got, got_stats, got_nodes) = run(seed, GossipNode::new);
+            assert!(want.iter().any(|(_, _, e)| e.kind == "gossip.retry"), "retries are exercised");
+            assert_eq!(got_stats, want_stats, "seed {seed}");
+            assert_eq!(got.len(), want.len(), "seed {seed}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g, w, "seed {seed}");
+            }
+            for (g, w) in got_nodes.iter().zip(&want_nodes) {
+                assert_eq!(g.held(), w.held());
+                for id in 0..160 {
+                    assert_eq!(g.has(id), w.has(id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn held_items_are_found_below_and_inside_the_window() {
+        let mut n = GossipNode::new(GossipConfig::default(), Vec::new());
+        for id in [3u32, 64, 130, 131, 500] {
+            n.store(Arc::new(Item { id, size: 1, origin: NodeId(0), created: SimTime::ZERO }));
+            n.set_have(id);
+        }
+        for id in 0..600 {
+            assert_eq!(n.has(id), [3, 64, 130, 131, 500].contains(&id), "item {id}");
+        }
+        assert_eq!(n.held(), 5);
     }
 }

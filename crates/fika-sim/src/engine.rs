@@ -4,6 +4,7 @@
 //! fault — and hands it to its node through a [`Context`] that schedules
 //! what the node does. Nothing here reads a clock or iterates a hash map.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use fika_core::{
@@ -66,17 +67,46 @@ pub struct Progress {
     pub events: u64,
 }
 
+/// The run state of one node, checked at every arrival.
+#[derive(Clone, Copy)]
+struct NodeState {
+    /// Incremented at each crash; timers and messages of an older epoch are void.
+    epoch: u32,
+    /// Whether the node is running.
+    up: bool,
+}
+
 struct World<M, S> {
     now: SimTime,
     queue: EventQueue<Pending<M>>,
     net: Net,
     sink: S,
     stats: SimStats,
+    /// Index in `stats.by_kind` of the kind sent last.
+    last_kind: usize,
     faults: Vec<Fault>,
-    /// Whether each node is running.
-    up: Vec<bool>,
-    /// Incremented at each crash; timers and messages of an older epoch are void.
-    epoch: Vec<u32>,
+    state: Vec<NodeState>,
+    /// Whether a node has ever crashed; until then every node is up in
+    /// epoch 0 and `state` need not be read.
+    crashed: bool,
+}
+
+impl<M, S> World<M, S> {
+    /// Whether node `i` is running in epoch `epoch`.
+    #[inline]
+    fn current(&self, i: u32, epoch: u32) -> bool {
+        if !self.crashed {
+            return epoch == 0;
+        }
+        let s = self.state[i as usize];
+        s.up && s.epoch == epoch
+    }
+
+    /// The epoch of node `i`.
+    #[inline]
+    fn epoch(&self, i: u32) -> u32 {
+        if self.crashed { self.state[i as usize].epoch } else { 0 }
+    }
 }
 
 /// A network of nodes of type `N` in virtual time, emitting into `S`.
@@ -110,9 +140,10 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 net,
                 sink,
                 stats: SimStats::default(),
+                last_kind: 0,
                 faults,
-                up: vec![true; n],
-                epoch: vec![0; n],
+                state: vec![NodeState { epoch: 0, up: true }; n],
+                crashed: false,
             },
         }
     }
@@ -154,7 +185,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
 
     /// Whether node `id` is running.
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.world.up.get(id.index()).copied().unwrap_or(false)
+        self.world.state.get(id.index()).is_some_and(|s| s.up)
     }
 
     /// Consumes the simulation, returning nodes, sink and counters.
@@ -167,11 +198,8 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     /// `progress` is called about every 2¹⁶ events.
     pub fn run_until(&mut self, until: SimTime, progress: &mut dyn FnMut(Progress)) {
         let mut next_report = self.world.stats.events + (1 << 16);
-        while let Some(t) = self.world.queue.peek_time() {
-            if t > until {
-                break;
-            }
-            self.step();
+        while let Some((t, item)) = self.world.queue.pop_until(until) {
+            self.handle(t, item);
             if self.world.stats.events >= next_report {
                 next_report += 1 << 16;
                 progress(Progress { now: self.world.now, events: self.world.stats.events });
@@ -188,37 +216,48 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         let Some((t, item)) = self.world.queue.pop() else {
             return false;
         };
+        self.handle(t, item);
+        true
+    }
+
+    /// Handles one event taken from the queue.
+    #[inline]
+    fn handle(&mut self, t: SimTime, item: Pending<N::Msg>) {
         debug_assert!(t >= self.world.now, "time never goes back");
         self.world.now = t;
         self.world.stats.events += 1;
         match item {
             Pending::Start(i) => self.with_node(i, |n, cx| n.on_start(cx)),
             Pending::Deliver { from, to, epoch, msg } => {
-                let w = &self.world;
-                if !w.up[to as usize] || w.epoch[to as usize] != epoch {
+                if !self.world.current(to, epoch) {
                     self.world.stats.dropped_down += 1;
                 } else if !self.world.net.same_side(from, to) {
                     self.world.stats.dropped_partition += 1;
                 } else {
                     self.world.stats.messages_delivered += 1;
-                    self.with_node(to, |n, cx| n.on_message(cx, NodeId(from), msg));
+                    self.with_node_from(to, from, |n, cx| n.on_message(cx, NodeId(from), msg));
                 }
             }
             Pending::Timer { node, epoch, id } => {
-                let w = &self.world;
-                if w.up[node as usize] && w.epoch[node as usize] == epoch {
+                if self.world.current(node, epoch) {
                     self.world.stats.timers += 1;
                     self.with_node(node, |n, cx| n.on_timer(cx, id));
                 }
             }
             Pending::Fault(i) => self.apply_fault(i as usize),
         }
-        true
     }
 
     fn with_node(&mut self, i: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
+        self.with_node_from(i, u32::MAX, f);
+    }
+
+    /// As `with_node`, handling a message from node `from`.
+    #[inline]
+    fn with_node_from(&mut self, i: u32, from: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
         let rng = &mut self.rngs[i as usize];
-        let mut cx = Cx { id: i, rng, world: &mut self.world };
+        let reply_to = if self.world.net.symmetric() { from } else { u32::MAX };
+        let mut cx = Cx { id: i, rng, world: &mut self.world, last_peer: Cell::new(u32::MAX), reply_to };
         f(&mut self.nodes[i as usize], &mut cx);
     }
 
@@ -227,35 +266,28 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         let now = self.world.now;
         match action {
             FaultAction::Crash(n) => {
-                if self.world.up.get(n.index()).copied().unwrap_or(false) {
-                    self.world.up[n.index()] = false;
-                    self.world.epoch[n.index()] = self.world.epoch[n.index()].wrapping_add(1);
+                if let Some(s) = self.world.state.get_mut(n.index()).filter(|s| s.up) {
+                    s.up = false;
+                    s.epoch = s.epoch.wrapping_add(1);
+                    self.world.crashed = true;
                     self.nodes[n.index()].on_crash();
                     self.world.sink.record(now, Some(n), &Event::new("sim.crash"));
                 }
             }
             FaultAction::Restart(n) => {
-                if self.world.up.get(n.index()).is_some_and(|up| !up) {
-                    self.world.up[n.index()] = true;
+                if let Some(s) = self.world.state.get_mut(n.index()).filter(|s| !s.up) {
+                    s.up = true;
                     self.world.sink.record(now, Some(n), &Event::new("sim.restart"));
                     self.with_node(n.0, |node, cx| node.on_restart(cx));
                 }
             }
             FaultAction::Partition(groups) => {
-                let part = &mut self.world.net.partition;
-                part.iter_mut().for_each(|p| *p = 0);
-                for (g, members) in groups.iter().enumerate() {
-                    for m in members {
-                        if let Some(p) = part.get_mut(m.index()) {
-                            *p = (g + 1) as u16;
-                        }
-                    }
-                }
+                self.world.net.set_partition(&groups);
                 let ev = Event::new("sim.partition").with("groups", groups.len());
                 self.world.sink.record(now, None, &ev);
             }
             FaultAction::Heal => {
-                self.world.net.partition.iter_mut().for_each(|p| *p = 0);
+                self.world.net.heal();
                 self.world.sink.record(now, None, &Event::new("sim.heal"));
             }
             FaultAction::SetLink { a, b, latency_ms, loss } => {
@@ -281,6 +313,11 @@ struct Cx<'a, M, S> {
     id: u32,
     rng: &'a mut NodeRng,
     world: &'a mut World<M, S>,
+    /// The peer last returned by `peer`: a send to it needs no link lookup.
+    last_peer: Cell<u32>,
+    /// The sender of the message being handled (or `u32::MAX`): with
+    /// symmetric links, a reply to it needs no link lookup either.
+    reply_to: u32,
 }
 
 impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
@@ -297,7 +334,9 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         self.world.net.peers(self.id).len()
     }
     fn peer(&self, i: usize) -> NodeId {
-        NodeId(self.world.net.peers(self.id)[i])
+        let p = self.world.net.peers(self.id)[i];
+        self.last_peer.set(p);
+        NodeId(p)
     }
     fn send(&mut self, to: NodeId, msg: M) {
         let w = &mut *self.world;
@@ -306,23 +345,41 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         stats.messages_sent += 1;
         stats.bytes_sent += u64::from(bytes);
         let kind = msg.kind();
-        match stats.by_kind.iter_mut().find(|k| std::ptr::eq(k.kind, kind) || k.kind == kind) {
-            Some(k) => {
+        // Kinds have distinct names, so the entry found by address (the
+        // usual case, and first the one used last) is the one found by name.
+        let k = match stats.by_kind.get(w.last_kind) {
+            Some(k) if std::ptr::eq(k.kind, kind) => Some(w.last_kind),
+            _ => stats
+                .by_kind
+                .iter()
+                .position(|k| std::ptr::eq(k.kind, kind))
+                .or_else(|| stats.by_kind.iter().position(|k| k.kind == kind)),
+        };
+        match k {
+            Some(i) => {
+                w.last_kind = i;
+                let k = &mut stats.by_kind[i];
                 k.count += 1;
                 k.bytes += u64::from(bytes);
             }
-            None => stats.by_kind.push(KindStats { kind, count: 1, bytes: u64::from(bytes) }),
+            None => {
+                w.last_kind = stats.by_kind.len();
+                stats.by_kind.push(KindStats { kind, count: 1, bytes: u64::from(bytes) });
+            }
         }
         if to.index() >= w.net.len() {
             stats.dropped_unlinked += 1;
             return;
         }
-        match w.net.route(w.now.as_nanos(), self.id, to.0, bytes) {
+        // The sender of a delivered message had `self` among its peers.
+        let linked = to.0 == self.last_peer.get() || to.0 == self.reply_to;
+        match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
                 // The receiver's epoch is checked again at arrival: a crash
                 // in between loses the message.
-                let epoch = w.epoch[to.index()];
-                w.queue.push(SimTime(at), Pending::Deliver { from: self.id, to: to.0, epoch, msg });
+                let epoch = w.epoch(to.0);
+                let from = self.id;
+                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, msg });
             }
             Route::NotLinked => stats.dropped_unlinked += 1,
             Route::Partitioned => stats.dropped_partition += 1,
@@ -331,9 +388,8 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
     }
     fn set_timer(&mut self, after: Duration, timer: TimerId) -> TimerKey {
         let at = self.world.now + after;
-        let epoch = self.world.epoch[self.id as usize];
-        let item = Pending::Timer { node: self.id, epoch, id: timer };
-        self.world.queue.push_cancellable(at, item)
+        let (node, epoch) = (self.id, self.world.epoch(self.id));
+        self.world.queue.push_cancellable_with(at, || Pending::Timer { node, epoch, id: timer })
     }
     fn cancel_timer(&mut self, key: TimerKey) {
         // Keys come only from `set_timer`; a stale key does nothing.
@@ -341,5 +397,72 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
     }
     fn emit(&mut self, event: Event) {
         self.world.sink.record(self.world.now, Some(NodeId(self.id)), &event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::NetworkModel;
+
+    /// The same kind name at two addresses.
+    static PING: [u8; 4] = *b"ping";
+
+    #[derive(Clone, Debug)]
+    struct Ping(bool);
+
+    impl Message for Ping {
+        fn wire_size(&self) -> u32 {
+            1
+        }
+        fn kind(&self) -> &'static str {
+            if self.0 { "ping" } else { std::str::from_utf8(&PING).expect("ascii") }
+        }
+    }
+
+    /// Node 0 pings node 1 at start; a node answers the first ping it gets.
+    #[derive(Default)]
+    struct Echo {
+        got: u32,
+    }
+
+    impl Node for Echo {
+        type Msg = Ping;
+        fn on_start(&mut self, cx: &mut dyn Context<Ping>) {
+            if cx.id() == NodeId(0) {
+                cx.send(NodeId(1), Ping(true));
+            }
+        }
+        fn on_message(&mut self, cx: &mut dyn Context<Ping>, from: NodeId, _: Ping) {
+            self.got += 1;
+            if self.got == 1 {
+                cx.send(from, Ping(from == NodeId(1)));
+            }
+        }
+        fn on_timer(&mut self, _: &mut dyn Context<Ping>, _: TimerId) {}
+    }
+
+    fn run(adjacency: &[Vec<u32>]) -> SimStats {
+        let net = Net::new(adjacency, vec![0; 2], NetworkModel::default(), derive_rng(1, "net", 0));
+        let mut sim = Simulation::new(1, vec![Echo::default(), Echo::default()], net, vec![], Vec::new());
+        sim.run_until(SimTime::MAX, &mut |_| {});
+        sim.stats().clone()
+    }
+
+    #[test]
+    fn a_reply_crosses_a_link_only_if_it_goes_both_ways() {
+        // 0 → 1, 1 → 0, 0 → 1.
+        let both = run(&[vec![1], vec![0]]);
+        assert_eq!((both.messages_delivered, both.dropped_unlinked), (3, 0));
+        // Node 1 is a peer of node 0, not the reverse: its reply is dropped.
+        let one_way = run(&[vec![1], vec![]]);
+        assert_eq!((one_way.messages_delivered, one_way.dropped_unlinked), (1, 1));
+    }
+
+    #[test]
+    fn kinds_are_counted_by_name_not_address() {
+        let stats = run(&[vec![1], vec![0]]);
+        assert_eq!(stats.by_kind.len(), 1);
+        assert_eq!((stats.by_kind[0].kind, stats.by_kind[0].count, stats.by_kind[0].bytes), ("ping", 3, 3));
     }
 }

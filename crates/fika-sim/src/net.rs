@@ -207,6 +207,38 @@ pub struct LinkOverride {
     pub loss: Option<f64>,
 }
 
+/// How the latency of a message between two regions is drawn, resolved once
+/// from the model so that routing does the least work per message.
+#[derive(Clone, Copy, Debug)]
+enum PairLatency {
+    /// Always this many milliseconds, no draw.
+    Fixed(f64),
+    /// [`pareto_ms`] with its constants computed: `scale / u^exponent`.
+    Pareto { scale: f64, exponent: f64 },
+    /// Drawn by [`Net::model_latency_ms`] (uniform draws, missing regions).
+    Model,
+}
+
+impl PairLatency {
+    /// The draw [`pareto_ms`] makes for `mean_ms` and `spread_ms`, with the
+    /// same floating-point operations in the same order.
+    fn pareto(mean_ms: f64, spread_ms: f64) -> Self {
+        if spread_ms <= 0.0 || mean_ms <= spread_ms {
+            return PairLatency::Fixed(mean_ms);
+        }
+        let shape = mean_ms / spread_ms;
+        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape }
+    }
+}
+
+/// Constants of messages from one region to another.
+#[derive(Clone, Copy, Debug)]
+struct Pair {
+    /// `min(upload, download).max(1)` in bit/s; 0 for unlimited bandwidth.
+    bw: u64,
+    latency: PairLatency,
+}
+
 /// The network at run time: adjacency, per-node queues and link state.
 pub struct Net {
     offsets: Vec<u32>,
@@ -214,11 +246,18 @@ pub struct Net {
     region: Vec<u8>,
     busy_until: Vec<u64>,
     /// Partition label per node; messages cross only between equal labels.
-    pub(crate) partition: Vec<u16>,
+    partition: Vec<u16>,
+    /// Whether some node has a non-zero partition label.
+    partitioned: bool,
     overrides: BTreeMap<(u32, u32), LinkOverride>,
     model: NetworkModel,
     up_bps: Vec<u64>,
     down_bps: Vec<u64>,
+    /// `pairs[from_region * regions + to_region]`.
+    pairs: Vec<Pair>,
+    /// Whether every link goes both ways.
+    symmetric: bool,
+    regions: usize,
     rng: NodeRng,
 }
 
@@ -232,6 +271,24 @@ pub(crate) enum Route {
     Partitioned,
     /// Lost on the link (its upload still took time).
     Lost,
+}
+
+/// Largest byte count whose transfer time fits the `u64` computation.
+const FAST_BYTES: u32 = (u64::MAX / 8_000_000_000) as u32;
+
+/// `x.round() as u64`, computed without a libm call where that is exact:
+/// for `0 ≤ x < 2⁵²` the fraction `x − ⌊x⌋` is exact, and rounding half
+/// away from zero adds one when it is at least one half.
+#[inline]
+fn round_to_u64(x: f64) -> u64 {
+    if (0.0..4_503_599_627_370_496.0).contains(&x) {
+        // In range for `i64`, whose conversions are single instructions.
+        let i = x as i64;
+        // Branch-free: the fraction is a coin toss for the predictor.
+        (i + i64::from(x - i as f64 >= 0.5)) as u64
+    } else {
+        x.round() as u64
+    }
 }
 
 impl Net {
@@ -255,18 +312,65 @@ impl Net {
             }
             _ => (vec![0], vec![0]),
         };
-        Net {
+        let region = if region.len() == n { region } else { vec![0; n] };
+        let regions = region.iter().map(|&r| usize::from(r) + 1).max().unwrap_or(1);
+        let mut net = Net {
             offsets,
             neighbours,
-            region: if region.len() == n { region } else { vec![0; n] },
+            region,
             busy_until: vec![0; n],
             partition: vec![0; n],
+            partitioned: false,
             overrides: BTreeMap::new(),
             model,
             up_bps,
             down_bps,
+            pairs: Vec::new(),
+            symmetric: false,
+            regions,
             rng,
-        }
+        };
+        net.symmetric = (0..n as u32).all(|a| net.peers(a).iter().all(|&b| net.is_peer(b, a)));
+        net.pairs =
+            (0..regions * regions).map(|k| net.pair((k / regions) as u8, (k % regions) as u8)).collect();
+        net
+    }
+
+    /// The constants of messages from region `rf` to region `rt`.
+    fn pair(&self, rf: u8, rt: u8) -> Pair {
+        let bw = match self.model.bandwidth {
+            BandwidthModel::Unlimited => 0,
+            BandwidthModel::Uniform { .. } => self.up_bps[0].min(self.down_bps[0]).max(1),
+            BandwidthModel::Regions => {
+                let up = self.up_bps.get(usize::from(rf)).copied().unwrap_or(0);
+                let down = self.down_bps.get(usize::from(rt)).copied().unwrap_or(0);
+                up.min(down).max(1)
+            }
+        };
+        let latency = match &self.model.latency {
+            LatencyModel::Constant { ms } => PairLatency::Fixed(*ms),
+            LatencyModel::Uniform { .. } => PairLatency::Model,
+            LatencyModel::Pareto { mean_ms, spread_ms } => PairLatency::pareto(*mean_ms, *spread_ms),
+            LatencyModel::Regions { spread_ms } => match &self.model.regions {
+                Some(t) => match t.latency_ms.get(usize::from(rf)).and_then(|r| r.get(usize::from(rt))) {
+                    Some(&mean) => PairLatency::pareto(mean, *spread_ms),
+                    None => PairLatency::Model,
+                },
+                None => PairLatency::pareto(0.0, *spread_ms),
+            },
+        };
+        Pair { bw, latency }
+    }
+
+    /// Whether `b` is a peer of `a`.
+    pub fn is_peer(&self, a: u32, b: u32) -> bool {
+        (a as usize) < self.len() && self.peers(a).binary_search(&b).is_ok()
+    }
+
+    /// Whether every link goes both ways (`b` is a peer of `a` whenever `a`
+    /// is a peer of `b`).
+    pub fn symmetric(&self) -> bool {
+        self.symmetric
     }
 
     /// Number of nodes.
@@ -280,12 +384,14 @@ impl Net {
     }
 
     /// The sorted peers of `node`.
+    #[inline]
     pub fn peers(&self, node: u32) -> &[u32] {
         let i = node as usize;
         &self.neighbours[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
     /// The region index of `node`.
+    #[inline]
     pub fn region(&self, node: u32) -> u8 {
         self.region[node as usize]
     }
@@ -310,29 +416,46 @@ impl Net {
         self.model.loss = loss;
     }
 
-    /// Whether two nodes are currently in the same partition.
-    pub fn same_side(&self, a: u32, b: u32) -> bool {
-        self.partition[a as usize] == self.partition[b as usize]
-    }
-
-    /// The transfer time of `bytes` from `from` to `to`, in nanoseconds.
-    fn transfer_ns(&self, from: u32, to: u32, bytes: u32) -> u64 {
-        let (up, down) = match self.model.bandwidth {
-            BandwidthModel::Unlimited => return 0,
-            BandwidthModel::Uniform { .. } => (self.up_bps[0], self.down_bps[0]),
-            BandwidthModel::Regions => (
-                self.up_bps.get(self.region(from) as usize).copied().unwrap_or(0),
-                self.down_bps.get(self.region(to) as usize).copied().unwrap_or(0),
-            ),
-        };
-        let bw = up.min(down).max(1);
-        (u128::from(bytes) * 8_000_000_000 / u128::from(bw)) as u64
-    }
-
-    fn latency_ms(&mut self, from: u32, to: u32, over: Option<f64>) -> f64 {
-        if let Some(ms) = over {
-            return ms;
+    /// Splits the network: the members of `groups[g]` get label `g + 1`,
+    /// everyone else label 0; messages cross only between equal labels.
+    pub(crate) fn set_partition(&mut self, groups: &[Vec<fika_core::NodeId>]) {
+        self.partition.iter_mut().for_each(|p| *p = 0);
+        for (g, members) in groups.iter().enumerate() {
+            for m in members {
+                if let Some(p) = self.partition.get_mut(m.index()) {
+                    *p = (g + 1) as u16;
+                }
+            }
         }
+        self.partitioned = self.partition.iter().any(|&p| p != 0);
+    }
+
+    /// Removes every partition.
+    pub(crate) fn heal(&mut self) {
+        self.partition.iter_mut().for_each(|p| *p = 0);
+        self.partitioned = false;
+    }
+
+    /// Whether two nodes are currently in the same partition.
+    #[inline]
+    pub fn same_side(&self, a: u32, b: u32) -> bool {
+        !self.partitioned || self.partition[a as usize] == self.partition[b as usize]
+    }
+
+    /// The transfer time of `bytes` at `bw` bit/s (0: unlimited), in nanoseconds.
+    #[inline]
+    fn transfer_ns(bw: u64, bytes: u32) -> u64 {
+        if bw == 0 {
+            0
+        } else if bytes <= FAST_BYTES {
+            u64::from(bytes) * 8_000_000_000 / bw
+        } else {
+            (u128::from(bytes) * 8_000_000_000 / u128::from(bw)) as u64
+        }
+    }
+
+    /// The latency drawn from the model itself (the slow path of `route`).
+    fn model_latency_ms(&mut self, from: u32, to: u32) -> f64 {
         match &self.model.latency {
             LatencyModel::Constant { ms } => *ms,
             LatencyModel::Uniform { min_ms, max_ms } => {
@@ -354,9 +477,11 @@ impl Net {
         }
     }
 
-    /// Routes a message of `bytes` sent at `now_ns`, charging the sender's uplink.
-    pub(crate) fn route(&mut self, now_ns: u64, from: u32, to: u32, bytes: u32) -> Route {
-        if self.peers(from).binary_search(&to).is_err() {
+    /// Routes a message of `bytes` sent at `now_ns`, charging the sender's
+    /// uplink. `linked` says the caller already knows `to` is a peer of `from`.
+    #[inline]
+    pub(crate) fn route(&mut self, now_ns: u64, from: u32, to: u32, bytes: u32, linked: bool) -> Route {
+        if !linked && self.peers(from).binary_search(&to).is_err() {
             return Route::NotLinked;
         }
         if !self.same_side(from, to) {
@@ -367,16 +492,129 @@ impl Net {
         } else {
             self.overrides.get(&(from.min(to), from.max(to))).copied()
         };
-        let start = now_ns.max(self.busy_until[from as usize]);
-        let finish = start + self.transfer_ns(from, to, bytes);
-        self.busy_until[from as usize] = finish;
+        let pair = self.pairs[usize::from(self.region(from)) * self.regions + usize::from(self.region(to))];
+        let busy = &mut self.busy_until[from as usize];
+        let finish = now_ns.max(*busy) + Self::transfer_ns(pair.bw, bytes);
+        *busy = finish;
         let loss = over.and_then(|o| o.loss).unwrap_or(self.model.loss);
         if loss > 0.0 && self.rng.r#gen::<f64>() < loss {
             return Route::Lost;
         }
-        let ms = self.latency_ms(from, to, over.and_then(|o| o.latency_ms))
-            + self.model.extra_latency_ms
-            + self.model.processing_ms;
-        Route::Arrives(finish + (ms * 1e6).round() as u64)
+        let (extra, processing) = (self.model.extra_latency_ms, self.model.processing_ms);
+        let delay_ns = |latency: f64| round_to_u64((latency + extra + processing) * 1e6);
+        let ns = match (over.and_then(|o| o.latency_ms), pair.latency) {
+            (Some(ms), _) => delay_ns(ms),
+            (None, PairLatency::Fixed(ms)) => delay_ns(ms),
+            (None, PairLatency::Pareto { scale, exponent }) => {
+                // As `pareto_ms`: 1 − U lies in (0, 1], so the power is finite.
+                let u: f64 = 1.0 - self.rng.r#gen::<f64>();
+                delay_ns(scale / u.powf(exponent))
+            }
+            (None, PairLatency::Model) => delay_ns(self.model_latency_ms(from, to)),
+        };
+        Route::Arrives(finish + ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fika_core::derive_rng;
+
+    #[test]
+    fn rounding_matches_the_library() {
+        let mut rng = derive_rng(1, "test", 0);
+        let mut values = vec![
+            0.0,
+            0.49999999999999994,
+            0.5,
+            1.5,
+            2.5,
+            1e-300,
+            12.5e6,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            9_007_199_254_740_993.0,
+            1.8446744073709552e19,
+            1e30,
+            -0.0,
+            -0.4,
+            -0.5,
+            -3.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for _ in 0..100_000 {
+            let x: f64 = rng.r#gen::<f64>() * 1e9;
+            values.extend([x, x.floor() + 0.5, x.floor()]);
+        }
+        for x in values {
+            assert_eq!(round_to_u64(x), x.round() as u64, "{x}");
+        }
+    }
+
+    /// `route` as it was first written, for the regions model: binary
+    /// search, `u128` transfer time, `pareto_ms` and `f64::round`.
+    fn reference_route(
+        net: &Net,
+        rng: &mut NodeRng,
+        busy: &mut [u64],
+        now: u64,
+        from: u32,
+        to: u32,
+        bytes: u32,
+    ) -> Option<u64> {
+        net.peers(from).binary_search(&to).ok()?;
+        let t = net.model.regions.as_ref().expect("regions");
+        let (rf, rt) = (net.region(from) as usize, net.region(to) as usize);
+        let bw = t.upload_bps[rf].min(t.download_bps[rt]).max(1);
+        let start = now.max(busy[from as usize]);
+        let finish = start + (u128::from(bytes) * 8_000_000_000 / u128::from(bw)) as u64;
+        busy[from as usize] = finish;
+        let LatencyModel::Regions { spread_ms } = net.model.latency else { panic!("regions model") };
+        let ms = pareto_ms(rng, t.latency_ms[rf][rt], spread_ms)
+            + net.model.extra_latency_ms
+            + net.model.processing_ms;
+        Some(finish + (ms * 1e6).round() as u64)
+    }
+
+    #[test]
+    fn routes_exactly_as_the_plain_formulas() {
+        let table = RegionTable::preset("simblock-2019").expect("preset");
+        let regions = table.len();
+        let model = NetworkModel {
+            latency: LatencyModel::Regions { spread_ms: 5.0 },
+            extra_latency_ms: 10.0,
+            bandwidth: BandwidthModel::Regions,
+            processing_ms: 2.0,
+            loss: 0.0,
+            regions: Some(table),
+        };
+        // Two nodes per region, all linked but node 0 to the last.
+        let n = 2 * regions as u32;
+        let adjacency: Vec<Vec<u32>> = (0..n)
+            .map(|a| (0..n).filter(|&b| b != a && (a, b) != (0, n - 1) && (a, b) != (n - 1, 0)).collect())
+            .collect();
+        let region: Vec<u8> = (0..n).map(|i| (i as usize % regions) as u8).collect();
+        let mut net = Net::new(&adjacency, region, model, derive_rng(9, "net", 0));
+        assert!(net.symmetric());
+        let mut rng = derive_rng(9, "net", 0);
+        let mut busy = vec![0; n as usize];
+        let mut pick = derive_rng(10, "test", 0);
+        let mut now = 0;
+        for i in 0..300_000u64 {
+            now += pick.gen_range(0..2_000_000);
+            let from = pick.gen_range(0..n);
+            let to = pick.gen_range(0..n);
+            let bytes = if i % 7 == 0 { 535_024 } else { 61 };
+            let want = reference_route(&net, &mut rng, &mut busy, now, from, to, bytes);
+            let got = match net.route(now, from, to, bytes, false) {
+                Route::Arrives(at) => Some(at),
+                Route::NotLinked => None,
+                Route::Partitioned | Route::Lost => panic!("no partitions or loss here"),
+            };
+            assert_eq!(got, want, "send {i}: {from} → {to}");
+        }
     }
 }
