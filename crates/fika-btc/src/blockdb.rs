@@ -111,6 +111,29 @@ impl CoinView for CoinList {
     }
 }
 
+/// The initial distribution of a run as one transaction paying `outputs`,
+/// treated as confirmed at genesis (see [`BlockDb::new`]); `None` if there
+/// is nothing to distribute. Its single input spends an outpoint derived
+/// from the seed, which exists nowhere: the coins come from the scenario.
+pub fn premine_tx(seed: u64, outputs: Vec<bitcoin::TxOut>) -> Option<Transaction> {
+    use bitcoin::hashes::{Hash, sha256d};
+    if outputs.is_empty() {
+        return None;
+    }
+    let seed_txid = Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {seed}").as_bytes()));
+    Some(Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: OutPoint::new(seed_txid, 0),
+            script_sig: bitcoin::ScriptBuf::new(),
+            sequence: bitcoin::Sequence::MAX,
+            witness: bitcoin::Witness::new(),
+        }],
+        output: outputs,
+    })
+}
+
 /// The UTXO set after a block, sharing structure with its parent's.
 #[derive(Clone, Debug, Default)]
 pub struct UtxoSnapshot(pub imbl::OrdMap<OutPoint, Coin>);

@@ -12,8 +12,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use fika_btc::blockdb::BlockDb;
 use fika_btc::node::{BtcNode, FullNode, Payout, SharedDb};
 use fika_btc::sign::secret_key_from_rng;
@@ -21,8 +20,7 @@ use fika_btc::spv::SpvClient;
 use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
 use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
 use fika_core::{NodeId, SimTime, derive_rng};
-use fika_scenario::{Hashrate, Layout, ProtocolKind, Scenario};
-use rand::Rng;
+use fika_scenario::{Layout, ProtocolKind, Scenario};
 
 use crate::EmuError;
 
@@ -87,23 +85,7 @@ pub fn build_btc_node_with_db(
             outputs.push(TxOut { value: to_sat(bal), script_pubkey: w.receive_script() });
         }
     }
-    let premine: Vec<Transaction> = if outputs.is_empty() {
-        Vec::new()
-    } else {
-        let seed_txid =
-            Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
-        vec![Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint::new(seed_txid, 0),
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: outputs,
-        }]
-    };
+    let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
     let db: SharedDb = Rc::new(RefCell::new(BlockDb::new(params.clone(), &premine)));
     let genesis_hash = db.borrow().rec(0).data.hash;
     let me = id.index();
@@ -151,13 +133,7 @@ pub fn build_btc_node_with_db(
             continue;
         }
         *w = match &g.hashrate {
-            Some(Hashrate::Fixed(h)) => *h,
-            Some(Hashrate::Normal { normal: [m, sd] }) => {
-                let mut rng = derive_rng(s.seed, "hashrate", i as u64);
-                let u1: f64 = 1.0 - rng.r#gen::<f64>();
-                let u2: f64 = rng.r#gen::<f64>();
-                (m + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()).max(0.0)
-            }
+            Some(h) => h.weight(s.seed, i),
             None if g.role == "miner" => 1.0,
             None => 0.0,
         };

@@ -217,6 +217,24 @@ pub enum Hashrate {
     },
 }
 
+impl Hashrate {
+    /// The weight of node `index` of a run with `seed`: the fixed value, or
+    /// a draw from the normal (Box–Muller on the node's own stream),
+    /// clamped at zero.
+    pub fn weight(&self, seed: u64, index: usize) -> f64 {
+        use rand::Rng;
+        match self {
+            Hashrate::Fixed(h) => *h,
+            Hashrate::Normal { normal: [m, sd] } => {
+                let mut rng = fika_core::derive_rng(seed, "hashrate", index as u64);
+                let u1: f64 = 1.0 - rng.r#gen::<f64>();
+                let u2: f64 = rng.r#gen::<f64>();
+                (m + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()).max(0.0)
+            }
+        }
+    }
+}
+
 /// The Bitcoin section.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BitcoinSpec {

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
-use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::hashes::Hash;
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use fika_btc::blockdb::{BlockDb, BlockId, Status};
 use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig};
 use fika_btc::sign::secret_key_from_rng;
@@ -19,8 +19,7 @@ use fika_btc::spv::SpvClient;
 use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
 use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
 use fika_core::{Event, EventSink, NodeId, SimTime, Value, derive_rng};
-use fika_scenario::{BitcoinSpec, Hashrate, Layout, Scenario};
-use rand::Rng;
+use fika_scenario::{BitcoinSpec, Layout, Scenario};
 use serde::Serialize;
 
 use crate::RunError;
@@ -96,23 +95,7 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
             outputs.push(TxOut { value: to_sat(bal), script_pubkey: w.receive_script() });
         }
     }
-    let premine: Vec<Transaction> = if outputs.is_empty() {
-        Vec::new()
-    } else {
-        let seed_txid =
-            Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
-        vec![Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint::new(seed_txid, 0),
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: outputs,
-        }]
-    };
+    let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
     let db = Rc::new(RefCell::new(BlockDb::new(params.clone(), &premine)));
     let genesis_hash = db.borrow().rec(0).data.hash;
     // Hashrates: relative weights, scaled so the whole network finds a
@@ -124,14 +107,7 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
             continue;
         }
         *w = match &g.hashrate {
-            Some(Hashrate::Fixed(h)) => *h,
-            Some(Hashrate::Normal { normal: [m, sd] }) => {
-                let mut rng = derive_rng(s.seed, "hashrate", i as u64);
-                // Box–Muller from two uniforms of the node's own stream.
-                let u1: f64 = 1.0 - rng.r#gen::<f64>();
-                let u2: f64 = rng.r#gen::<f64>();
-                (m + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()).max(0.0)
-            }
+            Some(h) => h.weight(s.seed, i),
             None if g.role == "miner" => 1.0,
             None => 0.0,
         };

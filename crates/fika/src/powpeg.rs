@@ -9,8 +9,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::hashes::Hash;
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use fika_btc::blockdb::BlockDb;
 use fika_btc::node::{BtcNode, FullNode, Payout};
 use fika_btc::sign::secret_key_from_rng;
@@ -24,9 +24,8 @@ use fika_peg::network::{
     MergeMiner, Peers, PegNode, PegUser, Pegnatory, PegoutWorkload, SideNode, SideSettings,
 };
 use fika_peg::{BridgeState, Checkpoint, Federation};
-use fika_scenario::{Hashrate, Layout, Scenario};
+use fika_scenario::{Layout, Scenario};
 use fika_side::{ChainConfig, Genesis, SideChain, U256};
-use rand::Rng;
 use serde::Serialize;
 
 use crate::RunError;
@@ -147,23 +146,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             wallets.insert(i, (w, sk));
         }
     }
-    let premine: Vec<Transaction> = if outputs.is_empty() {
-        Vec::new()
-    } else {
-        let seed_txid =
-            Txid::from_raw_hash(sha256d::Hash::hash(format!("fika premine {}", s.seed).as_bytes()));
-        vec![Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint::new(seed_txid, 0),
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: outputs,
-        }]
-    };
+    let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
     let db = Rc::new(RefCell::new(BlockDb::new(params.clone(), &premine)));
     let genesis = db.borrow().rec(0).data.block.clone();
     // The Bridge, from Bitcoin's genesis as its checkpoint.
@@ -211,13 +194,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             continue;
         }
         *w = match &s.nodes[layout.group[i]].hashrate {
-            Some(Hashrate::Fixed(h)) => *h,
-            Some(Hashrate::Normal { normal: [m, sd] }) => {
-                let mut rng = derive_rng(s.seed, "hashrate", i as u64);
-                let u1: f64 = 1.0 - rng.r#gen::<f64>();
-                let u2: f64 = rng.r#gen::<f64>();
-                (m + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()).max(0.0)
-            }
+            Some(h) => h.weight(s.seed, i),
             None => 1.0,
         };
     }
