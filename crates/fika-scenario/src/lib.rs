@@ -4,6 +4,7 @@
 //! Data flows one way: file → [`load_file`] → [`Scenario`] → [`layout`] →
 //! runtime.
 
+pub mod btc;
 pub mod build;
 pub mod check;
 pub mod load;

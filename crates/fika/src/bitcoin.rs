@@ -11,14 +11,9 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use fika_btc::blockdb::{BlockDb, BlockId, Status};
-use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig};
-use fika_btc::sign::secret_key_from_rng;
-use fika_btc::spv::SpvClient;
-use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
-use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
-use fika_core::{Event, EventSink, NodeId, SimTime, Value, derive_rng};
+use fika_btc::node::{BtcNode, RelayConfig};
+use fika_core::{Event, EventSink, NodeId, SimTime, Value};
 use fika_scenario::{BitcoinSpec, Layout, Scenario};
 use serde::Serialize;
 
@@ -67,105 +62,12 @@ fn btc(sat: u64) -> f64 {
     sat as f64 / 1e8
 }
 
-fn to_sat(btc: f64) -> Amount {
-    Amount::from_sat((btc * 1e8).round().max(0.0) as u64)
-}
-
-/// Builds the nodes of a Bitcoin scenario.
+/// Builds the nodes of a Bitcoin scenario on one shared block store.
 pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
-    let n = layout.names.len();
-    let params = spec.params.clone();
-    let relay = Rc::new(spec.relay.clone());
-    let light: Vec<bool> = layout.group.iter().map(|g| s.nodes[*g].is_light()).collect();
-    // Wallet keys and scripts, derived from the seed.
-    let mut wallets: BTreeMap<usize, Wallet> = BTreeMap::new();
-    for i in (0..n).filter(|i| light[*i]) {
-        let mut rng = derive_rng(s.seed, "wallet-key", i as u64);
-        let sk = secret_key_from_rng(&mut rng);
-        if let Ok(w) = Wallet::new(WalletConfig::for_params(&params), &[sk]) {
-            wallets.insert(i, w);
-        }
-    }
-    let script_of = |i: usize| wallets.get(&i).map(Wallet::receive_script);
-    // The initial distribution: one transaction, confirmed at genesis.
-    let mut outputs = Vec::new();
-    for (i, w) in &wallets {
-        let bal = s.nodes[layout.group[*i]].balance.unwrap_or(0.0);
-        if bal > 0.0 {
-            outputs.push(TxOut { value: to_sat(bal), script_pubkey: w.receive_script() });
-        }
-    }
-    let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
-    let db = Rc::new(RefCell::new(BlockDb::new(params.clone(), &premine)));
-    let genesis_hash = db.borrow().rec(0).data.hash;
-    // Hashrates: relative weights, scaled so the whole network finds a
-    // block every `block_interval_secs` at the genesis difficulty.
-    let mut weights = vec![0.0f64; n];
-    for (i, w) in weights.iter_mut().enumerate() {
-        let g = &s.nodes[layout.group[i]];
-        if light[i] {
-            continue;
-        }
-        *w = match &g.hashrate {
-            Some(h) => h.weight(s.seed, i),
-            None if g.role == "miner" => 1.0,
-            None => 0.0,
-        };
-    }
-    let total: f64 = weights.iter().sum();
-    let genesis_bits = db.borrow().rec(0).data.block.header.bits;
-    let network_hashrate =
-        fika_btc::pow::expected_hashes(genesis_bits) / params.block_interval_secs.max(1) as f64;
-    let hash_share: Vec<f64> = weights.iter().map(|w| if total > 0.0 { w / total } else { 0.0 }).collect();
-    // Workload and scripted payments.
-    let recipients: Rc<Vec<ScriptBuf>> = Rc::new(wallets.values().map(Wallet::receive_script).collect());
-    let workload = spec.workload.as_ref().map(|w| Workload {
-        interval: w.interval,
-        start: SimTime::ZERO + w.start,
-        amount_fraction: w.amount_fraction,
-        fee_rate: w.fee_rate,
-        recipients: Rc::clone(&recipients),
-    });
-    let mut schedules: BTreeMap<usize, Vec<ScheduledPayment>> = BTreeMap::new();
-    for p in &spec.payments {
-        let (Some(from), Some(to)) = (layout.id_of(&p.from), layout.id_of(&p.to)) else { continue };
-        let Some(to_script) = script_of(to.index()) else { continue };
-        let fee = match (p.fee, p.fee_rate) {
-            (Some(f), _) => FeeSpec::Absolute(to_sat(f)),
-            (None, Some(r)) => FeeSpec::Rate(bitcoin::FeeRate::from_sat_per_kwu((r * 250.0).round() as u64)),
-            (None, None) => FeeSpec::sat_per_vb(2),
-        };
-        schedules.entry(from.index()).or_default().push(ScheduledPayment {
-            at: SimTime::ZERO + p.at,
-            to: to_script,
-            amount: to_sat(p.amount),
-            fee,
-        });
-    }
-    let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
-        if let Some(mut w) = wallets.remove(&i) {
-            let _ = w.apply_block(genesis_hash, 0, &premine);
-            let spv = SpvClient::new(params.clone(), w);
-            let node = WalletNode::new(
-                spv,
-                relay.start_unix,
-                workload.clone(),
-                schedules.remove(&i).unwrap_or_default(),
-            );
-            nodes.push(BtcNode::Wallet(Box::new(node)));
-        } else {
-            let mut rng = derive_rng(s.seed, "miner-key", i as u64);
-            let payout = Payout::Key(secret_key_from_rng(&mut rng));
-            let mut node =
-                FullNode::new(Rc::clone(&db), Rc::clone(&relay), hash_share[i] * network_hashrate, payout);
-            if s.nodes[layout.group[i]].strategy.as_deref() == Some("selfish") {
-                node.set_selfish(true);
-            }
-            nodes.push(BtcNode::Full(Box::new(node)));
-        }
-    }
-    Built { nodes, db, hash_share }
+    let plan = fika_scenario::btc::BtcPlan::new(s, spec, layout);
+    let db = Rc::new(RefCell::new(BlockDb::new(plan.params.clone(), &plan.premine)));
+    let nodes = (0..layout.names.len()).map(|i| plan.node(i, &db)).collect();
+    Built { nodes, db, hash_share: plan.hash_share }
 }
 
 /// A wallet's balance at the end of the run.

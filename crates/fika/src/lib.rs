@@ -299,6 +299,40 @@ pub fn run(
     Ok(report)
 }
 
+/// What a simulation leaves when it ends.
+struct Driven<N> {
+    nodes: Vec<N>,
+    sinks: Sinks,
+    stats: SimStats,
+    now: SimTime,
+    wall: Duration,
+}
+
+/// Runs `nodes` on the scenario's network for its duration.
+fn drive<N: fika_core::Node>(
+    s: &Scenario,
+    layout: &Layout,
+    nodes: Vec<N>,
+    net: Net,
+    sinks: Sinks,
+    progress: &mut dyn FnMut(Progress),
+) -> Driven<N> {
+    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
+    let started = Instant::now();
+    sim.run_until(SimTime::ZERO + s.duration, progress);
+    let wall = started.elapsed();
+    let now = sim.now();
+    let (nodes, sinks, stats) = sim.into_parts();
+    Driven { nodes, sinks, stats, now, wall }
+}
+
+/// Protocol-specific results added to the report.
+#[derive(Default)]
+struct Extras {
+    bitcoin: Option<bitcoin::BitcoinReport>,
+    powpeg: Option<powpeg::PegReport>,
+}
+
 fn run_powpeg(
     s: &Scenario,
     layout: &Layout,
@@ -312,24 +346,12 @@ fn run_powpeg(
         Some(PropagationTracker::new(built.btc_relays, "btc.block.mined", "btc.block.received", "hash"));
     sinks.peg = Some(powpeg::PegCollector::default());
     let nodes = std::mem::take(&mut built.nodes);
-    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
-    let started = Instant::now();
-    sim.run_until(SimTime::ZERO + s.duration, progress);
-    let wall = started.elapsed();
-    let now = sim.now();
-    let links = layout.graph.edges.len();
-    let (nodes, mut sinks, stats) = sim.into_parts();
-    built.nodes = nodes;
-    let collector = sinks.peg.take().unwrap_or_default();
+    let mut d = drive(s, layout, nodes, net, sinks, progress);
+    built.nodes = d.nodes;
+    let collector = d.sinks.peg.take().unwrap_or_default();
     let peg = powpeg::report(&built, &collector, opts.out.as_deref())?;
-    let mut report = finish(s, opts, layout, links, now, wall, stats, sinks, None)?;
-    report.powpeg = Some(peg);
-    if let Some(dir) = &opts.out {
-        let path = dir.join("metrics.json");
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        fs::write(&path, json + "\n").map_err(out_err(&path))?;
-    }
-    Ok(report)
+    let extras = Extras { powpeg: Some(peg), ..Extras::default() };
+    finish(s, opts, layout, d.now, d.wall, d.stats, d.sinks, extras)
 }
 
 fn run_bitcoin(
@@ -348,19 +370,12 @@ fn run_bitcoin(
     sinks.propagation = Some(PropagationTracker::new(full, "btc.block.mined", "btc.block.received", "hash"));
     sinks.btc = Some(bitcoin::Collector::default());
     let nodes = std::mem::take(&mut built.nodes);
-    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
-    let started = Instant::now();
-    sim.run_until(SimTime::ZERO + s.duration, progress);
-    let wall = started.elapsed();
-    let now = sim.now();
-    let links = layout.graph.edges.len();
-    let (nodes, mut sinks, stats) = sim.into_parts();
-    built.nodes = nodes;
-    let collector = sinks.btc.take().unwrap_or_default();
-    let btc = bitcoin::report(&built, layout, &collector, now.as_secs_f64(), opts.out.as_deref())?;
-    let mut report = finish(s, opts, layout, links, now, wall, stats, sinks, Some(btc))?;
-    report.wall_s = wall.as_secs_f64();
-    Ok(report)
+    let mut d = drive(s, layout, nodes, net, sinks, progress);
+    built.nodes = d.nodes;
+    let collector = d.sinks.btc.take().unwrap_or_default();
+    let btc = bitcoin::report(&built, layout, &collector, d.now.as_secs_f64(), opts.out.as_deref())?;
+    let extras = Extras { bitcoin: Some(btc), ..Extras::default() };
+    finish(s, opts, layout, d.now, d.wall, d.stats, d.sinks, extras)
 }
 
 fn run_gossip(
@@ -389,14 +404,8 @@ fn run_gossip(
     let nodes: Vec<GossipNode> =
         schedules.into_iter().map(|sch| GossipNode::new(spec.config.clone(), sch)).collect();
     sinks.propagation = Some(PropagationTracker::new(n, "gossip.created", "gossip.have", "item"));
-    let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
-    let started = Instant::now();
-    sim.run_until(SimTime::ZERO + s.duration, progress);
-    let wall = started.elapsed();
-    let now = sim.now();
-    let links = layout.graph.edges.len();
-    let (_, sinks, stats) = sim.into_parts();
-    finish(s, opts, layout, links, now, wall, stats, sinks, None)
+    let d = drive(s, layout, nodes, net, sinks, progress);
+    finish(s, opts, layout, d.now, d.wall, d.stats, d.sinks, Extras::default())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -404,13 +413,13 @@ fn finish(
     s: &Scenario,
     opts: &RunOptions,
     layout: &Layout,
-    links: usize,
     now: SimTime,
     wall: Duration,
     stats: SimStats,
     sinks: Sinks,
-    bitcoin: Option<bitcoin::BitcoinReport>,
+    extras: Extras,
 ) -> Result<RunReport, RunError> {
+    let links = layout.graph.edges.len();
     let Sinks { digest, jsonl, propagation, .. } = sinks;
     if let Some(w) = jsonl {
         let path = opts.out.clone().unwrap_or_default().join("events.jsonl");
@@ -428,8 +437,8 @@ fn finish(
         peak_rss_bytes: peak_rss_bytes(),
         observations: digest.events(),
         propagation: propagation.as_ref().map(PropagationTracker::summary),
-        bitcoin,
-        powpeg: None,
+        bitcoin: extras.bitcoin,
+        powpeg: extras.powpeg,
         digest: digest.hex(),
         stats,
     };

@@ -1,0 +1,150 @@
+//! From a Bitcoin scenario to its nodes: the one place that derives wallet
+//! and miner keys from the seed, the initial distribution, hashrate shares,
+//! payments and workload. The simulator builds every node from a
+//! [`BtcPlan`] on one shared store; an emulated process builds its own node
+//! from the same plan on a store of its own, so both start from the same
+//! chain and balances.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig, SharedDb};
+use fika_btc::sign::secret_key_from_rng;
+use fika_btc::spv::SpvClient;
+use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
+use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
+use fika_btc::{ChainParams, genesis_block};
+use fika_core::{SimTime, derive_rng};
+
+use crate::{BitcoinSpec, Layout, Scenario};
+
+/// BTC as an amount, rounded to the satoshi.
+pub fn to_sat(btc: f64) -> Amount {
+    Amount::from_sat((btc * 1e8).round().max(0.0) as u64)
+}
+
+/// Everything needed to build any node of a Bitcoin scenario.
+pub struct BtcPlan {
+    /// Chain parameters.
+    pub params: ChainParams,
+    /// Relay settings shared by the full nodes.
+    pub relay: Rc<RelayConfig>,
+    /// Each light node's wallet, by node index, holding its initial coins.
+    pub wallets: BTreeMap<usize, Wallet>,
+    /// The initial distribution, confirmed at genesis (empty if none).
+    pub premine: Vec<Transaction>,
+    /// Each node's share of the hashrate.
+    pub hash_share: Vec<f64>,
+    /// Hashes per second of the whole network: one block per
+    /// `block_interval_secs` at the genesis difficulty.
+    pub network_hashrate: f64,
+    /// Random payments between wallets, if any.
+    pub workload: Option<Workload>,
+    /// Scripted payments, by paying node index.
+    pub schedules: BTreeMap<usize, Vec<ScheduledPayment>>,
+    /// Miners following the selfish strategy.
+    pub selfish: Vec<bool>,
+    seed: u64,
+}
+
+impl BtcPlan {
+    /// Derives the plan of `s`.
+    pub fn new(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Self {
+        let n = layout.names.len();
+        let params = spec.params.clone();
+        let light: Vec<bool> = layout.group.iter().map(|g| s.nodes[*g].is_light()).collect();
+        let mut wallets: BTreeMap<usize, Wallet> = BTreeMap::new();
+        for i in (0..n).filter(|i| light[*i]) {
+            let sk = secret_key_from_rng(&mut derive_rng(s.seed, "wallet-key", i as u64));
+            if let Ok(w) = Wallet::new(WalletConfig::for_params(&params), &[sk]) {
+                wallets.insert(i, w);
+            }
+        }
+        let outputs: Vec<TxOut> = wallets
+            .iter()
+            .filter_map(|(i, w)| {
+                let bal = s.nodes[layout.group[*i]].balance.unwrap_or(0.0);
+                (bal > 0.0).then(|| TxOut { value: to_sat(bal), script_pubkey: w.receive_script() })
+            })
+            .collect();
+        let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
+        let genesis_hash = genesis_block(&params).block_hash();
+        for w in wallets.values_mut() {
+            let _ = w.apply_block(genesis_hash, 0, &premine);
+        }
+        let weights: Vec<f64> = (0..n)
+            .map(|i| {
+                let g = &s.nodes[layout.group[i]];
+                match &g.hashrate {
+                    _ if light[i] => 0.0,
+                    Some(h) => h.weight(s.seed, i),
+                    None if g.role == "miner" => 1.0,
+                    None => 0.0,
+                }
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let hash_share = weights.iter().map(|w| if total > 0.0 { w / total } else { 0.0 }).collect();
+        let genesis_bits = genesis_block(&params).header.bits;
+        let network_hashrate =
+            fika_btc::pow::expected_hashes(genesis_bits) / params.block_interval_secs.max(1) as f64;
+        let recipients: Rc<Vec<ScriptBuf>> = Rc::new(wallets.values().map(Wallet::receive_script).collect());
+        let workload = spec.workload.as_ref().map(|w| Workload {
+            interval: w.interval,
+            start: SimTime::ZERO + w.start,
+            amount_fraction: w.amount_fraction,
+            fee_rate: w.fee_rate,
+            recipients: Rc::clone(&recipients),
+        });
+        let mut schedules: BTreeMap<usize, Vec<ScheduledPayment>> = BTreeMap::new();
+        for p in &spec.payments {
+            let (Some(from), Some(to)) = (layout.id_of(&p.from), layout.id_of(&p.to)) else { continue };
+            let Some(to_script) = wallets.get(&to.index()).map(Wallet::receive_script) else { continue };
+            let fee = match (p.fee, p.fee_rate) {
+                (Some(f), _) => FeeSpec::Absolute(to_sat(f)),
+                (None, Some(r)) => {
+                    FeeSpec::Rate(bitcoin::FeeRate::from_sat_per_kwu((r * 250.0).round() as u64))
+                }
+                (None, None) => FeeSpec::sat_per_vb(2),
+            };
+            schedules.entry(from.index()).or_default().push(ScheduledPayment {
+                at: SimTime::ZERO + p.at,
+                to: to_script,
+                amount: to_sat(p.amount),
+                fee,
+            });
+        }
+        let selfish =
+            (0..n).map(|i| s.nodes[layout.group[i]].strategy.as_deref() == Some("selfish")).collect();
+        BtcPlan {
+            params,
+            relay: Rc::new(spec.relay.clone()),
+            wallets,
+            premine,
+            hash_share,
+            network_hashrate,
+            workload,
+            schedules,
+            selfish,
+            seed: s.seed,
+        }
+    }
+
+    /// Node `i`, on the block store `db` (which must hold [`BtcPlan::premine`]).
+    pub fn node(&self, i: usize, db: &SharedDb) -> BtcNode {
+        if let Some(w) = self.wallets.get(&i) {
+            let spv = SpvClient::new(self.params.clone(), w.clone());
+            let schedule = self.schedules.get(&i).cloned().unwrap_or_default();
+            let node = WalletNode::new(spv, self.relay.start_unix, self.workload.clone(), schedule);
+            return BtcNode::Wallet(Box::new(node));
+        }
+        let payout = Payout::Key(secret_key_from_rng(&mut derive_rng(self.seed, "miner-key", i as u64)));
+        let hashrate = self.hash_share.get(i).copied().unwrap_or(0.0) * self.network_hashrate;
+        let mut node = FullNode::new(Rc::clone(db), Rc::clone(&self.relay), hashrate, payout);
+        if self.selfish.get(i).copied().unwrap_or(false) {
+            node.set_selfish(true);
+        }
+        BtcNode::Full(Box::new(node))
+    }
+}
