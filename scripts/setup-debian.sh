@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages fika's build needs on a Debian machine that
 # already has Rust: a C/C++ compiler for the crates that build C (secp256k1)
-# and C++ (Bitcoin Core's script engine). Does nothing when they are present.
+# and C++ (Bitcoin Core's script engine), and iproute2 (`ip`, `tc`) for
+# `fika emulate --netns`. Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -104,6 +104,17 @@ pub enum EmuError {
         /// Where the logs are.
         logs: PathBuf,
     },
+    /// A step of setting up network namespaces failed (`--netns`).
+    #[error("--netns: {step}: {reason}")]
+    Netns {
+        /// The step (often the command line that failed).
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// The emulation was interrupted (Ctrl-C or SIGTERM) before its end.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// `map_err` helper for file errors.

@@ -13,9 +13,12 @@
 //! * [`orchestrate`]: [`orchestrate::emulate`] starts every node of a
 //!   scenario as its own process on loopback, stops them, merges their
 //!   events and measures them.
+//! * [`netns`]: with `--netns`, a network namespace per node and a veth
+//!   pair per link, shaped by `tc netem` (the thesis's jails and epairs).
 
 pub mod build;
 pub mod error;
+pub mod netns;
 pub mod orchestrate;
 pub mod process;
 pub mod runtime;

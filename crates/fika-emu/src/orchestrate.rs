@@ -1,4 +1,5 @@
-//! Running a whole scenario as one OS process per node on loopback.
+//! Running a whole scenario as one OS process per node, on loopback or,
+//! with [`EmulateOptions::netns`], each in its own network namespace.
 //!
 //! [`emulate`] lays the scenario out, picks a free loopback port per node,
 //! writes each node's [`NodeProcessConfig`] and starts `<exe> node --config
@@ -21,7 +22,8 @@ use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use fika_core::NodeId;
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::io_at;
 use crate::process::{NodeProcessConfig, ProcessLine, ProcessReport, peak_rss_kib, unix_ms};
-use crate::{EmuError, build};
+use crate::{EmuError, build, netns};
 
 /// How to run an emulation.
 #[derive(Clone, Debug)]
@@ -51,6 +53,15 @@ pub struct EmulateOptions {
     pub start_delay: Duration,
     /// Largest frame payload, bytes.
     pub max_frame_bytes: u32,
+    /// Each node in its own network namespace, linked by veth pairs shaped
+    /// with `tc netem` (root only; see [`crate::netns`]).
+    pub netns: bool,
+    /// With `netns`: shape the cables with `tc netem` (off: plain cables,
+    /// for kernels without `sch_netem`).
+    pub netem: bool,
+    /// Set (e.g. by a Ctrl-C handler) to end the emulation early: the nodes
+    /// are stopped and their events merged as at a normal end.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl EmulateOptions {
@@ -67,6 +78,9 @@ impl EmulateOptions {
             stop_timeout: Duration::from_secs(10),
             start_delay: Duration::from_millis(200),
             max_frame_bytes: crate::wire::DEFAULT_MAX_PAYLOAD,
+            netns: false,
+            netem: true,
+            interrupt: None,
         }
     }
 }
@@ -115,7 +129,48 @@ pub struct EmulationReport {
     pub events: u64,
     /// Event lines that did not parse (e.g. cut short by a kill), left out.
     pub events_malformed: u64,
+    /// Whether nodes ran in their own network namespaces.
+    #[serde(default)]
+    pub netns: bool,
+    /// Whether their cables were shaped by netem.
+    #[serde(default)]
+    pub netem: bool,
+    /// Whether the run was cut short by an interrupt.
+    #[serde(default)]
+    pub interrupted: bool,
 }
+
+/// A flag set when the process receives SIGINT (Ctrl-C) or SIGTERM, for
+/// [`EmulateOptions::interrupt`]: the emulation then stops its nodes,
+/// merges their events and removes its namespaces instead of dying with
+/// them still there. The signals are watched by a background thread.
+pub fn interrupt_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let watch = move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                set.store(true, Ordering::Relaxed);
+            }
+        });
+    };
+    let _ = std::thread::Builder::new().name("signals".into()).spawn(watch);
+    flag
+}
+
+/// The port every node listens on inside its own namespace.
+pub const NETNS_PORT: u16 = 18444;
 
 /// A child process that is killed (and reaped) when dropped.
 struct NodeProc {
@@ -231,8 +286,45 @@ pub fn emulate(
     let nodes_dir = out_dir.join("nodes");
     std::fs::create_dir_all(&nodes_dir).map_err(io_at(&nodes_dir))?;
     let n = layout.names.len();
-    let ports = free_ports(n)?;
-    let addr = |i: usize| -> SocketAddr { (Ipv4Addr::LOCALHOST, ports[i]).into() };
+    let interrupted = || options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
+
+    // Addresses: loopback ports, or each node's end of its cables.
+    let plan = if options.netns {
+        netns::check_privileges()?;
+        netns::sweep_stale();
+        if options.netem && !netns::netem_available() {
+            return Err(EmuError::Netns {
+                step: "tc qdisc add … netem".into(),
+                reason: "this kernel has no netem (sch_netem); use --no-netem for unshaped cables".into(),
+            });
+        }
+        let prefix = format!("fika{}", std::process::id());
+        let mut plan =
+            netns::NetnsPlan::new(&prefix, &layout.graph.adjacency(), &layout.region, &s.network.model)?;
+        plan.shape = options.netem;
+        Some(plan)
+    } else {
+        None
+    };
+    let ports = if plan.is_some() { vec![NETNS_PORT; n] } else { free_ports(n)? };
+    let listen = |i: usize| -> SocketAddr {
+        match plan {
+            Some(_) => (Ipv4Addr::UNSPECIFIED, ports[i]).into(),
+            None => (Ipv4Addr::LOCALHOST, ports[i]).into(),
+        }
+    };
+    let peer_addr = |me: usize, peer: usize| -> SocketAddr {
+        match &plan {
+            Some(p) => {
+                let ip = p.peer_address(me as u32, peer as u32).unwrap_or(Ipv4Addr::UNSPECIFIED);
+                (ip, ports[peer]).into()
+            }
+            None => (Ipv4Addr::LOCALHOST, ports[peer]).into(),
+        }
+    };
+    // Dropped after the processes (declared before them): deleting the
+    // namespaces removes every cable.
+    let spaces = plan.as_ref().map(netns::Netns::create).transpose()?;
 
     // Configurations.
     let mut config_paths = Vec::with_capacity(n);
@@ -242,8 +334,8 @@ pub fn emulate(
             node_id: i as u32,
             name: name.clone(),
             seed: s.seed,
-            listen: addr(i),
-            peers: peers.iter().map(|p| (p.0, addr(p.index()))).collect(),
+            listen: listen(i),
+            peers: peers.iter().map(|p| (p.0, peer_addr(i, p.index()))).collect(),
             scenario: scenario_abs.clone(),
             duration_s: Some(duration.as_secs_f64()),
             speed: options.speed,
@@ -266,7 +358,15 @@ pub fn emulate(
         let log_path = nodes_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).map_err(io_at(&log_path))?;
         let spawned = Instant::now();
-        let mut child = Command::new(&options.exe)
+        let mut command = match &spaces {
+            Some(sp) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &sp.namespaces()[i]]).arg(&options.exe);
+                c
+            }
+            None => Command::new(&options.exe),
+        };
+        let mut child = command
             .arg("node")
             .arg("--config")
             .arg(config)
@@ -314,6 +414,9 @@ pub fn emulate(
                 });
             }
         }
+        if interrupted() {
+            return Err(EmuError::Interrupted);
+        }
         if Instant::now() >= deadline {
             return Err(EmuError::StartupTimeout {
                 waiting: waiting.iter().map(|i| layout.names[*i].clone()).collect(),
@@ -349,7 +452,7 @@ pub fn emulate(
             }
         }
     };
-    while Instant::now() < end && procs.iter_mut().any(|p| !p.poll_exit()) {
+    while Instant::now() < end && !interrupted() && procs.iter_mut().any(|p| !p.poll_exit()) {
         poll_rss(&mut procs, &mut rss);
         let wait = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         if let Ok((i, at, line)) = line_rx.recv_timeout(wait) {
@@ -402,6 +505,7 @@ pub fn emulate(
         })
         .collect();
     drop(procs);
+    drop(spaces);
     let report = EmulationReport {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -413,6 +517,9 @@ pub fn emulate(
         events_path,
         events,
         events_malformed,
+        netns: plan.is_some(),
+        netem: plan.as_ref().is_some_and(|p| p.shape),
+        interrupted: interrupted(),
     };
     let json_path = out_dir.join("emulation.json");
     let json = serde_json::to_string_pretty(&report)

@@ -55,6 +55,13 @@ enum Command {
         /// Replace the scenario's seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Each node in its own network namespace, every link a veth pair
+        /// with the scenario's delay and loss applied by `tc netem` (root only).
+        #[arg(long)]
+        netns: bool,
+        /// With --netns: plain cables without netem shaping (for kernels without sch_netem).
+        #[arg(long, requires = "netns")]
+        no_netem: bool,
     },
     /// Run a scenario over a grid of parameter values × seeds, in parallel,
     /// and write per-point means, standard deviations and 95 % confidence
@@ -122,7 +129,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Emulate { scenario, out, speed, duration, seed } => {
+        Command::Emulate { scenario, out, speed, duration, seed, netns, no_netem } => {
             if !(speed.is_finite() && speed > 0.0) {
                 eprintln!("error: --speed {speed}: expected a positive number");
                 return ExitCode::from(EXIT_BAD_INPUT);
@@ -154,6 +161,9 @@ fn main() -> ExitCode {
                 speed,
                 duration,
                 seed,
+                netns,
+                netem: !no_netem,
+                interrupt: Some(fika_emu::orchestrate::interrupt_on_signals()),
                 ..fika_emu::orchestrate::EmulateOptions::new(exe)
             };
             match fika_emu::orchestrate::emulate(&scenario, &out, &opts) {
@@ -163,6 +173,10 @@ fn main() -> ExitCode {
                         .row("nodes (processes)", r.nodes.len())
                         .row("node time / wall time", format!("{:.1} s / {:.1} s", r.duration_s, r.wall_s))
                         .row("events merged", r.events);
+                    if r.netns {
+                        let cables = if r.netem { "veth + netem per link" } else { "plain veth per link" };
+                        t.row("network", format!("a namespace per node, {cables}"));
+                    }
                     let rss: Vec<u64> = r.nodes.iter().filter_map(|n| n.peak_rss_kib).collect();
                     if let Some(max) = rss.iter().max() {
                         let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64;
@@ -177,6 +191,10 @@ fn main() -> ExitCode {
                     }
                     println!("{t}");
                     println!("outputs in {}", out.display());
+                    if r.interrupted {
+                        eprintln!("interrupted: the nodes were stopped early, their events merged");
+                        return ExitCode::from(130);
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
