@@ -66,9 +66,12 @@ pub struct EmulateOptions {
     pub on_ready: Option<ReadyHook>,
 }
 
+/// A function told the run directory and `nodes.json` of an emulation.
+pub type ReadyFn = dyn Fn(&Path, &NodesFile) + Send + Sync;
+
 /// A callback told the `nodes.json` of an emulation once its nodes are ready.
 #[derive(Clone)]
-pub struct ReadyHook(pub std::sync::Arc<dyn Fn(&Path, &NodesFile) + Send + Sync>);
+pub struct ReadyHook(pub std::sync::Arc<ReadyFn>);
 
 impl std::fmt::Debug for ReadyHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -143,27 +143,93 @@ impl RpcClient {
     /// Calls `method` with `params` (an array or object) and returns its
     /// result.
     pub fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let text = self.call_text(method, params)?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::BadResponse { addr: self.addr, reason: format!("result: {e}") })
+    }
+
+    /// Calls `method` and returns its result as the server wrote it (field
+    /// order and number formats kept).
+    pub fn call_text(&self, method: &str, params: Value) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Reply<'a> {
+            #[serde(borrow, default)]
+            result: Option<&'a serde_json::value::RawValue>,
+            #[serde(default)]
+            error: Value,
+        }
         let req = serde_json::json!({"jsonrpc": "1.0", "id": "fika", "method": method, "params": params});
         let ans = self.post(req.to_string().as_bytes())?;
         let addr = self.addr;
         if ans.status == 401 {
             return Err(ClientError::Unauthorized { addr });
         }
-        let v: Value = serde_json::from_slice(&ans.body).map_err(|e| ClientError::BadResponse {
+        let r: Reply<'_> = serde_json::from_slice(&ans.body).map_err(|e| ClientError::BadResponse {
             addr,
             reason: format!("HTTP {}: {e}: {}", ans.status, String::from_utf8_lossy(&ans.body).trim()),
         })?;
-        match v.get("error") {
-            Some(Value::Null) | None => {}
-            Some(e) => {
-                return Err(ClientError::Rpc {
-                    code: e["code"].as_i64().unwrap_or(0),
-                    message: e["message"].as_str().unwrap_or_default().to_owned(),
-                });
-            }
+        if !r.error.is_null() {
+            return Err(ClientError::Rpc {
+                code: r.error["code"].as_i64().unwrap_or(0),
+                message: r.error["message"].as_str().unwrap_or_default().to_owned(),
+            });
         }
-        v.get("result").cloned().ok_or_else(|| ClientError::BadResponse { addr, reason: "no result".into() })
+        Ok(r.result.map_or_else(|| "null".to_owned(), |v| v.get().to_owned()))
     }
+}
+
+/// Indents compact JSON text (two spaces a level), keeping everything else
+/// as written.
+pub fn indent_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut chars = text.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_str {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Parses a whole HTTP/1.x answer (read to the end of the connection).
@@ -212,5 +278,9 @@ mod tests {
         assert_eq!(cli_param("true"), serde_json::json!(true));
         assert_eq!(cli_param("bcrt1qxyz"), serde_json::json!("bcrt1qxyz"));
         assert_eq!(cli_param("[1,\"a\"]"), serde_json::json!([1, "a"]));
+        assert_eq!(
+            indent_json(r#"{"a":[],"b":{"c":1.50000000,"d":"x,{\"y"},"e":[1,2]}"#),
+            "{\n  \"a\": [],\n  \"b\": {\n    \"c\": 1.50000000,\n    \"d\": \"x,{\\\"y\"\n  },\n  \"e\": [\n    1,\n    2\n  ]\n}"
+        );
     }
 }

@@ -930,11 +930,14 @@ fn fee_rate_sat_vb(a: &Args<'_>, i: usize) -> Result<FeeRate, RpcError> {
     Ok(FeeRate::from_sat_per_kwu((rate * 250.0).round().max(1.0) as u64))
 }
 
+/// The block holding a transaction: its hash, header and place.
+type TxBlock = (BlockHash, bitcoin::block::Header, BlockPlace);
+
 /// A transaction the wallet knows (pending or proven), with its block.
 fn wallet_tx(
     w: &WalletNode,
     txid: &Txid,
-) -> Option<(Transaction, Option<(BlockHash, bitcoin::block::Header, BlockPlace)>)> {
+) -> Option<(Transaction, Option<TxBlock>)> {
     let wallet = w.spv().wallet();
     if let Some(t) = wallet.pending_transactions().into_iter().find(|t| t.compute_txid() == *txid) {
         return Some((t.clone(), None));

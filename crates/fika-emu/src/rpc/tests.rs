@@ -502,7 +502,7 @@ fn a_payment_through_the_methods_has_cores_shapes() {
     let Some((_, BtcMsg::Tx(first))) = d.ccx.sent.pop() else { panic!("sent") };
     assert_eq!(a, json!(first.compute_txid().to_string()));
     let mut second = (*first).clone();
-    second.output[0].value = second.output[0].value - bitcoin::Amount::from_sat(1000);
+    second.output[0].value -= bitcoin::Amount::from_sat(1000);
     d.server("sendrawtransaction", json!([bitcoin::consensus::encode::serialize_hex(&*first)]))
         .expect("first in");
     assert_eq!(
