@@ -7,6 +7,20 @@
 //! Full nodes answer the blockchain, mempool and network methods; light
 //! wallet nodes answer the network methods, the blockchain methods from
 //! their header chain, and the wallet methods.
+//!
+//! Where fika differs from Core:
+//! * `getrawtransaction` finds confirmed transactions on the best chain as
+//!   Core does with `-txindex`; `getblock` answers verbosity 3 as 2;
+//! * `sendrawtransaction` accepts `maxfeerate` and `maxburnamount` but does
+//!   not enforce them;
+//! * fika's mempool has no minimum fee, so `getmempoolinfo` reports zero
+//!   fee floors, and its `usage` is the serialized size of the pooled
+//!   transactions;
+//! * `getnewaddress` answers the wallet's receive address (its filter is
+//!   loaded once, at start, so new keys would not be watched);
+//! * `sendtoaddress` also takes `fee`, an absolute fee in BTC (the thesis
+//!   demo's payments name one), besides Core's `fee_rate` in sat/vB; with
+//!   neither it pays [`DEFAULT_FEE_RATE_SAT_VB`].
 
 use std::sync::Arc;
 
@@ -934,10 +948,7 @@ fn fee_rate_sat_vb(a: &Args<'_>, i: usize) -> Result<FeeRate, RpcError> {
 type TxBlock = (BlockHash, bitcoin::block::Header, BlockPlace);
 
 /// A transaction the wallet knows (pending or proven), with its block.
-fn wallet_tx(
-    w: &WalletNode,
-    txid: &Txid,
-) -> Option<(Transaction, Option<TxBlock>)> {
+fn wallet_tx(w: &WalletNode, txid: &Txid) -> Option<(Transaction, Option<TxBlock>)> {
     let wallet = w.spv().wallet();
     if let Some(t) = wallet.pending_transactions().into_iter().find(|t| t.compute_txid() == *txid) {
         return Some((t.clone(), None));
