@@ -330,6 +330,11 @@ impl FullNode {
         &self.mempool
     }
 
+    /// Its relay and node parameters.
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
     /// Whether this node has received block `id`.
     pub fn has_block(&self, id: BlockId) -> bool {
         get(&self.blocks, id) == HAVE

@@ -213,6 +213,19 @@ impl SpvClient {
             .unwrap_or(0)
     }
 
+    /// A proven transaction and the blocks proving it (best chain first).
+    pub fn transaction(&self, txid: &Txid) -> Option<(&Transaction, Vec<BlockHash>)> {
+        let blocks = self.tx_blocks.get(txid)?;
+        let mut hashes: Vec<BlockHash> = blocks.iter().copied().collect();
+        hashes.sort_by_key(|b| !self.is_on_best_chain(b));
+        let tx = hashes
+            .iter()
+            .filter_map(|b| self.proven.get(b))
+            .flat_map(|p| p.txs.values())
+            .find(|t| t.compute_txid() == *txid)?;
+        Some((tx, hashes))
+    }
+
     /// Accepts one header; see [`SpvClient::accept_headers`].
     pub fn accept_header(&mut self, header: &Header, now: u64) -> Result<SpvUpdate, SpvError> {
         self.accept_headers(std::slice::from_ref(header), now)

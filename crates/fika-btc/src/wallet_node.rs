@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use bitcoin::{Amount, FeeRate, ScriptBuf, Transaction};
+use std::collections::BTreeMap;
+
+use bitcoin::{Amount, FeeRate, ScriptBuf, Transaction, Txid};
 use fika_core::{Context, Event, NodeId, SimTime, TimerId};
 use rand::Rng;
 
 use crate::msg::BtcMsg;
 use crate::spv::SpvClient;
-use crate::wallet::{Balance, FeeSpec};
+use crate::wallet::{Balance, FeeSpec, Payment, WalletError};
 
 /// Random payments: how often, how much, which fee rate.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +57,8 @@ pub struct WalletNode {
     schedule: Vec<ScheduledPayment>,
     sent: u32,
     failed: u32,
+    /// Payments this node made: txid → (amount paid, fee).
+    paid: BTreeMap<Txid, (Amount, Amount)>,
 }
 
 impl WalletNode {
@@ -66,7 +70,7 @@ impl WalletNode {
         workload: Option<Workload>,
         schedule: Vec<ScheduledPayment>,
     ) -> Self {
-        WalletNode { spv, start_unix, workload, schedule, sent: 0, failed: 0 }
+        WalletNode { spv, start_unix, workload, schedule, sent: 0, failed: 0, paid: BTreeMap::new() }
     }
 
     /// The SPV client (header chain and wallet).
@@ -84,16 +88,38 @@ impl WalletNode {
         (self.sent, self.failed)
     }
 
+    /// The amount and fee of a payment this node made.
+    pub fn paid(&self, txid: &Txid) -> Option<(Amount, Amount)> {
+        self.paid.get(txid).copied()
+    }
+
     fn now_unix(&self, now: SimTime) -> u64 {
         u64::from(self.start_unix) + now.as_nanos() / 1_000_000_000
     }
 
-    /// Handles start: load the filter at every server, schedule payments.
-    pub fn start(&mut self, cx: &mut dyn Context<BtcMsg>) {
+    /// Loads the wallet's scripts as a filter at every server; each answers
+    /// with its whole best chain, filtered (a rescan).
+    pub fn load_filter(&mut self, cx: &mut dyn Context<BtcMsg>) {
         let scripts: Vec<ScriptBuf> = self.spv.wallet().scripts().cloned().collect();
         for k in 0..cx.peer_count() {
             cx.send(cx.peer(k), BtcMsg::FilterLoad(scripts.clone()));
         }
+    }
+
+    /// Hands a signed transaction to every server (recording it as pending
+    /// if it touches the wallet).
+    pub fn broadcast(&mut self, cx: &mut dyn Context<BtcMsg>, tx: Transaction) -> Result<(), WalletError> {
+        self.spv.wallet_mut().add_unconfirmed(tx.clone())?;
+        let tx = Arc::new(tx);
+        for k in 0..cx.peer_count() {
+            cx.send(cx.peer(k), BtcMsg::Tx(Arc::clone(&tx)));
+        }
+        Ok(())
+    }
+
+    /// Handles start: load the filter at every server, schedule payments.
+    pub fn start(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.load_filter(cx);
         let now = cx.now();
         for (i, p) in self.schedule.iter().enumerate() {
             if p.at >= now {
@@ -168,10 +194,25 @@ impl WalletNode {
     }
 
     fn pay(&mut self, cx: &mut dyn Context<BtcMsg>, to: &ScriptBuf, amount: Amount, fee: FeeSpec) {
+        let _ = self.send(cx, to, amount, fee);
+    }
+
+    /// Pays `amount` to `to` now: builds and signs the payment, records it
+    /// as pending and hands it to every server (as a scheduled payment
+    /// does, with the same events). Returns the payment, or why it could
+    /// not be made.
+    pub fn send(
+        &mut self,
+        cx: &mut dyn Context<BtcMsg>,
+        to: &ScriptBuf,
+        amount: Amount,
+        fee: FeeSpec,
+    ) -> Result<Payment, WalletError> {
         let tip = self.spv.best_height();
         match self.spv.wallet_mut().create_payment(to, amount, fee, tip, cx.rng()) {
             Ok(p) => {
                 self.sent += 1;
+                self.paid.insert(p.txid, (amount, p.fee));
                 let vsize = p.tx.weight().to_vbytes_ceil();
                 cx.emit(
                     Event::new("btc.tx.created")
@@ -180,16 +221,18 @@ impl WalletNode {
                         .with("fee", p.fee.to_sat())
                         .with("vsize", vsize),
                 );
-                let tx = Arc::new(p.tx);
+                let tx = Arc::new(p.tx.clone());
                 for k in 0..cx.peer_count() {
                     cx.send(cx.peer(k), BtcMsg::Tx(Arc::clone(&tx)));
                 }
+                Ok(p)
             }
             Err(e) => {
                 self.failed += 1;
                 cx.emit(
                     Event::new("btc.tx.failed").with("amount", amount.to_sat()).with("reason", e.to_string()),
                 );
+                Err(e)
             }
         }
     }

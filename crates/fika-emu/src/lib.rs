@@ -10,6 +10,9 @@
 //!   simulator's runner builds it (same keys, premine and hashrates).
 //! * [`process`]: the node process — [`process::NodeProcessConfig`] and
 //!   [`process::run_node_process`], what `fika node --config FILE` runs.
+//! * [`service`]: calls from services (the RPC server) into the node loop.
+//! * [`rpc`]: a Bitcoin Core-compatible JSON-RPC server in every node, and
+//!   a blocking client.
 //! * [`orchestrate`]: [`orchestrate::emulate`] starts every node of a
 //!   scenario as its own process on loopback, stops them, merges their
 //!   events and measures them.
@@ -21,11 +24,13 @@ pub mod error;
 pub mod netns;
 pub mod orchestrate;
 pub mod process;
+pub mod rpc;
 pub mod runtime;
+pub mod service;
 pub mod wire;
 
 pub use build::{build_btc_node, build_btc_node_with_db, peers_of};
 pub use error::EmuError;
 pub use orchestrate::{EmulateOptions, EmulationReport, NodeReport, emulate};
 pub use process::{NodeProcessConfig, ProcessReport, run_node_process};
-pub use runtime::{Control, Hooks, RunStats, RuntimeConfig, StartRule, Status, run_node};
+pub use runtime::{Control, Hooks, RunStats, RuntimeConfig, StartRule, Status, run_node, run_node_with};

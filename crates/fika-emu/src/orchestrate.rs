@@ -12,10 +12,19 @@
 //! on success and on every error path, and a child whose standard input
 //! closes stops by itself.
 //!
-//! Files written in the output directory: `nodes/<name>.json` (the
-//! configuration), `nodes/<name>.events.jsonl`, `nodes/<name>.log` (the
-//! process's standard error), `events.jsonl` and `emulation.json` (the
-//! [`EmulationReport`]).
+//! Every node also serves JSON-RPC on a loopback port of its own (see
+//! [`crate::rpc`]), authenticated by a random password the orchestrator
+//! writes to `.cookie` at start-up (Core's `__cookie__:<hex>`). Once every
+//! node is ready — and before the shared start — it writes `nodes.json`
+//! ([`NodesFile`]: each node's name, id, role, pid, P2P and RPC address),
+//! which is how `fika client` and `fika status` find a running emulation;
+//! a `nodes.json` left by an earlier run in the same directory is removed
+//! first.
+//!
+//! Files written in the output directory: `.cookie`, `nodes.json`,
+//! `nodes/<name>.json` (the configuration), `nodes/<name>.events.jsonl`,
+//! `nodes/<name>.log` (the process's standard error), `events.jsonl` and
+//! `emulation.json` (the [`EmulationReport`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
@@ -62,6 +71,78 @@ pub struct EmulateOptions {
     /// Set (e.g. by a Ctrl-C handler) to end the emulation early: the nodes
     /// are stopped and their events merged as at a normal end.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Whether every node serves JSON-RPC.
+    pub rpc: bool,
+    /// Called once every node is ready and `nodes.json` is written.
+    pub on_ready: Option<ReadyHook>,
+}
+
+/// A function told the run directory and `nodes.json` of an emulation.
+pub type ReadyFn = dyn Fn(&Path, &NodesFile) + Send + Sync;
+
+/// A callback told the `nodes.json` of an emulation once its nodes are ready.
+#[derive(Clone)]
+pub struct ReadyHook(pub std::sync::Arc<ReadyFn>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyHook")
+    }
+}
+
+/// Name of the file listing a running emulation's nodes.
+pub const NODES_FILE: &str = "nodes.json";
+/// Name of the cookie file (RPC credentials).
+pub const COOKIE_FILE: &str = ".cookie";
+
+/// One node in `nodes.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    /// Its name.
+    pub name: String,
+    /// Its id.
+    pub id: u32,
+    /// Its role in the scenario (e.g. `server`, `client`).
+    pub role: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it listens for peers.
+    pub p2p: SocketAddr,
+    /// Where it serves JSON-RPC (none without RPC).
+    pub rpc: Option<SocketAddr>,
+}
+
+/// `nodes.json`: how clients find the nodes of a running emulation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodesFile {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The orchestrator's process id.
+    pub orchestrator_pid: u32,
+    /// Node seconds per wall-clock second.
+    pub speed: f64,
+    /// Node time the emulation runs, seconds.
+    pub duration_s: f64,
+    /// The shared start, Unix ms.
+    pub start_unix_ms: u64,
+    /// The cookie file, relative to the run directory.
+    pub cookie: PathBuf,
+    /// The nodes, by id.
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl NodesFile {
+    /// Reads `nodes.json` of the run directory `run`.
+    pub fn load(run: &Path) -> Result<Self, EmuError> {
+        let path = run.join(NODES_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
+        serde_json::from_str(&text).map_err(|e| EmuError::Config { path, reason: e.to_string() })
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
 }
 
 impl EmulateOptions {
@@ -81,6 +162,8 @@ impl EmulateOptions {
             netns: false,
             netem: true,
             interrupt: None,
+            rpc: true,
+            on_ready: None,
         }
     }
 }
@@ -285,6 +368,13 @@ pub fn emulate(
     let scenario_abs = std::fs::canonicalize(scenario_path).map_err(io_at(scenario_path))?;
     let nodes_dir = out_dir.join("nodes");
     std::fs::create_dir_all(&nodes_dir).map_err(io_at(&nodes_dir))?;
+    let nodes_json = out_dir.join(NODES_FILE);
+    match std::fs::remove_file(&nodes_json) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(EmuError::Io { path: nodes_json, source: e });
+        }
+        _ => {}
+    }
     let n = layout.names.len();
     let interrupted = || options.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
 
@@ -307,6 +397,17 @@ pub fn emulate(
         None
     };
     let ports = if plan.is_some() { vec![NETNS_PORT; n] } else { free_ports(n)? };
+    // RPC on loopback (inside each node's namespace with --netns).
+    let rpc_ports = if options.rpc { free_ports(n)? } else { Vec::new() };
+    let rpc_addr =
+        |i: usize| -> Option<SocketAddr> { options.rpc.then(|| (Ipv4Addr::LOCALHOST, rpc_ports[i]).into()) };
+    let (rpc_user, rpc_password) = crate::rpc::new_cookie();
+    if options.rpc {
+        crate::rpc::write_private(
+            &out_dir.join(COOKIE_FILE),
+            format!("{rpc_user}:{rpc_password}").as_bytes(),
+        )?;
+    }
     let listen = |i: usize| -> SocketAddr {
         match plan {
             Some(_) => (Ipv4Addr::UNSPECIFIED, ports[i]).into(),
@@ -344,6 +445,9 @@ pub fn emulate(
             stdin_control: true,
             max_frame_bytes: options.max_frame_bytes,
             connect_timeout_s: options.startup_timeout.as_secs_f64(),
+            rpc_port: rpc_addr(i).map_or(0, |a| a.port()),
+            rpc_user: rpc_user.clone(),
+            rpc_password: rpc_password.clone(),
         };
         let path = nodes_dir.join(format!("{name}.json"));
         config.save(&path)?;
@@ -429,9 +533,31 @@ pub fn emulate(
         }
     }
 
-    // One start for all.
+    // One start for all; clients find the nodes before it.
     let start = SystemTime::now() + options.start_delay;
     let start_ms = unix_ms(start);
+    let listing = NodesFile {
+        scenario: s.name.clone(),
+        orchestrator_pid: std::process::id(),
+        speed: options.speed,
+        duration_s: duration.as_secs_f64(),
+        start_unix_ms: start_ms,
+        cookie: PathBuf::from(COOKIE_FILE),
+        nodes: (0..n)
+            .map(|i| NodeEntry {
+                name: layout.names[i].clone(),
+                id: i as u32,
+                role: s.nodes.get(layout.group[i]).map(|g| g.role.clone()).unwrap_or_default(),
+                pid: procs[i].child.id(),
+                p2p: listen(i),
+                rpc: rpc_addr(i),
+            })
+            .collect(),
+    };
+    write_atomic(&nodes_json, &listing)?;
+    if let Some(hook) = &options.on_ready {
+        (hook.0)(out_dir, &listing);
+    }
     for p in &mut procs {
         if let Some(stdin) = p.stdin.as_mut() {
             let _ = writeln!(stdin, "start {start_ms}").and_then(|()| stdin.flush());
@@ -526,6 +652,16 @@ pub fn emulate(
         .map_err(|e| EmuError::Config { path: json_path.clone(), reason: e.to_string() })?;
     std::fs::write(&json_path, json).map_err(io_at(&json_path))?;
     Ok(report)
+}
+
+/// Writes JSON through a temporary file and a rename, so a reader never
+/// sees half of it.
+fn write_atomic(path: &Path, value: &impl Serialize) -> Result<(), EmuError> {
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| EmuError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).map_err(io_at(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_at(path))
 }
 
 #[derive(Deserialize)]

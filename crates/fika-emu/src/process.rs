@@ -80,6 +80,15 @@ pub struct NodeProcessConfig {
     /// Without a start time: start anyway after this many seconds without all peers.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_s: f64,
+    /// The JSON-RPC server's port on 127.0.0.1 (0: no server).
+    #[serde(default)]
+    pub rpc_port: u16,
+    /// The RPC user (HTTP Basic authentication).
+    #[serde(default)]
+    pub rpc_user: String,
+    /// The RPC password.
+    #[serde(default)]
+    pub rpc_password: String,
 }
 
 impl NodeProcessConfig {
@@ -90,11 +99,12 @@ impl NodeProcessConfig {
             .map_err(|e| EmuError::Config { path: path.to_path_buf(), reason: e.to_string() })
     }
 
-    /// Writes it as pretty JSON.
+    /// Writes it as pretty JSON (readable by its owner only: it holds the
+    /// RPC password).
     pub fn save(&self, path: &Path) -> Result<(), EmuError> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| EmuError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
-        std::fs::write(path, text).map_err(io_at(path))
+        crate::rpc::write_private(path, text.as_bytes())
     }
 
     /// The runtime configuration it stands for (after checking its values).
@@ -284,6 +294,16 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
         None => return Err(EmuError::NoSuchNode { id, nodes: layout.names.len() }),
     }
     let (mut node, db) = build::build_btc_node_with_db(&s, &layout, id)?;
+    // Bind the RPC port before anything is reported, so a port taken is an error at once.
+    let rpc = match config.rpc_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let l = std::net::TcpListener::bind(addr).map_err(|source| EmuError::Bind { addr, source })?;
+            let cfg = crate::rpc::ServerConfig::new(&config.rpc_user, &config.rpc_password);
+            Some((l, cfg, crate::rpc::BtcEnv::new(db.clone())))
+        }
+    };
     let hooks = Hooks {
         control: config.stdin_control.then(stdin_control),
         status: Some(Box::new(|st: &Status| match st {
@@ -293,7 +313,10 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
             Status::Stopping => {}
         })),
     };
-    let stats = runtime::run_node(&mut node, &rt, hooks)?;
+    let stats = runtime::run_node_with(&mut node, &rt, hooks, |caller| match rpc {
+        Some((listener, cfg, env)) => crate::rpc::serve_btc(listener, cfg, caller, env),
+        None => Ok(()),
+    })?;
     let report = ProcessReport {
         node: config.node_id,
         name: config.name.clone(),
@@ -332,6 +355,9 @@ mod tests {
             stdin_control: true,
             max_frame_bytes: 1 << 20,
             connect_timeout_s: 5.0,
+            rpc_port: 0,
+            rpc_user: String::new(),
+            rpc_password: String::new(),
         };
         let text = serde_json::to_string(&c).expect("serializes");
         assert_eq!(serde_json::from_str::<NodeProcessConfig>(&text).ok(), Some(c.clone()));

@@ -25,6 +25,11 @@
 //! stops at [`RuntimeConfig::duration`] of node time, on [`Control::Stop`],
 //! or on SIGTERM / SIGINT.
 //!
+//! Services beside the node (the JSON-RPC server) start through
+//! [`run_node_with`]: they get a [`Caller`] and hand the loop
+//! [`NodeCall`](crate::service::NodeCall)s, which run between two protocol
+//! events with the node, its context and a [`NetView`] of the connections.
+//!
 //! The runtime itself emits `emu.*` events: `emu.peer.up`, `emu.peer.down`,
 //! `emu.peer.refused`, `emu.start` and `emu.stop` (with the counters).
 
@@ -48,6 +53,7 @@ use tokio::time::Instant;
 
 use crate::EmuError;
 use crate::error::io_at;
+use crate::service::{Caller, NetView, PeerView};
 use crate::wire::{self, Body, Frame, Hello, WireError};
 
 /// When the node starts.
@@ -464,8 +470,24 @@ impl EventLog {
 
 // ----- connections ----------------------------------------------------------
 
+/// Bytes moved over one connection.
+#[derive(Default)]
+struct ConnCounters {
+    sent: Cell<u64>,
+    received: Cell<u64>,
+}
+
+/// Who is at the other end of a connection.
+struct PeerInfo {
+    peer: NodeId,
+    name: String,
+    addr: SocketAddr,
+    inbound: bool,
+    version: u16,
+}
+
 enum NetEvent {
-    Up { peer: NodeId, conn: u64, version: u16, tx: mpsc::Sender<BtcMsg> },
+    Up { info: PeerInfo, conn: u64, tx: mpsc::Sender<BtcMsg>, counters: Rc<ConnCounters> },
     Msg { peer: NodeId, conn: u64, msg: BtcMsg },
     Down { peer: NodeId, conn: u64, reason: String },
     Refused { addr: SocketAddr, reason: String },
@@ -498,6 +520,8 @@ struct FrameReader {
     start: usize,
     max_payload: u32,
     chunk: Box<[u8]>,
+    /// Bytes read so far.
+    total: u64,
 }
 
 impl FrameReader {
@@ -508,6 +532,7 @@ impl FrameReader {
             start: 0,
             max_payload,
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            total: 0,
         }
     }
 
@@ -534,6 +559,7 @@ impl FrameReader {
                 };
             }
             received.set(received.get() + n as u64);
+            self.total += n as u64;
             self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
@@ -576,6 +602,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<BtcMsg>,
     shared: Rc<NetShared>,
     version: u16,
+    counters: Rc<ConnCounters>,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = rx.recv().await {
@@ -595,28 +622,30 @@ async fn write_loop(
             return;
         }
         shared.bytes_sent.set(shared.bytes_sent.get() + buf.len() as u64);
+        counters.sent.set(counters.sent.get() + buf.len() as u64);
     }
     let _ = w.shutdown().await;
 }
 
 /// Runs an established connection until it ends.
-async fn run_conn(
-    shared: Rc<NetShared>,
-    mut reader: FrameReader,
-    w: OwnedWriteHalf,
-    peer: NodeId,
-    version: u16,
-) {
+async fn run_conn(shared: Rc<NetShared>, mut reader: FrameReader, w: OwnedWriteHalf, info: PeerInfo) {
+    let (peer, version) = (info.peer, info.version);
     let conn = shared.next_conn.get();
     shared.next_conn.set(conn + 1);
     let (tx, rx) = mpsc::channel(shared.send_queue);
-    let writer = tokio::task::spawn_local(write_loop(w, rx, Rc::clone(&shared), version));
-    if shared.events.send(NetEvent::Up { peer, conn, version, tx }).await.is_err() {
+    let counters = Rc::new(ConnCounters::default());
+    counters.received.set(reader.total);
+    let writer =
+        tokio::task::spawn_local(write_loop(w, rx, Rc::clone(&shared), version, Rc::clone(&counters)));
+    let up = NetEvent::Up { info, conn, tx, counters: Rc::clone(&counters) };
+    if shared.events.send(up).await.is_err() {
         writer.abort();
         return;
     }
     let reason = loop {
-        match reader.next(&shared.bytes_received).await {
+        let next = reader.next(&shared.bytes_received).await;
+        counters.received.set(reader.total);
+        match next {
             Ok(Some(f)) if f.sender != peer => {
                 break format!("frame claims sender {} on the connection of {peer}", f.sender);
             }
@@ -643,9 +672,10 @@ async fn dial_loop(shared: Rc<NetShared>, peer: NodeId, addr: SocketAddr) {
     loop {
         if let Ok(stream) = TcpStream::connect(addr).await {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, Some(peer))).await {
-                Ok(Ok((reader, w, _, version))) => {
+                Ok(Ok((reader, w, hello, version))) => {
                     backoff = BACKOFF_MIN;
-                    run_conn(Rc::clone(&shared), reader, w, peer, version).await;
+                    let info = PeerInfo { peer, name: hello.name, addr, inbound: false, version };
+                    run_conn(Rc::clone(&shared), reader, w, info).await;
                 }
                 Ok(Err(e)) => shared.refused(addr, e).await,
                 Err(_) => shared.refused(addr, HandshakeError::Timeout(HANDSHAKE_TIMEOUT)).await,
@@ -664,7 +694,14 @@ async fn accept_loop(listener: TcpListener, shared: Rc<NetShared>) {
                 tokio::task::spawn_local(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, None)).await {
                         Ok(Ok((reader, w, hello, version))) => {
-                            run_conn(Rc::clone(&shared), reader, w, hello.node_id, version).await;
+                            let info = PeerInfo {
+                                peer: hello.node_id,
+                                name: hello.name,
+                                addr,
+                                inbound: true,
+                                version,
+                            };
+                            run_conn(Rc::clone(&shared), reader, w, info).await;
                         }
                         Ok(Err(e)) => shared.refused(addr, e).await,
                         Err(_) => shared.refused(addr, HandshakeError::Timeout(HANDSHAKE_TIMEOUT)).await,
@@ -704,6 +741,9 @@ async fn signals(tx: mpsc::UnboundedSender<Control>) {
 struct Conn {
     id: u64,
     tx: mpsc::Sender<BtcMsg>,
+    info: PeerInfo,
+    since_unix: u64,
+    counters: Rc<ConnCounters>,
 }
 
 /// The node loop's state, apart from the node.
@@ -805,9 +845,11 @@ fn on_net<N: Node<Msg = BtcMsg>>(
     ev: NetEvent,
 ) {
     match ev {
-        NetEvent::Up { peer, conn, version, tx } => {
+        NetEvent::Up { info, conn, tx, counters } => {
+            let (peer, version) = (info.peer, info.version);
             st.stats.connections += 1;
-            st.conns.insert(peer, Conn { id: conn, tx });
+            let since_unix = unix_secs(SystemTime::now());
+            st.conns.insert(peer, Conn { id: conn, tx, info, since_unix, counters });
             st.emit(Event::new("emu.peer.up").with("peer", peer.0).with("version", u32::from(version)));
         }
         NetEvent::Msg { peer, conn, msg } => {
@@ -837,24 +879,37 @@ fn on_net<N: Node<Msg = BtcMsg>>(
 /// Runs `node` as configured until its duration ends or it is told to
 /// stop; returns its counters. Blocks the calling thread (a current-thread
 /// tokio runtime runs inside); run several nodes on several threads.
-pub fn run_node<N: Node<Msg = BtcMsg>>(
+pub fn run_node<N: Node<Msg = BtcMsg> + 'static>(
     node: &mut N,
     cfg: &RuntimeConfig,
     hooks: Hooks,
 ) -> Result<RunStats, EmuError> {
+    run_node_with(node, cfg, hooks, |_: Caller<N>| Ok(()))
+}
+
+/// [`run_node`] with services beside the node: `services` is called once
+/// inside the runtime (so it may `spawn_local` tasks) with a [`Caller`]
+/// into the node loop, before the node starts; its error ends the run.
+pub fn run_node_with<N: Node<Msg = BtcMsg> + 'static>(
+    node: &mut N,
+    cfg: &RuntimeConfig,
+    hooks: Hooks,
+    services: impl FnOnce(Caller<N>) -> Result<(), EmuError>,
+) -> Result<RunStats, EmuError> {
     cfg.validate()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EmuError::Runtime)?;
     let local = tokio::task::LocalSet::new();
-    let result = local.block_on(&rt, drive(node, cfg, hooks));
+    let result = local.block_on(&rt, drive(node, cfg, hooks, services));
     // Dropping the set cancels the connection tasks and closes their sockets.
     drop(local);
     result
 }
 
-async fn drive<N: Node<Msg = BtcMsg>>(
+async fn drive<N: Node<Msg = BtcMsg> + 'static>(
     node: &mut N,
     cfg: &RuntimeConfig,
     hooks: Hooks,
+    services: impl FnOnce(Caller<N>) -> Result<(), EmuError>,
 ) -> Result<RunStats, EmuError> {
     let t0 = Instant::now();
     let Hooks { control, status } = hooks;
@@ -901,6 +956,10 @@ async fn drive<N: Node<Msg = BtcMsg>>(
     if cfg.handle_signals {
         tokio::task::spawn_local(signals(ctl_tx.clone()));
     }
+    let (caller, mut call_rx) = Caller::channel();
+    services(caller)?;
+    let mut calls_open = true;
+    let runtime_started_unix = unix_secs(SystemTime::now());
     say(Status::Listening(local_addr));
 
     let mut st = State {
@@ -983,6 +1042,13 @@ async fn drive<N: Node<Msg = BtcMsg>>(
                     on_net(node, &mut st, &mut pending, ev);
                 }
             }
+            call = call_rx.recv(), if calls_open => match call {
+                Some(f) => {
+                    let view = net_view(&mut st, cfg, &shared, runtime_started_unix);
+                    f(node, &mut st.cx(), &view);
+                }
+                None => calls_open = false,
+            },
             c = ctl_rx.recv() => match c {
                 Some(Control::Start(t)) if st.clock.is_none() => planned = Some(instant_of(t)),
                 Some(Control::Stop) => break,
@@ -1012,6 +1078,43 @@ async fn drive<N: Node<Msg = BtcMsg>>(
     match st.log.error.take() {
         Some(e) => Err(e),
         None => Ok(stats),
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a [`crate::service::NodeCall`] sees of the runtime.
+fn net_view(st: &mut State, cfg: &RuntimeConfig, shared: &NetShared, runtime_started_unix: u64) -> NetView {
+    let mut stats = st.stats.clone();
+    stats.end_ns = st.now().as_nanos();
+    stats.bytes_sent = shared.bytes_sent.get();
+    stats.bytes_received = shared.bytes_received.get();
+    stats.dropped_unencodable = shared.unencodable.get();
+    NetView {
+        id: cfg.id,
+        name: cfg.name.clone(),
+        started: st.clock.is_some(),
+        now: st.now(),
+        speed: cfg.speed,
+        configured_peers: st.peers.len(),
+        peers: st
+            .conns
+            .values()
+            .map(|c| PeerView {
+                id: c.info.peer,
+                name: c.info.name.clone(),
+                addr: c.info.addr,
+                inbound: c.info.inbound,
+                version: c.info.version,
+                since_unix: c.since_unix,
+                bytes_sent: c.counters.sent.get(),
+                bytes_received: c.counters.received.get(),
+            })
+            .collect(),
+        stats,
+        runtime_started_unix,
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`run`] directly.
 
 pub mod bitcoin;
+pub mod client;
 pub mod powpeg;
 pub mod sweep;
 

@@ -84,6 +84,25 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Talk to a node of a running emulation through its JSON-RPC server:
+    /// `balance`, `send TO AMOUNT [FEE]`, `update`, `chain [N]`, `peers`,
+    /// `rpc METHOD [PARAMS...]`; without a command, an interactive prompt.
+    Client {
+        /// The node's name (e.g. client1).
+        node: String,
+        /// The emulation's output directory [default: the newest under runs/].
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// A command and its arguments (none: a prompt).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List the nodes of a running emulation: pid, tip, peers, mempool.
+    Status {
+        /// The emulation's output directory [default: the newest under runs/].
+        #[arg(long)]
+        run: Option<PathBuf>,
+    },
     /// Run one emulated node (started by `fika emulate`).
     Node {
         /// The node's configuration (JSON, written by `fika emulate`).
@@ -115,6 +134,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Command::Client { node, run, command } => client_cmd(&node, run.as_deref(), &command),
+        Command::Status { run } => status_cmd(run.as_deref()),
         Command::Sweep { scenario, params, seeds, out, jobs } => {
             sweep_cmd(&scenario, &params, seeds, out, jobs)
         }
@@ -157,6 +178,13 @@ fn main() -> ExitCode {
                 }
             };
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-emu", s.name)));
+            let on_ready = fika_emu::orchestrate::ReadyHook(std::sync::Arc::new(|dir, nodes| {
+                eprintln!(
+                    "{} nodes ready; RPC: `fika status --run {d}`, `fika client NODE --run {d}`",
+                    nodes.nodes.len(),
+                    d = dir.display()
+                );
+            }));
             let opts = fika_emu::orchestrate::EmulateOptions {
                 speed,
                 duration,
@@ -164,6 +192,7 @@ fn main() -> ExitCode {
                 netns,
                 netem: !no_netem,
                 interrupt: Some(fika_emu::orchestrate::interrupt_on_signals()),
+                on_ready: Some(on_ready),
                 ..fika_emu::orchestrate::EmulateOptions::new(exe)
             };
             match fika_emu::orchestrate::emulate(&scenario, &out, &opts) {
@@ -245,6 +274,72 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_RUN_FAILED)
                 }
             }
+        }
+    }
+}
+
+fn client_cmd(node: &str, run: Option<&std::path::Path>, words: &[String]) -> ExitCode {
+    use fika::client::{Command as C, Session, find_run, parse_command};
+    let fail = |e: fika::client::CliError| {
+        eprintln!("error: {e}");
+        ExitCode::from(e.exit_code())
+    };
+    let session = match find_run(run).and_then(|r| Session::open(&r, node)) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if !words.is_empty() {
+        return match parse_command(words).and_then(|c| session.run(&c)) {
+            Ok(out) => {
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    // The prompt: one command a line until `exit` or the end of input.
+    use std::io::{BufRead as _, Write as _};
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    println!("connected to {} ({}); `help` lists the commands", session.name(), session.run_dir().display());
+    loop {
+        print!("{}> ", session.name());
+        let _ = std::io::stdout().flush();
+        let Some(Ok(line)) = lines.next() else {
+            println!();
+            return ExitCode::SUCCESS;
+        };
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        if words.is_empty() {
+            continue;
+        }
+        match parse_command(&words) {
+            Ok(C::Exit) => return ExitCode::SUCCESS,
+            Ok(c) => match session.run(&c) {
+                Ok(out) => println!("{out}"),
+                Err(e) => eprintln!("error: {e}"),
+            },
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+}
+
+fn status_cmd(run: Option<&std::path::Path>) -> ExitCode {
+    let result = fika::client::find_run(run).and_then(|r| fika::client::status(&r));
+    match result {
+        Ok((nodes, rows)) => {
+            println!("{}", fika::client::status_table(&nodes, &rows));
+            if rows.iter().all(|r| r.rpc.is_ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_RUN_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
