@@ -94,6 +94,9 @@ pub enum EmuError {
         /// Its standard error, captured.
         log: PathBuf,
     },
+    /// The node's durable store failed (open, restore or write).
+    #[error(transparent)]
+    Store(Box<crate::store::StoreError>),
     /// Node processes did not get ready (listening and connected to their peers) in time.
     #[error("nodes not ready after {after:?}: {waiting:?} (their logs are in {logs})")]
     StartupTimeout {
@@ -104,6 +107,12 @@ pub enum EmuError {
         /// Where the logs are.
         logs: PathBuf,
     },
+}
+
+impl From<crate::store::StoreError> for EmuError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EmuError::Store(Box::new(e))
+    }
 }
 
 /// `map_err` helper for file errors.

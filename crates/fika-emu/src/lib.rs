@@ -8,6 +8,9 @@
 //!   emulator's counterpart of the simulator's.
 //! * [`build`]: rebuilding one node of a Bitcoin scenario, exactly as the
 //!   simulator's runner builds it (same keys, premine and hashrates).
+//! * [`store`]: a node's durable store (redb) in its data directory, and
+//!   [`durable`]: the node wrapper that commits each step's changes to it
+//!   before the step's messages leave.
 //! * [`process`]: the node process — [`process::NodeProcessConfig`] and
 //!   [`process::run_node_process`], what `fika node --config FILE` runs.
 //! * [`orchestrate`]: [`orchestrate::emulate`] starts every node of a
@@ -15,10 +18,12 @@
 //!   events and measures them.
 
 pub mod build;
+pub mod durable;
 pub mod error;
 pub mod orchestrate;
 pub mod process;
 pub mod runtime;
+pub mod store;
 pub mod wire;
 
 pub use build::{build_btc_node, build_btc_node_with_db, peers_of};
