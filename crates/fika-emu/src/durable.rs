@@ -24,7 +24,6 @@
 
 use std::time::Duration;
 
-use bitcoin::hashes::Hash;
 use fika_btc::msg::BtcMsg;
 use fika_btc::node::BtcNode;
 use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey};
@@ -157,7 +156,7 @@ impl DurableNode {
         let (height, hash) = tip_of(&self.node);
         Event::new("store.commit")
             .with("height", height)
-            .with("tip", hash.to_byte_array())
+            .with("tip", hash.to_string())
             .with("blocks", c.blocks)
             .with("us", c.micros)
     }
