@@ -1243,7 +1243,8 @@ impl FullNode {
             verdict.map_err(|e| RestoreError::Invalid { hash: data.hash, reason: e.to_string() })?;
             *slot(&mut self.blocks, id) = HAVE;
         }
-        let id = self.db.borrow().id_of(&tip).filter(|id| self.has_block(*id)).ok_or(RestoreError::NoTip(tip))?;
+        let id =
+            self.db.borrow().id_of(&tip).filter(|id| self.has_block(*id)).ok_or(RestoreError::NoTip(tip))?;
         self.tip = id;
         self.mined = self.mined.max(mined);
         self.wallets = filters;

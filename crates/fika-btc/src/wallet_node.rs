@@ -255,13 +255,8 @@ impl WalletNode {
     /// blocks it missed) and send its still pending payments again.
     pub fn resume(&mut self, cx: &mut dyn Context<BtcMsg>) {
         self.start(cx);
-        let pending: Vec<Arc<Transaction>> = self
-            .spv
-            .wallet()
-            .pending_transactions()
-            .into_iter()
-            .map(|t| Arc::new(t.clone()))
-            .collect();
+        let pending: Vec<Arc<Transaction>> =
+            self.spv.wallet().pending_transactions().into_iter().map(|t| Arc::new(t.clone())).collect();
         for tx in pending {
             for k in 0..cx.peer_count() {
                 cx.send(cx.peer(k), BtcMsg::Tx(Arc::clone(&tx)));

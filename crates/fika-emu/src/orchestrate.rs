@@ -189,8 +189,7 @@ fn spawn_node(
     log: &Path,
     lines: &mpsc::Sender<LineMsg>,
 ) -> Result<NodeProc, EmuError> {
-    let log_file =
-        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_at(log))?;
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_at(log))?;
     let spawned = Instant::now();
     let mut child = Command::new(exe)
         .arg("node")
@@ -535,8 +534,11 @@ pub fn emulate(
             }
         }
         // A restarted node starts once reconnected, or at its deadline anyway.
-        let due: Vec<usize> =
-            to_start.iter().filter(|(_, (deadline, _))| *deadline <= Instant::now()).map(|(i, _)| *i).collect();
+        let due: Vec<usize> = to_start
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= Instant::now())
+            .map(|(i, _)| *i)
+            .collect();
         for i in due {
             if let Some((_, r)) = to_start.remove(&i) {
                 send_start(&mut procs[i], start_ms);

@@ -33,8 +33,8 @@ use fika_core::NodeId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::error::io_at;
 use crate::durable::DurableNode;
+use crate::error::io_at;
 use crate::runtime::{self, Control, Hooks, RunStats, RuntimeConfig, StartRule, Status};
 use crate::store::{Identity, Store};
 use crate::{EmuError, build};

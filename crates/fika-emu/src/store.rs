@@ -124,7 +124,9 @@ pub enum StoreError {
         supported: u32,
     },
     /// The database belongs to another node, scenario, seed or chain.
-    #[error("{path}: this data directory belongs to another node: {what} is {stored:?}, expected {expected:?}")]
+    #[error(
+        "{path}: this data directory belongs to another node: {what} is {stored:?}, expected {expected:?}"
+    )]
     Mismatch {
         /// The file.
         path: PathBuf,
@@ -297,6 +299,19 @@ fn db_err<'a, E: Display>(path: &'a Path, doing: &'static str) -> impl FnOnce(E)
     move |e| StoreError::Db { path: path.to_path_buf(), doing, reason: e.to_string() }
 }
 
+/// Runs `f`, turning a panic inside redb on a damaged file (some checks
+/// there are assertions) into [`StoreError::Open`].
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(StoreError::Open { path: path.to_path_buf(), reason: format!("the file is damaged ({what})") })
+    })
+}
+
 fn le_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))
 }
@@ -398,8 +413,10 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         let path = Self::file_in(dir);
         let existed = path.is_file();
-        let db = if existed { Database::open(&path) } else { Database::create(&path) };
-        let db = db.map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })?;
+        let db = guarded(&path, || {
+            let db = if existed { Database::open(&path) } else { Database::create(&path) };
+            db.map_err(|e| StoreError::Open { path: path.clone(), reason: e.to_string() })
+        })?;
         let mut store =
             Store { db, path, tip: None, best: None, mined: 0, keys: 0, seq: 0, counters: (0, 0) };
         if existed {
@@ -413,9 +430,19 @@ impl Store {
     /// Opens an existing store file for reading only what it holds (no
     /// identity check), e.g. to inspect a node's data after a run.
     pub fn open_file(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::open(path).map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
-        let store =
-            Store { db, path: path.into(), tip: None, best: None, mined: 0, keys: 0, seq: 0, counters: (0, 0) };
+        let db = guarded(path, || {
+            Database::open(path).map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })
+        })?;
+        let store = Store {
+            db,
+            path: path.into(),
+            tip: None,
+            best: None,
+            mined: 0,
+            keys: 0,
+            seq: 0,
+            counters: (0, 0),
+        };
         store.format()?;
         Ok(store)
     }
@@ -458,7 +485,11 @@ impl Store {
         };
         let found = le_u32(f).ok_or_else(|| self.corrupt("meta format", "not a u32"))?;
         if found > FORMAT_VERSION {
-            return Err(StoreError::NewerFormat { path: self.path.clone(), found, supported: FORMAT_VERSION });
+            return Err(StoreError::NewerFormat {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            });
         }
         Ok(meta)
     }
@@ -470,7 +501,11 @@ impl Store {
             ("kind", text("kind"), id.kind.clone()),
             ("scenario", text("scenario"), id.scenario.clone()),
             ("node", text("node"), id.node.clone()),
-            ("seed", meta.get("seed").and_then(|v| le_u64(v)).map(|s| s.to_string()).unwrap_or_default(), id.seed.to_string()),
+            (
+                "seed",
+                meta.get("seed").and_then(|v| le_u64(v)).map(|s| s.to_string()).unwrap_or_default(),
+                id.seed.to_string(),
+            ),
             (
                 "genesis",
                 meta.get("genesis")
@@ -530,7 +565,8 @@ impl Store {
                         what: "UTXO set of the tip".into(),
                     })?;
                     for (op, coin) in snap.0.iter() {
-                        utxo.insert(&outpoint_key(op), coin_value(coin).as_slice()).map_err(db_err(&p, "init"))?;
+                        utxo.insert(&outpoint_key(op), coin_value(coin).as_slice())
+                            .map_err(db_err(&p, "init"))?;
                     }
                     self.tip = Some(tip);
                     self.mined = n.mined();
@@ -556,6 +592,10 @@ impl Store {
 
     /// Reads everything the store holds.
     pub fn load(&self) -> Result<Saved, StoreError> {
+        guarded(&self.path, || self.load_unguarded())
+    }
+
+    fn load_unguarded(&self) -> Result<Saved, StoreError> {
         let p = &self.path;
         let meta = self.format()?;
         let r = self.db.begin_read().map_err(db_err(p, "read"))?;
@@ -618,8 +658,8 @@ impl Store {
         let t = r.open_table(FILTERS).map_err(db_err(p, "read filters"))?;
         for item in t.iter().map_err(db_err(p, "read filters"))? {
             let (k, v) = item.map_err(db_err(p, "read filters"))?;
-            let scripts =
-                decode_scripts(v.value()).map_err(|e| self.corrupt(format!("filter of peer {}", k.value()), e))?;
+            let scripts = decode_scripts(v.value())
+                .map_err(|e| self.corrupt(format!("filter of peer {}", k.value()), e))?;
             s.filters.push((NodeId(k.value()), scripts));
         }
 
@@ -710,10 +750,12 @@ impl Store {
                 if !saved.blocks.is_empty() || !saved.mempool.is_empty() {
                     return Err(restore_err(RestoreError::WrongKind { stored: "full", node: "wallet" }));
                 }
-                let payments: Vec<Arc<Transaction>> = saved.payments.iter().map(|(_, t)| Arc::clone(t)).collect();
+                let payments: Vec<Arc<Transaction>> =
+                    saved.payments.iter().map(|(_, t)| Arc::clone(t)).collect();
                 w.restore(&saved.keys, &saved.filtered, &payments, saved.counters).map_err(restore_err)?;
                 let spv = w.spv();
-                let replayed: Vec<BlockHash> = (0..=spv.best_height()).filter_map(|h| spv.hash_at_height(h)).collect();
+                let replayed: Vec<BlockHash> =
+                    (0..=spv.best_height()).filter_map(|h| spv.hash_at_height(h)).collect();
                 if replayed != saved.best_chain {
                     return Err(self.corrupt(
                         "best_chain",
@@ -753,14 +795,18 @@ impl Store {
     /// The replayed best chain and UTXO set must be the kept ones.
     fn verify_full(&self, n: &FullNode, saved: &Saved) -> Result<(), StoreError> {
         let db = n.db().borrow();
-        let chain: Vec<BlockHash> = chain_hashes(&db, n.tip()).map(|(_, h)| BlockHash::from_byte_array(h)).collect();
+        let chain: Vec<BlockHash> =
+            chain_hashes(&db, n.tip()).map(|(_, h)| BlockHash::from_byte_array(h)).collect();
         if chain != saved.best_chain {
             return Err(self.corrupt("best_chain", "does not follow the kept blocks' parents"));
         }
-        let snap = db
-            .utxo(n.tip())
-            .ok_or_else(|| StoreError::Unknown { path: self.path.clone(), what: "UTXO set of the tip".into() })?;
-        if snap.0.len() != saved.utxo.len() || !snap.0.iter().zip(&saved.utxo).all(|(a, b)| a.0 == b.0 && a.1 == b.1) {
+        let snap = db.utxo(n.tip()).ok_or_else(|| StoreError::Unknown {
+            path: self.path.clone(),
+            what: "UTXO set of the tip".into(),
+        })?;
+        if snap.0.len() != saved.utxo.len()
+            || !snap.0.iter().zip(&saved.utxo).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+        {
             let first = snap
                 .0
                 .iter()
@@ -794,8 +840,26 @@ impl Store {
         StoreError::Unknown { path: self.path.clone(), what }
     }
 
+    /// The kept tip as an id of `db` (read from the file if not known yet).
+    fn kept_tip(&mut self, db: &BlockDb) -> Result<BlockId, StoreError> {
+        if let Some(t) = self.tip {
+            return Ok(t);
+        }
+        let p = &self.path;
+        let r = self.db.begin_read().map_err(db_err(p, "read"))?;
+        let t = r.open_table(BEST).map_err(db_err(p, "read best chain"))?;
+        let last = t.last().map_err(db_err(p, "read best chain"))?.map(|(_, v)| *v.value());
+        let hash = BlockHash::from_byte_array(last.ok_or_else(|| self.corrupt("best_chain", "empty"))?);
+        let id = db
+            .id_of(&hash)
+            .ok_or_else(|| self.unknown(format!("kept tip {hash} (restore the node first)")))?;
+        self.tip = Some(id);
+        Ok(id)
+    }
+
     fn commit_full(&mut self, n: &FullNode, changes: &[Change]) -> Result<Option<Committed>, StoreError> {
         let tip = n.tip();
+        self.kept_tip(&n.db().borrow())?;
         if changes.is_empty() && self.tip == Some(tip) && self.mined == n.mined() {
             return Ok(None);
         }
@@ -812,25 +876,35 @@ impl Store {
             for ch in changes {
                 match ch {
                     Change::Block(id) => {
-                        let rec = db.blocks().get(*id as usize).ok_or_else(|| self.unknown(format!("block {id}")))?;
+                        let rec = db
+                            .blocks()
+                            .get(*id as usize)
+                            .ok_or_else(|| self.unknown(format!("block {id}")))?;
                         let v = block_value(rec.height, &rec.data);
-                        blocks.insert(rec.data.hash.as_byte_array(), v.as_slice()).map_err(db_err(&p, "write blocks"))?;
+                        blocks
+                            .insert(rec.data.hash.as_byte_array(), v.as_slice())
+                            .map_err(db_err(&p, "write blocks"))?;
                         c.blocks += 1;
                     }
                     Change::PoolIn(idx) => {
-                        let tx = db.txs().get(*idx as usize).ok_or_else(|| self.unknown(format!("tx {idx}")))?;
+                        let tx =
+                            db.txs().get(*idx as usize).ok_or_else(|| self.unknown(format!("tx {idx}")))?;
                         seq += 1;
                         let v = seq_tx_value(seq, &tx.tx);
-                        pool.insert(tx.txid.as_byte_array(), v.as_slice()).map_err(db_err(&p, "write mempool"))?;
+                        pool.insert(tx.txid.as_byte_array(), v.as_slice())
+                            .map_err(db_err(&p, "write mempool"))?;
                         c.other += 1;
                     }
                     Change::PoolOut(idx) => {
-                        let tx = db.txs().get(*idx as usize).ok_or_else(|| self.unknown(format!("tx {idx}")))?;
+                        let tx =
+                            db.txs().get(*idx as usize).ok_or_else(|| self.unknown(format!("tx {idx}")))?;
                         pool.remove(tx.txid.as_byte_array()).map_err(db_err(&p, "write mempool"))?;
                         c.other += 1;
                     }
                     Change::Filter(peer, scripts) => {
-                        filters.insert(peer.0, encode_scripts(scripts).as_slice()).map_err(db_err(&p, "write filters"))?;
+                        filters
+                            .insert(peer.0, encode_scripts(scripts).as_slice())
+                            .map_err(db_err(&p, "write filters"))?;
                         c.other += 1;
                     }
                     Change::Filtered { .. } | Change::Sent(_) | Change::Failed => {
@@ -843,7 +917,8 @@ impl Store {
                 c.tip_moved = true;
             }
             let mut meta = w.open_table(META).map_err(db_err(&p, "write meta"))?;
-            meta.insert("mined", u64::from(n.mined()).to_le_bytes().as_slice()).map_err(db_err(&p, "write meta"))?;
+            meta.insert("mined", u64::from(n.mined()).to_le_bytes().as_slice())
+                .map_err(db_err(&p, "write meta"))?;
             meta.insert("seq", seq.to_le_bytes().as_slice()).map_err(db_err(&p, "write meta"))?;
         }
         w.commit().map_err(db_err(&p, "commit"))?;
@@ -855,7 +930,13 @@ impl Store {
     }
 
     /// Moves the kept best chain and UTXO set from `old` to `new`.
-    fn move_tip(&self, w: &redb::WriteTransaction, db: &BlockDb, old: BlockId, new: BlockId) -> Result<(), StoreError> {
+    fn move_tip(
+        &self,
+        w: &redb::WriteTransaction,
+        db: &BlockDb,
+        old: BlockId,
+        new: BlockId,
+    ) -> Result<(), StoreError> {
         let p = &self.path;
         let fork = db.fork_point(old, new);
         let walk = |mut b: BlockId| {
@@ -900,11 +981,19 @@ impl Store {
         Ok(())
     }
 
-    fn commit_wallet(&mut self, wn: &WalletNode, changes: &[Change]) -> Result<Option<Committed>, StoreError> {
+    fn commit_wallet(
+        &mut self,
+        wn: &WalletNode,
+        changes: &[Change],
+    ) -> Result<Option<Committed>, StoreError> {
         let spv = wn.spv();
         let best = (spv.best_height(), spv.best_hash());
         let nkeys = spv.wallet().keys().len();
-        if changes.is_empty() && self.best == Some(best) && self.keys == nkeys && self.counters == wn.payments() {
+        if changes.is_empty()
+            && self.best == Some(best)
+            && self.keys == nkeys
+            && self.counters == wn.payments()
+        {
             return Ok(None);
         }
         let t0 = Instant::now();
@@ -919,13 +1008,17 @@ impl Store {
                 match ch {
                     Change::Filtered { now, block } => {
                         seq += 1;
-                        filtered.insert(seq, filtered_value(*now, block).as_slice()).map_err(db_err(&p, "write filtered"))?;
+                        filtered
+                            .insert(seq, filtered_value(*now, block).as_slice())
+                            .map_err(db_err(&p, "write filtered"))?;
                         c.blocks += 1;
                     }
                     Change::Sent(tx) => {
                         seq += 1;
                         let v = seq_tx_value(seq, tx);
-                        payments.insert(tx.compute_txid().as_byte_array(), v.as_slice()).map_err(db_err(&p, "write payments"))?;
+                        payments
+                            .insert(tx.compute_txid().as_byte_array(), v.as_slice())
+                            .map_err(db_err(&p, "write payments"))?;
                         c.other += 1;
                     }
                     Change::Failed => {}
@@ -937,7 +1030,8 @@ impl Store {
             if self.keys < nkeys {
                 let mut keys = w.open_table(KEYS).map_err(db_err(&p, "write keys"))?;
                 for (i, k) in spv.wallet().keys().iter().enumerate().skip(self.keys) {
-                    keys.insert(i as u32, &k.secret_key().secret_bytes()).map_err(db_err(&p, "write keys"))?;
+                    keys.insert(i as u32, &k.secret_key().secret_bytes())
+                        .map_err(db_err(&p, "write keys"))?;
                 }
             }
             if self.best != Some(best) {
@@ -958,8 +1052,10 @@ impl Store {
             }
             let (sent, failed) = wn.payments();
             let mut meta = w.open_table(META).map_err(db_err(&p, "write meta"))?;
-            meta.insert("sent", u64::from(sent).to_le_bytes().as_slice()).map_err(db_err(&p, "write meta"))?;
-            meta.insert("failed", u64::from(failed).to_le_bytes().as_slice()).map_err(db_err(&p, "write meta"))?;
+            meta.insert("sent", u64::from(sent).to_le_bytes().as_slice())
+                .map_err(db_err(&p, "write meta"))?;
+            meta.insert("failed", u64::from(failed).to_le_bytes().as_slice())
+                .map_err(db_err(&p, "write meta"))?;
             meta.insert("seq", seq.to_le_bytes().as_slice()).map_err(db_err(&p, "write meta"))?;
         }
         w.commit().map_err(db_err(&p, "commit"))?;
@@ -982,4 +1078,349 @@ fn chain_hashes(db: &BlockDb, tip: BlockId) -> impl Iterator<Item = (u32, [u8; 3
         b = r.parent;
     }
     v.into_iter().rev()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::DurableNode;
+    use fika_btc::msg::BtcMsg;
+    use fika_btc::node::SharedDb;
+    use fika_core::{Context, Event, Node, NodeRng, SimTime, TimerId, TimerKey};
+    use fika_scenario::{Layout, Scenario};
+    use std::time::Duration;
+
+    /// A context that records what the node does.
+    struct Cx {
+        id: NodeId,
+        now: SimTime,
+        rng: NodeRng,
+        peers: Vec<NodeId>,
+        sent: Vec<(NodeId, BtcMsg)>,
+        events: Vec<Event>,
+    }
+
+    impl Cx {
+        fn new(layout: &Layout, id: u32) -> Self {
+            Cx {
+                id: NodeId(id),
+                now: SimTime::ZERO,
+                rng: fika_core::derive_rng(1, "node", u64::from(id)),
+                peers: crate::build::peers_of(layout, NodeId(id)),
+                sent: Vec::new(),
+                events: Vec::new(),
+            }
+        }
+        fn advance(&mut self, secs: u64) {
+            self.now += Duration::from_secs(secs);
+        }
+        /// Takes the messages sent to `to`.
+        fn take_to(&mut self, to: u32) -> Vec<BtcMsg> {
+            let (mine, rest): (Vec<_>, Vec<_>) = self.sent.drain(..).partition(|(t, _)| t.0 == to);
+            self.sent = rest;
+            mine.into_iter().map(|(_, m)| m).collect()
+        }
+    }
+
+    impl Context<BtcMsg> for Cx {
+        fn id(&self) -> NodeId {
+            self.id
+        }
+        fn now(&self) -> SimTime {
+            self.now
+        }
+        fn rng(&mut self) -> &mut NodeRng {
+            &mut self.rng
+        }
+        fn peer_count(&self) -> usize {
+            self.peers.len()
+        }
+        fn peer(&self, i: usize) -> NodeId {
+            self.peers[i]
+        }
+        fn send(&mut self, to: NodeId, msg: BtcMsg) {
+            self.sent.push((to, msg));
+        }
+        fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
+            TimerKey { slot: 0, generation: 0 }
+        }
+        fn cancel_timer(&mut self, _key: TimerKey) {}
+        fn emit(&mut self, event: Event) {
+            self.events.push(event);
+        }
+    }
+
+    /// The full node's mining timer (see `fika_btc::node`).
+    const MINE: TimerId = 1;
+
+    fn demo() -> (Scenario, Layout) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/thesis-demo.toml");
+        let s = fika_scenario::load_file(Path::new(path)).expect("thesis demo loads");
+        let l = fika_scenario::layout(&s).expect("layout");
+        (s, l)
+    }
+
+    fn build(s: &Scenario, l: &Layout, i: u32) -> (BtcNode, SharedDb) {
+        crate::build::build_btc_node_with_db(s, l, NodeId(i)).expect("node builds")
+    }
+
+    fn identity(s: &Scenario, l: &Layout, node: &BtcNode, db: &SharedDb, i: u32) -> Identity {
+        let genesis = db.borrow().rec(0).data.hash;
+        Identity::of(node, &s.name, &l.names[i as usize], s.seed, genesis)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fika-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn full(node: &BtcNode) -> &FullNode {
+        match node {
+            BtcNode::Full(n) => n,
+            BtcNode::Wallet(_) => panic!("a full node"),
+        }
+    }
+
+    fn tip_hash(node: &BtcNode) -> BlockHash {
+        crate::durable::tip_of(node).1
+    }
+
+    /// Mines `n` blocks on `node`, ten seconds apart.
+    fn mine(node: &mut impl Node<Msg = BtcMsg>, cx: &mut Cx, n: usize) {
+        for _ in 0..n {
+            cx.advance(10);
+            node.on_timer(cx, MINE);
+        }
+    }
+
+    #[test]
+    fn full_node_round_trip_through_a_reorg_with_its_mempool() {
+        let (s, l) = demo();
+        let dir = temp_dir("full");
+        let (a, db) = build(&s, &l, 0);
+        let id = identity(&s, &l, &a, &db, 0);
+        let (store, existed) = Store::open(&dir, &id, &a).expect("store opens");
+        assert!(!existed);
+        let mut d = DurableNode::new(a, store, None, None);
+        let mut cx = Cx::new(&l, 0);
+        d.on_start(&mut cx);
+        mine(&mut d, &mut cx, 3);
+        assert_eq!(crate::durable::tip_of(d.node()).0, 3);
+        // Blocks were relayed, after their commit.
+        assert!(cx.sent.iter().any(|(_, m)| matches!(m, BtcMsg::Inv(_) | BtcMsg::CmpctBlock(_))));
+
+        // client1 pays; server1 takes the payment into its mempool.
+        let (mut w, _) = build(&s, &l, 3);
+        let mut wcx = Cx::new(&l, 3);
+        w.on_timer(&mut wcx, 0);
+        let txs = wcx.take_to(0);
+        assert_eq!(txs.len(), 1);
+        for m in txs {
+            d.on_message(&mut cx, NodeId(3), m);
+        }
+        assert_eq!(full(d.node()).mempool().len(), 1);
+
+        // server2 mined a longer branch on its own: server1 reorganises to it.
+        let (mut c, cdb) = build(&s, &l, 1);
+        let mut ccx = Cx::new(&l, 1);
+        mine(&mut c, &mut ccx, 5);
+        let branch: Vec<Arc<SimBlock>> =
+            cdb.borrow().blocks().iter().skip(1).map(|r| Arc::clone(&r.data)).collect();
+        for b in branch {
+            d.on_message(&mut cx, NodeId(1), BtcMsg::Block(b));
+        }
+        assert_eq!(tip_hash(d.node()), tip_hash(&c));
+        assert_eq!(full(d.node()).mempool().len(), 1, "the payment survives the reorg");
+        let pool: Vec<Txid> = {
+            let n = full(d.node());
+            let db = n.db().borrow();
+            n.mempool().entries().keys().map(|i| db.tx(*i).txid).collect()
+        };
+        let tip = tip_hash(d.node());
+        assert!(d.stats().blocks >= 8 && d.stats().file_bytes > 0, "{:?}", d.stats());
+        drop(d);
+
+        // A fresh process: rebuilt from the scenario, restored from the store.
+        let (mut a2, db2) = build(&s, &l, 0);
+        let (mut store, existed) = Store::open(&dir, &id, &a2).expect("store reopens");
+        assert!(existed);
+        let r = store.restore(&mut a2).expect("restores");
+        assert_eq!((r.height, r.hash.clone(), r.blocks, r.pending, r.dropped), (5, tip.to_string(), 8, 1, 0));
+        assert_eq!(tip_hash(&a2), tip);
+        let n2 = full(&a2);
+        let db2 = db2.borrow();
+        let pool2: Vec<Txid> = n2.mempool().entries().keys().map(|i| db2.tx(*i).txid).collect();
+        assert_eq!(pool2, pool);
+        // Both branches are kept.
+        assert_eq!((1..db2.len() as u32).filter(|b| n2.has_block(*b)).count(), 8);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_step_is_written_whole_or_not_at_all() {
+        let (s, l) = demo();
+        let dir = temp_dir("atomic");
+        let (mut a, db) = build(&s, &l, 0);
+        let id = identity(&s, &l, &a, &db, 0);
+        let (mut store, _) = Store::open(&dir, &id, &a).expect("store opens");
+        a.enable_journal();
+        let mut cx = Cx::new(&l, 0);
+        mine(&mut a, &mut cx, 1);
+        let mut changes = a.take_journal();
+        assert!(matches!(changes.as_slice(), [Change::Block(1)]), "{changes:?}");
+        // A step whose second change fails: the block before it must not be written either.
+        changes.push(Change::Block(9_999));
+        let e = store.commit(&a, &changes);
+        assert!(matches!(e, Err(StoreError::Unknown { .. })), "{e:?}");
+        let saved = store.load().expect("loads");
+        assert!(saved.blocks.is_empty());
+        assert_eq!(saved.best_chain.len(), 1, "the tip did not move");
+        assert_eq!(saved.utxo.len(), 2, "the coins did not change");
+        // The same step without the bad change: block, best chain and coins together.
+        changes.pop();
+        let c = store.commit(&a, &changes).expect("commits").expect("wrote");
+        assert_eq!((c.blocks, c.tip_moved), (1, true));
+        assert_eq!(store.commit(&a, &[]).expect("nothing to do"), None);
+        drop(store);
+        let (store, _) = Store::open(&dir, &id, &a).expect("reopens");
+        let saved = store.load().expect("loads");
+        assert_eq!(saved.blocks.len(), 1);
+        assert_eq!(saved.best_chain.last(), Some(&tip_hash(&a)));
+        let coinbase = saved.blocks[0].block.txdata[0].compute_txid();
+        assert!(saved.utxo.contains_key(&OutPoint::new(coinbase, 0)), "the block's coin is kept with it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn wallet_round_trip_keeps_keys_proofs_and_payments() {
+        let (s, l) = demo();
+        let dir = temp_dir("wallet");
+        let (mut server, _) = build(&s, &l, 0);
+        let mut scx = Cx::new(&l, 0);
+        server.on_start(&mut scx);
+        scx.sent.clear();
+        let (w, wdb) = build(&s, &l, 3);
+        let id = identity(&s, &l, &w, &wdb, 3);
+        let (store, _) = Store::open(&dir, &id, &w).expect("store opens");
+        let mut d = DurableNode::new(w, store, None, None);
+        let mut wcx = Cx::new(&l, 3);
+        let deliver = |from: &mut Cx, to: u32, node: &mut dyn FnMut(BtcMsg)| {
+            for m in from.take_to(to) {
+                node(m);
+            }
+        };
+        d.on_start(&mut wcx);
+        deliver(&mut wcx, 0, &mut |m| server.on_message(&mut scx, NodeId(3), m));
+        deliver(&mut scx, 3, &mut |m| d.on_message(&mut wcx, NodeId(0), m));
+        // The scheduled payment, confirmed by the server's next block.
+        d.on_timer(&mut wcx, 0);
+        deliver(&mut wcx, 0, &mut |m| server.on_message(&mut scx, NodeId(3), m));
+        mine(&mut server, &mut scx, 2);
+        deliver(&mut scx, 3, &mut |m| d.on_message(&mut wcx, NodeId(0), m));
+        let BtcNode::Wallet(w) = d.node() else { panic!("a wallet") };
+        let balance = w.balance();
+        assert_eq!(balance.confirmed.to_sat(), 59 * 100_000_000);
+        assert_eq!(w.spv().best_height(), 2);
+        let best = w.spv().best_hash();
+        drop(d);
+
+        let (mut w2, _) = build(&s, &l, 3);
+        let (mut store, existed) = Store::open(&dir, &id, &w2).expect("reopens");
+        assert!(existed);
+        let r = store.restore(&mut w2).expect("restores");
+        assert_eq!((r.height, r.hash.clone()), (2, best.to_string()));
+        let BtcNode::Wallet(w2) = &w2 else { panic!("a wallet") };
+        assert_eq!(w2.balance(), balance);
+        assert_eq!(w2.payments(), (1, 0));
+        assert_eq!(store.load().expect("loads").keys.len(), w2.spv().wallet().keys().len());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopening_refuses_another_node_a_newer_format_and_corrupt_files() {
+        let (s, l) = demo();
+        let dir = temp_dir("refuse");
+        let (a, db) = build(&s, &l, 0);
+        let id = identity(&s, &l, &a, &db, 0);
+        drop(Store::open(&dir, &id, &a).expect("store opens"));
+
+        // Another seed (so other keys and premine): refused, naming the field.
+        let other = Identity { seed: id.seed + 1, ..id.clone() };
+        let e = Store::open(&dir, &other, &a).err().map(|e| e.to_string());
+        assert!(e.as_deref().is_some_and(|m| m.contains("seed is \"1\", expected \"2\"")), "{e:?}");
+        let wrong_node = Identity { node: "server2".into(), ..id.clone() };
+        assert!(matches!(Store::open(&dir, &wrong_node, &a), Err(StoreError::Mismatch { what: "node", .. })));
+
+        // A newer format.
+        let file = Store::file_in(&dir);
+        {
+            let db = Database::open(&file).expect("redb opens");
+            let w = db.begin_write().expect("write");
+            w.open_table(META)
+                .expect("meta")
+                .insert("format", 99u32.to_le_bytes().as_slice())
+                .expect("insert");
+            w.commit().expect("commit");
+        }
+        let e = Store::open(&dir, &id, &a).err();
+        assert!(
+            matches!(e, Some(StoreError::NewerFormat { found: 99, supported: FORMAT_VERSION, .. })),
+            "{e:?}"
+        );
+
+        // Not a database at all, an empty file, and a cut-off database.
+        let bad = temp_dir("garbage");
+        std::fs::create_dir_all(&bad).expect("dir");
+        let junk: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(Store::file_in(&bad), &junk).expect("write");
+        assert!(matches!(Store::open(&bad, &id, &a), Err(StoreError::Open { .. })));
+        std::fs::write(Store::file_in(&bad), b"").expect("write");
+        assert!(Store::open(&bad, &id, &a).is_err());
+        let good = std::fs::read(Store::file_in(&dir)).expect("read");
+        std::fs::write(Store::file_in(&bad), &good[..good.len() / 3]).expect("write");
+        assert!(
+            Store::open(&bad, &id, &a).and_then(|(mut st, _)| st.restore(&mut build(&s, &l, 0).0)).is_err()
+        );
+
+        // A valid database that is not a node store.
+        std::fs::remove_file(Store::file_in(&bad)).expect("rm");
+        drop(Database::create(Store::file_in(&bad)).expect("redb creates"));
+        let e = Store::open(&bad, &id, &a).err();
+        assert!(
+            matches!(&e, Some(StoreError::Corrupt { reason, .. }) if reason.contains("no format")),
+            "{e:?}"
+        );
+
+        // A kept block whose bytes were damaged.
+        let dir2 = temp_dir("damaged");
+        let (mut a2, _) = build(&s, &l, 0);
+        let (mut store, _) = Store::open(&dir2, &id, &a2).expect("opens");
+        a2.enable_journal();
+        let mut cx = Cx::new(&l, 0);
+        mine(&mut a2, &mut cx, 1);
+        let ch = a2.take_journal();
+        store.commit(&a2, &ch).expect("commits");
+        drop(store);
+        {
+            let db = Database::open(Store::file_in(&dir2)).expect("redb opens");
+            let w = db.begin_write().expect("write");
+            {
+                let mut t = w.open_table(BLOCKS).expect("blocks");
+                let key = tip_hash(&a2).to_byte_array();
+                let mut v = t.get(&key).expect("get").expect("kept").value().to_vec();
+                let last = v.len() - 1;
+                v[last] ^= 0xff;
+                t.insert(&key, v.as_slice()).expect("insert");
+            }
+            w.commit().expect("commit");
+        }
+        let (mut store, _) = Store::open(&dir2, &id, &a2).expect("opens");
+        // Its header still hashes right; replaying it finds the damage.
+        let e = store.restore(&mut build(&s, &l, 0).0).err();
+        assert!(matches!(e, Some(StoreError::Restore { source: RestoreError::Invalid { .. }, .. })), "{e:?}");
+        for d in [dir, dir2, bad] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }

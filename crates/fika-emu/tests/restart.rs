@@ -40,8 +40,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filters: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if args.iter().any(|a| a == "--ignored") || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str()))) {
-        println!("\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n");
+    if args.iter().any(|a| a == "--ignored")
+        || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())))
+    {
+        println!(
+            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
+        );
         return ExitCode::SUCCESS;
     }
     println!("\nrunning 1 test");
@@ -87,7 +91,8 @@ fn run() -> Result<(), String> {
     let nodes = out.join("nodes");
 
     // The faults were carried out: a kill, then a restart that resumed.
-    let actions: Vec<(&str, &str)> = report.faults.iter().map(|f| (f.node.as_str(), f.action.as_str())).collect();
+    let actions: Vec<(&str, &str)> =
+        report.faults.iter().map(|f| (f.node.as_str(), f.action.as_str())).collect();
     check(actions == [("server2", "crash"), ("server2", "restart")], format!("faults: {:?}", report.faults))?;
     let resumed = report.faults[1].resumed_height.ok_or("the restarted server2 reported no resumed line")?;
     check(report.faults[1].started_after_s.is_some(), "the restarted server2 was told to start")?;
@@ -99,14 +104,22 @@ fn run() -> Result<(), String> {
     check(height_before >= 1, format!("server2 had committed blocks before the kill: {before:?}"))?;
     // Right after the restart, before any catch-up: at least that height, from disk.
     let after = store_events(&nodes.join("server2.restart1.events.jsonl"))?;
-    check(after.first().is_some_and(|e| e.0 == "store.resumed"), format!("first store event after restart: {after:?}"))?;
+    check(
+        after.first().is_some_and(|e| e.0 == "store.resumed"),
+        format!("first store event after restart: {after:?}"),
+    )?;
     check(after[0].1 == u64::from(resumed), "the resumed event and status line agree")?;
-    check(u64::from(resumed) >= height_before, format!("resumed at {resumed}, had committed {height_before}"))?;
+    check(
+        u64::from(resumed) >= height_before,
+        format!("resumed at {resumed}, had committed {height_before}"),
+    )?;
 
     // The end: every server on one tip, at the miners' stop height.
     let s = summaries(&report);
-    let tips: BTreeSet<(u32, &str)> =
-        ["server1", "server2", "server3"].iter().map(|n| (s[*n].tip_height, s[*n].tip_hash.as_str())).collect();
+    let tips: BTreeSet<(u32, &str)> = ["server1", "server2", "server3"]
+        .iter()
+        .map(|n| (s[*n].tip_height, s[*n].tip_hash.as_str()))
+        .collect();
     check(tips.len() == 1, format!("servers end on one tip: {tips:?}"))?;
     let (final_height, final_tip) = tips.iter().next().copied().unwrap_or_default();
     check(final_height >= 12, format!("miners reached the stop height: {final_height}"))?;
@@ -120,7 +133,10 @@ fn run() -> Result<(), String> {
     for (_, h, tip) in &committed {
         check(kept.contains(tip), format!("block {tip} (height {h}) committed before the kill is kept"))?;
     }
-    check(saved.best_chain.last().map(|h| h.to_string()).as_deref() == Some(final_tip), "its store's tip is its final tip")?;
+    check(
+        saved.best_chain.last().map(|h| h.to_string()).as_deref() == Some(final_tip),
+        "its store's tip is its final tip",
+    )?;
     check(saved.best_chain.len() == final_height as usize + 1, "its store's best chain reaches the tip")?;
 
     // Cost: per block commit, and the file's size.
@@ -141,7 +157,10 @@ fn run() -> Result<(), String> {
     let restarted = report.nodes.iter().find(|r| r.name == "server2").ok_or("server2 report")?;
     check(restarted.restarts == 1, "server2 restarted once")?;
     let r = restarted.report.as_ref().ok_or("server2 reported its end")?;
-    check(r.resumed.as_ref().is_some_and(|x| x.height == resumed), format!("server2 resumed: {:?}", r.resumed))?;
+    check(
+        r.resumed.as_ref().is_some_and(|x| x.height == resumed),
+        format!("server2 resumed: {:?}", r.resumed),
+    )?;
     eprintln!(
         "server2: committed height {height_before} before the kill, resumed at {resumed} ({} µs to replay), final {final_height}",
         r.resumed.as_ref().map_or(0, |x| x.micros)
