@@ -8,19 +8,35 @@
 //! had committed is still in its store, and that all servers end on one
 //! tip. It prints the store's cost per block commit and the file's size.
 //!
+//! A second test kills a process that does nothing but mine and commit,
+//! at eight arbitrary instants (most of its time is spent inside commits),
+//! and checks each time that the store opens, replays and verifies, and
+//! never goes back.
+//!
 //! Like the `emulate` test it has its own `main`: the emulator starts the
-//! node processes as `<exe> node --config FILE`, and `<exe>` is this test.
+//! node processes as `<exe> node --config FILE`, and `<exe>` is this test
+//! (as is the miner, `<exe> mine-forever DIR`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+use fika_btc::msg::BtcMsg;
+use fika_btc::node::{BtcNode, SharedDb};
+use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey};
+use fika_emu::durable::DurableNode;
+use fika_emu::store::Identity;
 
 use fika_emu::orchestrate::summaries;
 use fika_emu::store::Store;
 use fika_emu::{EmulateOptions, NodeProcessConfig, emulate, run_node_process};
 
 const NAME: &str = "killed_node_resumes_from_its_store_and_catches_up";
+const KILLS: &str = "kills_in_the_middle_of_commits_leave_a_whole_store";
+
+/// A test: `Err` says what failed.
+type Test = fn() -> Result<(), String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -35,30 +51,48 @@ fn main() -> ExitCode {
             };
         }
     }
+    if let [_, cmd, dir] = args.as_slice() {
+        if cmd == "mine-forever" {
+            return match mine_forever(Path::new(dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mine-forever: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    let tests: [(&str, Test); 2] = [(NAME, run), (KILLS, kills)];
     if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
+        for (name, _) in &tests {
+            println!("{name}: test");
+        }
         return ExitCode::SUCCESS;
     }
     let filters: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if args.iter().any(|a| a == "--ignored")
-        || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())))
-    {
-        println!(
-            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
-        );
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning 1 test");
-    match run() {
-        Ok(()) => {
-            println!("test {NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed\n");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("test {NAME} ... FAILED\n\n{e}\n\ntest result: FAILED. 0 passed; 1 failed\n");
-            ExitCode::FAILURE
+    let chosen: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .filter(|_| !args.iter().any(|a| a == "--ignored"))
+        .collect();
+    println!("\nrunning {} test{}", chosen.len(), if chosen.len() == 1 { "" } else { "s" });
+    let mut failed = 0;
+    for (name, test) in &chosen {
+        match test() {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(e) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n\n{e}\n");
+            }
         }
     }
+    let passed = chosen.len() - failed;
+    let result = if failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {result}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {} filtered out\n",
+        tests.len() - chosen.len()
+    );
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn check(ok: bool, what: impl Into<String>) -> Result<(), String> {
@@ -166,5 +200,99 @@ fn run() -> Result<(), String> {
         r.resumed.as_ref().map_or(0, |x| x.micros)
     );
     let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// A context for a node with no peers: time is set by the caller.
+struct Alone {
+    now: SimTime,
+    rng: NodeRng,
+}
+
+impl Context<BtcMsg> for Alone {
+    fn id(&self) -> NodeId {
+        NodeId(0)
+    }
+    fn now(&self) -> SimTime {
+        self.now
+    }
+    fn rng(&mut self) -> &mut NodeRng {
+        &mut self.rng
+    }
+    fn peer_count(&self) -> usize {
+        0
+    }
+    fn peer(&self, i: usize) -> NodeId {
+        NodeId(i as u32)
+    }
+    fn send(&mut self, _to: NodeId, _msg: BtcMsg) {}
+    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
+        TimerKey { slot: 0, generation: 0 }
+    }
+    fn cancel_timer(&mut self, _key: TimerKey) {}
+    fn emit(&mut self, _event: Event) {}
+}
+
+fn thesis_demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/thesis-demo.toml")
+}
+
+/// server1 of the thesis demo with the store in `dir`, restored if it
+/// exists: the node, its store's tip height, and whether it was restored.
+fn open_server1(dir: &Path) -> Result<(DurableNode, u32, bool), String> {
+    let s = fika_scenario::load_file(&thesis_demo()).map_err(|e| e.to_string())?;
+    let layout = fika_scenario::layout(&s).map_err(|e| e.to_string())?;
+    let (mut node, db): (BtcNode, SharedDb) =
+        fika_emu::build_btc_node_with_db(&s, &layout, NodeId(0)).map_err(|e| e.to_string())?;
+    let genesis = db.borrow().rec(0).data.hash;
+    let id = Identity::of(&node, &s.name, "server1", s.seed, genesis);
+    let (mut store, existed) = Store::open(dir, &id, &node).map_err(|e| e.to_string())?;
+    let height = if existed { store.restore(&mut node).map_err(|e| e.to_string())?.height } else { 0 };
+    Ok((DurableNode::new(node, store, None, None), height, existed))
+}
+
+/// Mines on server1 of the thesis demo, committing every block, until killed.
+fn mine_forever(dir: &Path) -> Result<(), String> {
+    let (mut node, height, _) = open_server1(dir)?;
+    // Block times follow the node's clock: start it where the chain is.
+    let mut cx = Alone {
+        now: SimTime::from_secs(10 * u64::from(height)),
+        rng: fika_core::derive_rng(u64::from(height), "miner", 0),
+    };
+    loop {
+        cx.now += Duration::from_secs(10);
+        // The full node's mining timer.
+        node.on_timer(&mut cx, 1);
+        if let Some(e) = node.failure() {
+            return Err(e.to_string());
+        }
+    }
+}
+
+fn kills() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("fika-emu-kills-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut last = 0;
+    for round in 0..8u64 {
+        let mut child = std::process::Command::new(&exe)
+            .arg("mine-forever")
+            .arg(&dir)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300 + 97 * round));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().map_err(|e| e.to_string())?;
+        check(status.code().is_none(), format!("round {round}: the miner was killed, not {status}"))?;
+        // The store opens, replays, verifies its UTXO set, and went forward.
+        let (node, height, existed) = open_server1(&dir).map_err(|e| format!("round {round}: {e}"))?;
+        check(existed, format!("round {round}: the store exists"))?;
+        check(height >= last, format!("round {round}: tip went back from {last} to {height}"))?;
+        drop(node);
+        eprintln!("round {round}: killed at height {height}");
+        last = height;
+    }
+    check(last > 0, "the miner committed blocks")?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
