@@ -14,10 +14,12 @@
 //! * [`template`]: block templates for miners.
 //! * [`sign`]: P2WPKH / P2PKH signing helpers.
 //! * [`merkle`]: merkle roots and SPV partial-merkle-tree proofs.
+//! * [`journal`]: what a node changed in a step, for a durable store.
 
 pub mod attack;
 pub mod blockdb;
 pub mod chain;
+pub mod journal;
 pub mod mempool;
 pub mod merkle;
 pub mod msg;

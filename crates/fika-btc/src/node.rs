@@ -18,6 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::blockdb::{BlockDb, BlockId, Origin, SimBlock, TxIdx, UtxoSnapshot};
+use crate::journal::{Change, Journal, RestoreError};
 use crate::merkle;
 use crate::msg::{BtcMsg, Inv};
 use crate::pow;
@@ -119,6 +120,7 @@ pub struct NodeMempool {
     spends: BTreeMap<OutPoint, TxIdx>,
     bytes: u64,
     seq: u64,
+    journal: Journal,
 }
 
 impl NodeMempool {
@@ -154,6 +156,7 @@ impl NodeMempool {
         self.seq += 1;
         self.entries.insert(idx, PoolEntry { fee, vsize, seq: self.seq });
         self.bytes += u64::from(vsize);
+        self.journal.record(|| Change::PoolIn(idx));
     }
 
     fn remove(&mut self, idx: TxIdx, tx: &Transaction) -> bool {
@@ -164,6 +167,7 @@ impl NodeMempool {
             }
         }
         self.bytes -= u64::from(e.vsize);
+        self.journal.record(|| Change::PoolOut(idx));
         true
     }
 }
@@ -265,6 +269,8 @@ pub struct FullNode {
     merge_tag: Option<ScriptBuf>,
     /// Selfish mining (Eyal & Sirer), see [`crate::attack`].
     selfish: Option<crate::attack::Selfish>,
+    /// What changed, for a durable store (off unless enabled).
+    journal: Journal,
 }
 
 impl FullNode {
@@ -292,6 +298,7 @@ impl FullNode {
             mined: 0,
             merge_tag: None,
             selfish: None,
+            journal: Journal::default(),
         }
     }
 
@@ -429,6 +436,7 @@ impl FullNode {
             let verdict = self.db.borrow_mut().validate(b);
             match verdict {
                 Ok(()) => {
+                    self.journal.record(|| Change::Block(b));
                     let db = self.db.borrow();
                     if db.rec(b).work > db.rec(best).work {
                         best = b;
@@ -877,12 +885,7 @@ impl FullNode {
             Ok(()) => {
                 *slot(&mut self.txs, idx) = TX_POOL;
                 self.inv_queue.push((idx, from));
-                if self.trickle.is_none() {
-                    let mean = self.cfg.tx_trickle_s.max(0.0);
-                    let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
-                    let d = Duration::from_secs_f64((-u.ln() * mean).min(1e6));
-                    self.trickle = Some(cx.set_timer(d, TIMER_TRICKLE));
-                }
+                self.schedule_trickle(cx);
                 Ok(())
             }
             Err(e) => {
@@ -891,6 +894,16 @@ impl FullNode {
                     if matches!(e, Reject::MissingInputs(_)) { TX_UNKNOWN } else { TX_DONE };
                 Err(e)
             }
+        }
+    }
+
+    /// Draws the next trickled announcement of the queued transactions, unless one is pending.
+    fn schedule_trickle(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        if self.trickle.is_none() {
+            let mean = self.cfg.tx_trickle_s.max(0.0);
+            let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
+            let d = Duration::from_secs_f64((-u.ln() * mean).min(1e6));
+            self.trickle = Some(cx.set_timer(d, TIMER_TRICKLE));
         }
     }
 
@@ -1131,20 +1144,11 @@ impl FullNode {
                 }
             }
             BtcMsg::FilterLoad(scripts) => {
+                self.journal.record(|| Change::Filter(from, scripts.clone()));
                 self.wallets.retain(|(w, _)| *w != from);
                 self.wallets.push((from, scripts));
                 // Bring the wallet up to date with the whole best chain.
-                let chain: Vec<BlockId> = {
-                    let db = self.db.borrow();
-                    let mut v = Vec::new();
-                    let mut b = Some(self.tip);
-                    while let Some(x) = b {
-                        v.push(x);
-                        b = db.rec(x).parent;
-                    }
-                    v.reverse();
-                    v
-                };
+                let chain = self.best_chain();
                 let all = std::mem::take(&mut self.wallets);
                 self.wallets = all.iter().filter(|(w, _)| *w == from).cloned().collect();
                 self.serve_wallets(cx, &chain);
@@ -1181,6 +1185,130 @@ impl FullNode {
         self.announced.clear();
         self.wallets.clear();
     }
+
+    /// The best chain's blocks, genesis first.
+    fn best_chain(&self) -> Vec<BlockId> {
+        let db = self.db.borrow();
+        let mut v = Vec::with_capacity(db.rec(self.tip).height as usize + 1);
+        let mut b = Some(self.tip);
+        while let Some(x) = b {
+            v.push(x);
+            b = db.rec(x).parent;
+        }
+        v.reverse();
+        v
+    }
+
+    // ----- persistence (see crate::journal) ---------------------------------
+
+    /// Starts recording changes for a durable store.
+    pub fn enable_journal(&mut self) {
+        self.journal.enable();
+        self.mempool.journal.enable();
+    }
+
+    /// The changes recorded since the last call: blocks and filters, then
+    /// the mempool's, each oldest first.
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        let mut v = self.journal.take();
+        v.extend(self.mempool.journal.take());
+        v
+    }
+
+    /// Block templates made so far (numbers the coinbases this node mines).
+    pub fn mined(&self) -> u32 {
+        self.mined
+    }
+
+    /// The block store this node uses.
+    pub fn db(&self) -> &SharedDb {
+        &self.db
+    }
+
+    /// Light wallets and the scripts they loaded as filters.
+    pub fn wallet_filters(&self) -> &[(NodeId, Vec<ScriptBuf>)] {
+        &self.wallets
+    }
+
+    /// Restores what a durable store kept, before the node starts: the
+    /// blocks it had accepted (parents before children), validated again
+    /// through the block store, its tip, its coinbase counter and its
+    /// wallets' filters. A selfish miner restarts its strategy at the tip.
+    pub fn restore(
+        &mut self,
+        blocks: &[Arc<SimBlock>],
+        tip: BlockHash,
+        mined: u32,
+        filters: Vec<(NodeId, Vec<ScriptBuf>)>,
+    ) -> Result<(), RestoreError> {
+        for data in blocks {
+            let inserted = self.db.borrow_mut().insert(Arc::clone(data), None);
+            let id = inserted.map_err(|e| RestoreError::Block { hash: data.hash, reason: e.to_string() })?;
+            let verdict = self.db.borrow_mut().validate(id);
+            verdict.map_err(|e| RestoreError::Invalid { hash: data.hash, reason: e.to_string() })?;
+            *slot(&mut self.blocks, id) = HAVE;
+        }
+        let id =
+            self.db.borrow().id_of(&tip).filter(|id| self.has_block(*id)).ok_or(RestoreError::NoTip(tip))?;
+        self.tip = id;
+        self.mined = self.mined.max(mined);
+        self.wallets = filters;
+        if self.selfish.is_some() {
+            self.set_selfish(true);
+        }
+        Ok(())
+    }
+
+    /// Puts kept mempool transactions back, in their order (one whose
+    /// parent comes later is retried), queued for announcement. Returns the
+    /// txids that no longer enter (confirmed meanwhile, conflicting).
+    pub fn restore_mempool(&mut self, txs: &[Arc<Transaction>]) -> Vec<bitcoin::Txid> {
+        let mut left: Vec<TxIdx> = Vec::with_capacity(txs.len());
+        for tx in txs {
+            let idx = self.db.borrow_mut().intern_tx(Arc::clone(tx), 0);
+            if !self.mempool.contains(idx) && !left.contains(&idx) {
+                left.push(idx);
+            }
+        }
+        loop {
+            let before = left.len();
+            let mut i = 0;
+            while i < left.len() {
+                let idx = left[i];
+                if self.accept_to_pool(idx).is_ok() {
+                    *slot(&mut self.txs, idx) = TX_POOL;
+                    self.inv_queue.push((idx, None));
+                    left.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+            if left.len() == before {
+                break;
+            }
+        }
+        let db = self.db.borrow();
+        left.iter().map(|i| db.tx(*i).txid).collect()
+    }
+
+    /// Handles the start of a process that restored this node from a
+    /// durable store: catch up as [`FullNode::restart`] does, announce the
+    /// restored tip (a block kept just before the process died may never
+    /// have left it), serve the restored wallets the best chain again, and
+    /// announce the restored mempool.
+    pub fn resume(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.restart(cx);
+        if self.tip != 0 {
+            self.announce_block(cx, self.tip, None);
+        }
+        if !self.wallets.is_empty() {
+            let chain = self.best_chain();
+            self.serve_wallets(cx, &chain);
+        }
+        if !self.inv_queue.is_empty() {
+            self.schedule_trickle(cx);
+        }
+    }
 }
 
 /// Remembers that `peer` announced block `id` (for the few latest blocks).
@@ -1212,6 +1340,41 @@ pub enum BtcNode {
     Full(Box<FullNode>),
     /// A light wallet (client).
     Wallet(Box<crate::wallet_node::WalletNode>),
+}
+
+impl BtcNode {
+    /// `"full"` or `"wallet"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BtcNode::Full(_) => "full",
+            BtcNode::Wallet(_) => "wallet",
+        }
+    }
+
+    /// Starts recording changes for a durable store ([`crate::journal`]).
+    pub fn enable_journal(&mut self) {
+        match self {
+            BtcNode::Full(n) => n.enable_journal(),
+            BtcNode::Wallet(w) => w.enable_journal(),
+        }
+    }
+
+    /// The changes recorded since the last call.
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        match self {
+            BtcNode::Full(n) => n.take_journal(),
+            BtcNode::Wallet(w) => w.take_journal(),
+        }
+    }
+
+    /// Starts a node restored from a durable store (instead of
+    /// [`fika_core::Node::on_start`]).
+    pub fn resume(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        match self {
+            BtcNode::Full(n) => n.resume(cx),
+            BtcNode::Wallet(w) => w.resume(cx),
+        }
+    }
 }
 
 impl fika_core::Node for BtcNode {

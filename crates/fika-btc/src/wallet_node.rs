@@ -15,7 +15,8 @@ use bitcoin::{Amount, FeeRate, ScriptBuf, Transaction, Txid};
 use fika_core::{Context, Event, NodeId, SimTime, TimerId};
 use rand::Rng;
 
-use crate::msg::BtcMsg;
+use crate::journal::{Change, Journal, RestoreError};
+use crate::msg::{BtcMsg, FilteredBlock};
 use crate::spv::SpvClient;
 use crate::wallet::{Balance, FeeSpec, Payment, WalletError};
 
@@ -59,6 +60,8 @@ pub struct WalletNode {
     failed: u32,
     /// Payments this node made: txid → (amount paid, fee).
     paid: BTreeMap<Txid, (Amount, Amount)>,
+    /// What changed, for a durable store (off unless enabled).
+    journal: Journal,
 }
 
 impl WalletNode {
@@ -70,7 +73,16 @@ impl WalletNode {
         workload: Option<Workload>,
         schedule: Vec<ScheduledPayment>,
     ) -> Self {
-        WalletNode { spv, start_unix, workload, schedule, sent: 0, failed: 0, paid: BTreeMap::new() }
+        WalletNode {
+            spv,
+            start_unix,
+            workload,
+            schedule,
+            sent: 0,
+            failed: 0,
+            paid: BTreeMap::new(),
+            journal: Journal::default(),
+        }
     }
 
     /// The SPV client (header chain and wallet).
@@ -136,18 +148,19 @@ impl WalletNode {
     /// Handles a message from a server.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
         if let BtcMsg::FilteredBlock(f) = msg {
-            let crate::msg::FilteredBlock { header, proof, txs, .. } = *f;
             let now = self.now_unix(cx.now());
-            if let Err(e) = self.spv.accept_header(&header, now) {
+            if let Err(e) = self.spv.accept_header(&f.header, now) {
                 cx.emit(Event::new("btc.wallet.refused").with("peer", from.0).with("reason", e.to_string()));
                 return;
             }
-            if txs.is_empty() {
+            if f.txs.is_empty() {
+                self.journal.record(|| Change::Filtered { now, block: f });
                 return;
             }
-            let txs: Vec<Transaction> = txs.iter().map(|t| (**t).clone()).collect();
-            match self.spv.accept_merkle_proof(header.block_hash(), &proof, &txs) {
+            let txs: Vec<Transaction> = f.txs.iter().map(|t| (**t).clone()).collect();
+            match self.spv.accept_merkle_proof(f.header.block_hash(), &f.proof, &txs) {
                 Ok(_) => {
+                    self.journal.record(|| Change::Filtered { now, block: f });
                     let b = self.spv.balance();
                     cx.emit(
                         Event::new("btc.wallet.balance")
@@ -156,6 +169,9 @@ impl WalletNode {
                     );
                 }
                 Err(e) => {
+                    // The header stays accepted; keep it without the refused transactions.
+                    let header_only = FilteredBlock { txs: Vec::new(), ..*f };
+                    self.journal.record(|| Change::Filtered { now, block: Box::new(header_only) });
                     cx.emit(
                         Event::new("btc.wallet.refused").with("peer", from.0).with("reason", e.to_string()),
                     );
@@ -222,6 +238,7 @@ impl WalletNode {
                         .with("vsize", vsize),
                 );
                 let tx = Arc::new(p.tx.clone());
+                self.journal.record(|| Change::Sent(Arc::clone(&tx)));
                 for k in 0..cx.peer_count() {
                     cx.send(cx.peer(k), BtcMsg::Tx(Arc::clone(&tx)));
                 }
@@ -229,6 +246,7 @@ impl WalletNode {
             }
             Err(e) => {
                 self.failed += 1;
+                self.journal.record(|| Change::Failed);
                 cx.emit(
                     Event::new("btc.tx.failed").with("amount", amount.to_sat()).with("reason", e.to_string()),
                 );
@@ -239,6 +257,64 @@ impl WalletNode {
 
     /// Drops nothing: a wallet keeps its keys and coins across a crash.
     pub fn crash(&mut self) {}
+
+    // ----- persistence (see crate::journal) ---------------------------------
+
+    /// Starts recording changes for a durable store.
+    pub fn enable_journal(&mut self) {
+        self.journal.enable();
+    }
+
+    /// The changes recorded since the last call, oldest first.
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        self.journal.take()
+    }
+
+    /// Restores what a durable store kept, before the node starts: keys
+    /// (added if missing), the filtered blocks it accepted, replayed in
+    /// order through its light client, the payments it made (pending again
+    /// unless a kept block confirmed or conflicted them) and its counters.
+    pub fn restore(
+        &mut self,
+        keys: &[bitcoin::secp256k1::SecretKey],
+        filtered: &[(u64, FilteredBlock)],
+        payments: &[Arc<Transaction>],
+        (sent, failed): (u32, u32),
+    ) -> Result<(), RestoreError> {
+        for k in keys {
+            self.spv.wallet_mut().add_key(*k);
+        }
+        for (now, f) in filtered {
+            let hash = f.header.block_hash();
+            let refused = |e: crate::spv::SpvError| RestoreError::Filtered { hash, reason: e.to_string() };
+            self.spv.accept_header(&f.header, *now).map_err(refused)?;
+            if !f.txs.is_empty() {
+                let txs: Vec<Transaction> = f.txs.iter().map(|t| (**t).clone()).collect();
+                self.spv.accept_merkle_proof(hash, &f.proof, &txs).map_err(refused)?;
+            }
+        }
+        for tx in payments {
+            // A payment a kept block confirmed is known; one it conflicted is gone.
+            let _ = self.spv.wallet_mut().add_unconfirmed((**tx).clone());
+        }
+        self.sent = self.sent.max(sent);
+        self.failed = self.failed.max(failed);
+        Ok(())
+    }
+
+    /// Handles the start of a process that restored this node from a
+    /// durable store: start as usual (loading the filter brings the
+    /// blocks it missed) and send its still pending payments again.
+    pub fn resume(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.start(cx);
+        let pending: Vec<Arc<Transaction>> =
+            self.spv.wallet().pending_transactions().into_iter().map(|t| Arc::new(t.clone())).collect();
+        for tx in pending {
+            for k in 0..cx.peer_count() {
+                cx.send(cx.peer(k), BtcMsg::Tx(Arc::clone(&tx)));
+            }
+        }
+    }
 }
 
 fn exp_draw(cx: &mut dyn Context<BtcMsg>, mean: Duration) -> Duration {

@@ -94,6 +94,9 @@ pub enum EmuError {
         /// Its standard error, captured.
         log: PathBuf,
     },
+    /// The node's durable store failed (open, restore or write).
+    #[error(transparent)]
+    Store(Box<crate::store::StoreError>),
     /// Node processes did not get ready (listening and connected to their peers) in time.
     #[error("nodes not ready after {after:?}: {waiting:?} (their logs are in {logs})")]
     StartupTimeout {
@@ -115,6 +118,12 @@ pub enum EmuError {
     /// The emulation was interrupted (Ctrl-C or SIGTERM) before its end.
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<crate::store::StoreError> for EmuError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EmuError::Store(Box::new(e))
+    }
 }
 
 /// `map_err` helper for file errors.

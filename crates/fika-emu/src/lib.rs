@@ -8,6 +8,9 @@
 //!   emulator's counterpart of the simulator's.
 //! * [`build`]: rebuilding one node of a Bitcoin scenario, exactly as the
 //!   simulator's runner builds it (same keys, premine and hashrates).
+//! * [`store`]: a node's durable store (redb) in its data directory, and
+//!   [`durable`]: the node wrapper that commits each step's changes to it
+//!   before the step's messages leave.
 //! * [`process`]: the node process — [`process::NodeProcessConfig`] and
 //!   [`process::run_node_process`], what `fika node --config FILE` runs.
 //! * [`service`]: calls from services (the RPC server) into the node loop.
@@ -20,6 +23,7 @@
 //!   pair per link, shaped by `tc netem` (the thesis's jails and epairs).
 
 pub mod build;
+pub mod durable;
 pub mod error;
 pub mod netns;
 pub mod orchestrate;
@@ -27,6 +31,7 @@ pub mod process;
 pub mod rpc;
 pub mod runtime;
 pub mod service;
+pub mod store;
 pub mod wire;
 
 pub use build::{build_btc_node, build_btc_node_with_db, peers_of};

@@ -21,10 +21,25 @@
 //! a `nodes.json` left by an earlier run in the same directory is removed
 //! first.
 //!
+//! Every node gets a data directory, `nodes/<name>/`, for its durable store
+//! ([`crate::store`]); stores left there by an earlier run are removed
+//! first unless [`EmulateOptions::keep_data`] is set. The scenario's
+//! `crash` and `restart` faults are real: a crash kills the node's process
+//! (SIGKILL, no chance to flush or say goodbye) at its time, a restart
+//! starts it again on the same data directory, where it resumes from its
+//! store; the orchestrator hands it the original start instant (so its
+//! clock agrees with the others') once it has reconnected to its peers, so
+//! the headers it asks for on resuming reach them. Other faults
+//! (partitions, links, loss) are not emulated and are counted in
+//! [`EmulationReport::faults_ignored`].
+//!
 //! Files written in the output directory: `.cookie`, `nodes.json`,
 //! `nodes/<name>.json` (the configuration), `nodes/<name>.events.jsonl`,
-//! `nodes/<name>.log` (the process's standard error), `events.jsonl` and
-//! `emulation.json` (the [`EmulationReport`]).
+//! `nodes/<name>.log` (the process's standard error, every incarnation
+//! appended), for the k-th restart `nodes/<name>.restart<k>.json` and
+//! `nodes/<name>.restart<k>.events.jsonl`, `nodes/<name>/node.redb`,
+//! `events.jsonl` (every incarnation's events merged) and `emulation.json`
+//! (the [`EmulationReport`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
@@ -75,6 +90,9 @@ pub struct EmulateOptions {
     pub rpc: bool,
     /// Called once every node is ready and `nodes.json` is written.
     pub on_ready: Option<ReadyHook>,
+    /// Keep the nodes' stores from an earlier run into the same directory
+    /// (they resume from them) instead of starting fresh.
+    pub keep_data: bool,
 }
 
 /// A function told the run directory and `nodes.json` of an emulation.
@@ -164,6 +182,7 @@ impl EmulateOptions {
             interrupt: None,
             rpc: true,
             on_ready: None,
+            keep_data: false,
         }
     }
 }
@@ -187,6 +206,28 @@ pub struct NodeReport {
     pub exit: String,
     /// What the process reported at its end (counters, final chain state).
     pub report: Option<ProcessReport>,
+    /// Times it was restarted after a crash fault.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// A crash or restart fault carried out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// The node's name.
+    pub node: String,
+    /// `"crash"` or `"restart"`.
+    pub action: String,
+    /// Node time it was scheduled for, seconds.
+    pub at_s: f64,
+    /// Wall time after the shared start it was carried out, seconds.
+    pub done_wall_s: f64,
+    /// The process id killed or started.
+    pub pid: u32,
+    /// For a restart: the tip height its store held when it resumed.
+    pub resumed_height: Option<u32>,
+    /// For a restart: wall time until it was told to start (reconnected), seconds.
+    pub started_after_s: Option<f64>,
 }
 
 /// The result of [`emulate`].
@@ -221,6 +262,12 @@ pub struct EmulationReport {
     /// Whether the run was cut short by an interrupt.
     #[serde(default)]
     pub interrupted: bool,
+    /// Crash and restart faults carried out, in order.
+    #[serde(default)]
+    pub faults: Vec<FaultReport>,
+    /// Scenario faults the emulator does not carry out (partitions, links, loss).
+    #[serde(default)]
+    pub faults_ignored: usize,
 }
 
 /// A flag set when the process receives SIGINT (Ctrl-C) or SIGTERM, for
@@ -262,6 +309,73 @@ struct NodeProc {
     spawned: Instant,
     reader: Option<std::thread::JoinHandle<()>>,
     exit: Option<String>,
+    /// Incarnation: 0 for the first process, k after the k-th restart.
+    generation: u32,
+}
+
+/// A status line of node `.0`'s incarnation `.1`, read at `.2`.
+type LineMsg = (usize, u32, Instant, ProcessLine);
+
+/// Starts `<exe> node --config <config>` for node `i`, appending its
+/// standard error to `log`, its status lines going to `lines`.
+/// How a node process is started: the executable, in a namespace or not.
+struct Launch<'a> {
+    exe: &'a Path,
+    netns: Option<&'a str>,
+}
+
+fn spawn_node(
+    launch: &Launch<'_>,
+    name: &str,
+    i: usize,
+    generation: u32,
+    config: &Path,
+    log: &Path,
+    lines: &mpsc::Sender<LineMsg>,
+) -> Result<NodeProc, EmuError> {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(io_at(log))?;
+    let spawned = Instant::now();
+    let exe = launch.exe;
+    let mut command = match launch.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = command
+        .arg("node")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|source| EmuError::Spawn { exe: exe.to_path_buf(), node: name.to_owned(), source })?;
+    let stdin = child.stdin.take();
+    let reader = child.stdout.take().map(|out| {
+        let tx = lines.clone();
+        std::thread::spawn(move || {
+            // Read to the end whatever comes, so the child never blocks on a full pipe.
+            let mut out = BufReader::new(out);
+            let mut line = Vec::new();
+            while matches!(out.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                if let Some(l) = ProcessLine::parse(String::from_utf8_lossy(&line).trim_end()) {
+                    let _ = tx.send((i, generation, Instant::now(), l));
+                }
+                line.clear();
+            }
+        })
+    });
+    Ok(NodeProc { child, stdin, spawned, reader, exit: None, generation })
+}
+
+/// Tells a node process the shared start instant.
+fn send_start(p: &mut NodeProc, start_ms: u64) {
+    if let Some(stdin) = p.stdin.as_mut() {
+        let _ = writeln!(stdin, "start {start_ms}").and_then(|()| stdin.flush());
+    }
 }
 
 impl NodeProc {
@@ -326,15 +440,53 @@ struct Seen {
 }
 
 impl Seen {
-    fn take(&mut self, i: usize, at: Instant, line: ProcessLine, procs: &[NodeProc]) {
-        let since = procs[i].spawned;
-        match line {
-            ProcessLine::Listening(_) => self.listening[i] = Some(ms_since(at, since)),
-            ProcessLine::Connected(_) => self.connected[i] = Some(ms_since(at, since)),
-            ProcessLine::Started => {}
-            ProcessLine::Done(r) => self.reports[i] = Some(*r),
+    /// Records a line of the first incarnation's start-up, or any
+    /// incarnation's end report; returns the line if it is the current
+    /// incarnation's (for the caller to act on).
+    fn take(&mut self, (i, generation, at, line): LineMsg, procs: &[NodeProc]) -> Option<ProcessLine> {
+        if procs[i].generation != generation {
+            return None;
         }
+        let since = procs[i].spawned;
+        match &line {
+            ProcessLine::Listening(_) if generation == 0 => self.listening[i] = Some(ms_since(at, since)),
+            ProcessLine::Connected(_) if generation == 0 => self.connected[i] = Some(ms_since(at, since)),
+            ProcessLine::Done(r) => self.reports[i] = Some((**r).clone()),
+            _ => {}
+        }
+        Some(line)
     }
+}
+
+/// A crash or restart to carry out at a wall-clock instant.
+struct Planned {
+    at: Instant,
+    at_s: f64,
+    node: usize,
+    crash: bool,
+}
+
+/// The scenario's crash and restart faults as wall-clock instants after
+/// `start`; returns them (in time order) and how many other faults there are.
+fn plan_faults(layout: &fika_scenario::Layout, start: Instant, speed: f64) -> (Vec<Planned>, usize) {
+    use fika_sim::FaultAction;
+    let mut planned = Vec::new();
+    let mut ignored = 0;
+    for f in &layout.faults {
+        let (node, crash) = match f.action {
+            FaultAction::Crash(id) => (id, true),
+            FaultAction::Restart(id) => (id, false),
+            _ => {
+                ignored += 1;
+                continue;
+            }
+        };
+        let at_s = f.at.as_secs_f64();
+        let wall = Duration::try_from_secs_f64(at_s / speed).unwrap_or(Duration::MAX);
+        let at = start.checked_add(wall).unwrap_or(start + Duration::from_secs(86_400 * 365));
+        planned.push(Planned { at, at_s, node: node.index(), crash });
+    }
+    (planned, ignored)
 }
 
 /// Runs every node of Bitcoin scenario `scenario_path` as its own process
@@ -426,9 +578,14 @@ pub fn emulate(
     // Dropped after the processes (declared before them): deleting the
     // namespaces removes every cable.
     let spaces = plan.as_ref().map(netns::Netns::create).transpose()?;
+    let launch = |i: usize| Launch {
+        exe: &options.exe,
+        netns: spaces.as_ref().and_then(|sp| sp.namespaces().get(i)).map(String::as_str),
+    };
 
     // Configurations.
     let mut config_paths = Vec::with_capacity(n);
+    let mut configs: Vec<NodeProcessConfig> = Vec::with_capacity(n);
     for (i, name) in layout.names.iter().enumerate() {
         let peers = build::peers_of(&layout, NodeId(i as u32));
         let config = NodeProcessConfig {
@@ -448,56 +605,32 @@ pub fn emulate(
             rpc_port: rpc_addr(i).map_or(0, |a| a.port()),
             rpc_user: rpc_user.clone(),
             rpc_password: rpc_password.clone(),
+            data_dir: Some(nodes_dir.join(name)),
         };
+        if !options.keep_data {
+            let old = crate::store::Store::file_in(&nodes_dir.join(name));
+            match std::fs::remove_file(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EmuError::Io { path: old, source: e }),
+            }
+        }
         let path = nodes_dir.join(format!("{name}.json"));
         config.save(&path)?;
-        config_paths.push((path, config.events.clone()));
+        configs.push(config);
+        config_paths.push((path, configs[i].events.clone()));
     }
 
     // Processes.
-    let (line_tx, line_rx) = mpsc::channel::<(usize, Instant, ProcessLine)>();
+    let (line_tx, line_rx) = mpsc::channel::<LineMsg>();
     let mut procs: Vec<NodeProc> = Vec::with_capacity(n);
     for (i, (config, _)) in config_paths.iter().enumerate() {
         let name = &layout.names[i];
         let log_path = nodes_dir.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).map_err(io_at(&log_path))?;
-        let spawned = Instant::now();
-        let mut command = match &spaces {
-            Some(sp) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &sp.namespaces()[i]]).arg(&options.exe);
-                c
-            }
-            None => Command::new(&options.exe),
-        };
-        let mut child = command
-            .arg("node")
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|source| EmuError::Spawn { exe: options.exe.clone(), node: name.clone(), source })?;
-        let stdin = child.stdin.take();
-        let reader = child.stdout.take().map(|out| {
-            let tx = line_tx.clone();
-            std::thread::spawn(move || {
-                // Read to the end whatever comes, so the child never blocks
-                // on a full pipe.
-                let mut out = BufReader::new(out);
-                let mut line = Vec::new();
-                while matches!(out.read_until(b'\n', &mut line), Ok(n) if n > 0) {
-                    if let Some(l) = ProcessLine::parse(String::from_utf8_lossy(&line).trim_end()) {
-                        let _ = tx.send((i, Instant::now(), l));
-                    }
-                    line.clear();
-                }
-            })
-        });
-        procs.push(NodeProc { child, stdin, spawned, reader, exit: None });
+        // A fresh log per emulation; restarts append to it.
+        std::fs::File::create(&log_path).map_err(io_at(&log_path))?;
+        procs.push(spawn_node(&launch(i), name, i, 0, config, &log_path, &line_tx)?);
     }
-    drop(line_tx);
 
     let mut seen = Seen { listening: vec![None; n], connected: vec![None; n], reports: vec![None; n] };
     let mut rss: Vec<Option<u64>> = vec![None; n];
@@ -528,8 +661,8 @@ pub fn emulate(
                 logs: nodes_dir.clone(),
             });
         }
-        if let Ok((i, at, line)) = line_rx.recv_timeout(Duration::from_millis(20)) {
-            seen.take(i, at, line, &procs);
+        if let Ok(msg) = line_rx.recv_timeout(Duration::from_millis(20)) {
+            seen.take(msg, &procs);
         }
     }
 
@@ -559,9 +692,7 @@ pub fn emulate(
         (hook.0)(out_dir, &listing);
     }
     for p in &mut procs {
-        if let Some(stdin) = p.stdin.as_mut() {
-            let _ = writeln!(stdin, "start {start_ms}").and_then(|()| stdin.flush());
-        }
+        send_start(p, start_ms);
     }
     let run_wall =
         Duration::try_from_secs_f64(duration.as_secs_f64() / options.speed).unwrap_or(Duration::MAX);
@@ -578,13 +709,106 @@ pub fn emulate(
             }
         }
     };
-    while Instant::now() < end && !interrupted() && procs.iter_mut().any(|p| !p.poll_exit()) {
+    // Crash and restart faults on the way.
+    let (mut planned, faults_ignored) = plan_faults(&layout, start_i, options.speed);
+    planned.reverse();
+    let mut faults: Vec<FaultReport> = Vec::new();
+    let mut restarts = vec![0u32; n];
+    let mut events_files: Vec<PathBuf> = config_paths.iter().map(|(_, e)| e.clone()).collect();
+    // Restarted nodes waiting to reconnect before they are told the start:
+    // node → (deadline, index of its fault report).
+    let mut to_start: BTreeMap<usize, (Instant, usize)> = BTreeMap::new();
+    while Instant::now() < end
+        && !interrupted()
+        && (procs.iter_mut().any(|p| !p.poll_exit()) || !planned.is_empty())
+    {
         poll_rss(&mut procs, &mut rss);
-        let wait = end.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
-        if let Ok((i, at, line)) = line_rx.recv_timeout(wait) {
-            seen.take(i, at, line, &procs);
+        while planned.last().is_some_and(|f| f.at <= Instant::now()) {
+            let Some(f) = planned.pop() else { break };
+            let i = f.node;
+            let name = &layout.names[i];
+            let done_wall_s = Instant::now().saturating_duration_since(start_i).as_secs_f64();
+            if f.crash {
+                if procs[i].poll_exit() {
+                    continue; // already down
+                }
+                let pid = procs[i].child.id();
+                // SIGKILL: the process gets no chance to flush or say goodbye.
+                let _ = procs[i].child.kill();
+                let _ = procs[i].child.wait();
+                procs[i].exit = Some("killed by a crash fault".into());
+                procs[i].stdin = None;
+                to_start.remove(&i);
+                faults.push(FaultReport {
+                    node: name.clone(),
+                    action: "crash".into(),
+                    at_s: f.at_s,
+                    done_wall_s,
+                    pid,
+                    resumed_height: None,
+                    started_after_s: None,
+                });
+            } else {
+                if !procs[i].poll_exit() {
+                    continue; // only a crashed node restarts
+                }
+                restarts[i] += 1;
+                let k = restarts[i];
+                let mut config = configs[i].clone();
+                config.events = nodes_dir.join(format!("{name}.restart{k}.events.jsonl"));
+                let path = nodes_dir.join(format!("{name}.restart{k}.json"));
+                config.save(&path)?;
+                events_files.push(config.events.clone());
+                let log_path = nodes_dir.join(format!("{name}.log"));
+                let p = spawn_node(&launch(i), name, i, k, &path, &log_path, &line_tx)?;
+                let pid = p.child.id();
+                // The old handle is reaped already; dropping it joins its reader.
+                drop(std::mem::replace(&mut procs[i], p));
+                to_start.insert(i, (Instant::now() + options.startup_timeout, faults.len()));
+                faults.push(FaultReport {
+                    node: name.clone(),
+                    action: "restart".into(),
+                    at_s: f.at_s,
+                    done_wall_s,
+                    pid,
+                    resumed_height: None,
+                    started_after_s: None,
+                });
+            }
+        }
+        // A restarted node starts once reconnected, or at its deadline anyway.
+        let due: Vec<usize> = to_start
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= Instant::now())
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            if let Some((_, r)) = to_start.remove(&i) {
+                send_start(&mut procs[i], start_ms);
+                faults[r].started_after_s = Some(procs[i].spawned.elapsed().as_secs_f64());
+            }
+        }
+        let next_fault = planned.last().map_or(end, |f| f.at.min(end));
+        let wait = next_fault.saturating_duration_since(Instant::now()).min(Duration::from_millis(20));
+        if let Ok(msg) = line_rx.recv_timeout(wait) {
+            let i = msg.0;
+            match seen.take(msg, &procs) {
+                Some(ProcessLine::Connected(_)) => {
+                    if let Some((_, r)) = to_start.remove(&i) {
+                        send_start(&mut procs[i], start_ms);
+                        faults[r].started_after_s = Some(procs[i].spawned.elapsed().as_secs_f64());
+                    }
+                }
+                Some(ProcessLine::Resumed(h)) => {
+                    if let Some(r) = faults.iter_mut().rev().find(|f| f.node == layout.names[i]) {
+                        r.resumed_height = Some(h);
+                    }
+                }
+                _ => {}
+            }
         }
     }
+    drop(line_tx);
     poll_rss(&mut procs, &mut rss);
 
     // Stop: close every standard input, wait, kill stragglers.
@@ -593,8 +817,8 @@ pub fn emulate(
     }
     let stop_deadline = Instant::now() + options.stop_timeout;
     while Instant::now() < stop_deadline && procs.iter_mut().any(|p| !p.poll_exit()) {
-        if let Ok((i, at, line)) = line_rx.recv_timeout(Duration::from_millis(20)) {
-            seen.take(i, at, line, &procs);
+        if let Ok(msg) = line_rx.recv_timeout(Duration::from_millis(20)) {
+            seen.take(msg, &procs);
         }
     }
     for p in &mut procs {
@@ -603,14 +827,13 @@ pub fn emulate(
             let _ = r.join();
         }
     }
-    while let Ok((i, at, line)) = line_rx.try_recv() {
-        seen.take(i, at, line, &procs);
+    while let Ok(msg) = line_rx.try_recv() {
+        seen.take(msg, &procs);
     }
 
     // Merge the events.
     let events_path = out_dir.join("events.jsonl");
-    let (events, events_malformed) =
-        merge_events(&config_paths.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), &events_path)?;
+    let (events, events_malformed) = merge_events(&events_files, &events_path)?;
 
     let nodes = (0..n)
         .map(|i| {
@@ -627,6 +850,7 @@ pub fn emulate(
                 },
                 exit: procs[i].exit.clone().unwrap_or_default(),
                 report: seen.reports[i].take(),
+                restarts: restarts[i],
             }
         })
         .collect();
@@ -646,6 +870,8 @@ pub fn emulate(
         netns: plan.is_some(),
         netem: plan.as_ref().is_some_and(|p| p.shape),
         interrupted: interrupted(),
+        faults,
+        faults_ignored,
     };
     let json_path = out_dir.join("emulation.json");
     let json = serde_json::to_string_pretty(&report)

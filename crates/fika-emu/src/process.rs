@@ -6,11 +6,17 @@
 //! per milestone, for the orchestrator:
 //!
 //! ```text
+//! fika-emu resumed 12 0f3a…
 //! fika-emu listening 127.0.0.1:40001
 //! fika-emu connected 12.5
 //! fika-emu started
 //! fika-emu done {"node":0,"name":"server1",...}
 //! ```
+//!
+//! With a `data_dir`, the node keeps its state in a durable store there
+//! ([`crate::store`], committed every step by [`crate::durable`]); started
+//! again with the same directory it resumes from it (the `resumed` line:
+//! tip height and hash) and catches up with its peers.
 //!
 //! With `stdin_control`, it also obeys its standard input: a line
 //! `start <unix-ms>` sets the shared start instant, a line `stop` or the end
@@ -27,8 +33,11 @@ use fika_core::NodeId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::durable::DurableNode;
 use crate::error::io_at;
 use crate::runtime::{self, Control, Hooks, RunStats, RuntimeConfig, StartRule, Status};
+use crate::service::{BtcHost, Caller};
+use crate::store::{Identity, Store};
 use crate::{EmuError, build};
 
 /// Prefix of every status line a node process prints.
@@ -89,6 +98,10 @@ pub struct NodeProcessConfig {
     /// The RPC password.
     #[serde(default)]
     pub rpc_password: String,
+    /// The node's data directory: its durable store lives there, and a node
+    /// started with an existing one resumes from it (none: all in memory).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl NodeProcessConfig {
@@ -203,11 +216,19 @@ pub struct ProcessReport {
     pub btc: BtcSummary,
     /// Its own peak resident set size (VmHWM), KiB, where /proc exists.
     pub peak_rss_kib: Option<u64>,
+    /// What its store held when it started, if it resumed from one.
+    #[serde(default)]
+    pub resumed: Option<crate::store::Resumed>,
+    /// Its store's commit counters and file size, if it has a data directory.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreStats>,
 }
 
 /// A status line of a node process, parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProcessLine {
+    /// Resumed from its store at this tip height.
+    Resumed(u32),
     /// Listening on this address.
     Listening(SocketAddr),
     /// All peers connected after this many ms.
@@ -225,6 +246,7 @@ impl ProcessLine {
         let rest = line.strip_prefix(LINE_PREFIX)?;
         let (word, arg) = rest.split_once(' ').unwrap_or((rest, ""));
         match word {
+            "resumed" => arg.split_whitespace().next()?.parse().ok().map(ProcessLine::Resumed),
             "listening" => arg.trim().parse().ok().map(ProcessLine::Listening),
             "connected" => arg.trim().parse().ok().map(ProcessLine::Connected),
             "started" => Some(ProcessLine::Started),
@@ -251,9 +273,8 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Reads control lines from standard input on a thread of its own.
-fn stdin_control() -> mpsc::UnboundedReceiver<Control> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// Reads control lines from standard input on a thread of its own, into `tx`.
+fn stdin_control(tx: mpsc::UnboundedSender<Control>) {
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
@@ -270,7 +291,23 @@ fn stdin_control() -> mpsc::UnboundedReceiver<Control> {
         }
         let _ = tx.send(Control::Stop);
     });
-    rx
+}
+
+/// The node a process runs: in memory only, or with a durable store.
+enum Runner {
+    Memory(BtcNode),
+    Durable(Box<DurableNode>),
+}
+
+/// Starts the node's JSON-RPC server, if it has one, on the loop's `caller`.
+fn serve<N: BtcHost>(
+    rpc: Option<(std::net::TcpListener, crate::rpc::ServerConfig, crate::rpc::BtcEnv)>,
+    caller: Caller<N>,
+) -> Result<(), EmuError> {
+    match rpc {
+        Some((listener, cfg, env)) => crate::rpc::serve_btc(listener, cfg, caller, env),
+        None => Ok(()),
+    }
 }
 
 /// Runs one node process to its end: rebuilds the node from the scenario,
@@ -304,8 +341,25 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
             Some((l, cfg, crate::rpc::BtcEnv::new(db.clone())))
         }
     };
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    if config.stdin_control {
+        stdin_control(ctl_tx.clone());
+    }
+    let mut runner = match &config.data_dir {
+        Some(dir) => {
+            let genesis = db.borrow().rec(0).data.hash;
+            let identity = Identity::of(&node, &s.name, &config.name, s.seed, genesis);
+            let (mut store, existed) = Store::open(dir, &identity, &node)?;
+            let resumed = if existed { Some(store.restore(&mut node)?) } else { None };
+            if let Some(r) = &resumed {
+                say(format_args!("resumed {} {}", r.height, r.hash));
+            }
+            Runner::Durable(Box::new(DurableNode::new(node, store, resumed, Some(ctl_tx.clone()))))
+        }
+        None => Runner::Memory(node),
+    };
     let hooks = Hooks {
-        control: config.stdin_control.then(stdin_control),
+        control: Some(ctl_rx),
         status: Some(Box::new(|st: &Status| match st {
             Status::Listening(a) => say(format_args!("listening {a}")),
             Status::Connected { after } => say(format_args!("connected {:.3}", after.as_secs_f64() * 1e3)),
@@ -313,16 +367,36 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
             Status::Stopping => {}
         })),
     };
-    let stats = runtime::run_node_with(&mut node, &rt, hooks, |caller| match rpc {
-        Some((listener, cfg, env)) => crate::rpc::serve_btc(listener, cfg, caller, env),
-        None => Ok(()),
-    })?;
-    let report = ProcessReport {
-        node: config.node_id,
-        name: config.name.clone(),
-        stats,
-        btc: BtcSummary::of(&node, &db),
-        peak_rss_kib: peak_rss_kib(std::process::id()),
+    let report = match &mut runner {
+        Runner::Durable(d) => {
+            let d = &mut **d;
+            let stats = runtime::run_node_with(d, &rt, hooks, |caller| serve(rpc, caller))?;
+            if let Some(e) = d.take_failure() {
+                return Err(e.into());
+            }
+            ProcessReport {
+                node: config.node_id,
+                name: config.name.clone(),
+                stats,
+                btc: BtcSummary::of(d.node(), &db),
+                peak_rss_kib: peak_rss_kib(std::process::id()),
+                resumed: d.resumed().cloned(),
+                store: Some(d.stats()),
+            }
+        }
+        Runner::Memory(node) => {
+            drop(ctl_tx);
+            let stats = runtime::run_node_with(node, &rt, hooks, |caller| serve(rpc, caller))?;
+            ProcessReport {
+                node: config.node_id,
+                name: config.name.clone(),
+                stats,
+                btc: BtcSummary::of(node, &db),
+                peak_rss_kib: peak_rss_kib(std::process::id()),
+                resumed: None,
+                store: None,
+            }
+        }
     };
     if let Ok(json) = serde_json::to_string(&report) {
         say(format_args!("done {json}"));
@@ -358,6 +432,7 @@ mod tests {
             rpc_port: 0,
             rpc_user: String::new(),
             rpc_password: String::new(),
+            data_dir: Some("data/server3".into()),
         };
         let text = serde_json::to_string(&c).expect("serializes");
         assert_eq!(serde_json::from_str::<NodeProcessConfig>(&text).ok(), Some(c.clone()));
@@ -378,6 +453,7 @@ mod tests {
         );
         assert_eq!(ProcessLine::parse("fika-emu connected 1.5"), Some(ProcessLine::Connected(1.5)));
         assert_eq!(ProcessLine::parse("fika-emu started"), Some(ProcessLine::Started));
+        assert_eq!(ProcessLine::parse("fika-emu resumed 12 00ab"), Some(ProcessLine::Resumed(12)));
         assert_eq!(ProcessLine::parse("hello"), None);
         let r = ProcessReport { node: 3, name: "x".into(), ..Default::default() };
         let line = format!("fika-emu done {}", serde_json::to_string(&r).expect("json"));

@@ -27,20 +27,18 @@ pub mod server;
 
 use std::rc::Rc;
 
-use fika_btc::node::BtcNode;
-
 use crate::EmuError;
-use crate::service::Caller;
+use crate::service::{BtcHost, Caller};
 pub use methods::BtcEnv;
 pub use server::ServerConfig;
 
 /// Serves the JSON-RPC methods of a Bitcoin-like node on `listener` (a
 /// bound standard listener); call inside the node's runtime, e.g. from the
 /// services of [`crate::runtime::run_node_with`].
-pub fn serve_btc(
+pub fn serve_btc<N: BtcHost>(
     listener: std::net::TcpListener,
     cfg: ServerConfig,
-    caller: Caller<BtcNode>,
+    caller: Caller<N>,
     env: BtcEnv,
 ) -> Result<(), EmuError> {
     let addr = listener
@@ -49,8 +47,14 @@ pub fn serve_btc(
     let bind = |source| EmuError::Bind { addr, source };
     listener.set_nonblocking(true).map_err(bind)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
-    let dispatch: server::Dispatch<BtcNode> =
-        Rc::new(move |node, cx, net, method, params| methods::handle(node, &env, cx, net, method, params));
+    let dispatch: server::Dispatch<N> = Rc::new(move |host: &mut N, cx, net, method, params| {
+        let mut answer = None;
+        host.with_btc(
+            cx,
+            Box::new(|node, cx| answer = Some(methods::handle(node, &env, cx, net, method, params))),
+        );
+        answer.unwrap_or_else(|| Err(jsonrpc::RpcError::new(-1, "the node has stopped taking input")))
+    });
     server::spawn(listener, cfg, caller, dispatch);
     Ok(())
 }

@@ -11,10 +11,30 @@
 use std::net::SocketAddr;
 
 use fika_btc::msg::BtcMsg;
+use fika_btc::node::BtcNode;
 use fika_core::{Context, NodeId, SimTime};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::RunStats;
+
+/// One call on a Bitcoin node, with a context.
+pub type BtcCall<'a> = Box<dyn FnOnce(&mut BtcNode, &mut dyn Context<BtcMsg>) + 'a>;
+
+/// A node type that holds a Bitcoin-like node services may call into: the
+/// node itself, or a wrapper such as [`crate::durable::DurableNode`], which
+/// runs the call as one durable step (what it changes is committed before
+/// its messages leave and before the answer is given).
+pub trait BtcHost: fika_core::Node<Msg = BtcMsg> + 'static {
+    /// Runs `f` with the Bitcoin node and a context (may not run it if the
+    /// node has stopped taking input).
+    fn with_btc(&mut self, cx: &mut dyn Context<BtcMsg>, f: BtcCall<'_>);
+}
+
+impl BtcHost for BtcNode {
+    fn with_btc(&mut self, cx: &mut dyn Context<BtcMsg>, f: BtcCall<'_>) {
+        f(self, cx);
+    }
+}
 
 /// Work for the node loop: runs with the node, its context and the network
 /// view, on the loop's thread.

@@ -10,7 +10,7 @@ fn sigint_stops_every_node_and_keeps_the_events() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::env::temp_dir().join(format!("fika-test-{}-sigint", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fika"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fika"))
         .args(["emulate", "scenarios/thesis-demo.toml", "--speed", "5", "--duration", "3600", "--out"])
         .arg(&out)
         .current_dir(&repo)
@@ -23,7 +23,8 @@ fn sigint_stops_every_node_and_keeps_the_events() {
     let nodes = out.join("nodes");
     loop {
         let ready = ["server1", "server2", "server3", "client1", "client2"].iter().all(|n| {
-            std::fs::read_to_string(nodes.join(format!("{n}.events.jsonl"))).is_ok_and(|t| t.contains("emu.start"))
+            std::fs::read_to_string(nodes.join(format!("{n}.events.jsonl")))
+                .is_ok_and(|t| t.contains("emu.start"))
         });
         if ready {
             break;
