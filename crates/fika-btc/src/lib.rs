@@ -18,6 +18,7 @@
 pub mod attack;
 pub mod blockdb;
 pub mod chain;
+pub mod consensus;
 pub mod mempool;
 pub mod merkle;
 pub mod msg;

@@ -23,7 +23,8 @@ fn sigint_stops_every_node_and_keeps_the_events() {
     let nodes = out.join("nodes");
     loop {
         let ready = ["server1", "server2", "server3", "client1", "client2"].iter().all(|n| {
-            std::fs::read_to_string(nodes.join(format!("{n}.events.jsonl"))).is_ok_and(|t| t.contains("emu.start"))
+            std::fs::read_to_string(nodes.join(format!("{n}.events.jsonl")))
+                .is_ok_and(|t| t.contains("emu.start"))
         });
         if ready {
             break;
