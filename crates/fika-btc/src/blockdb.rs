@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::chain::genesis_block;
+use crate::consensus::{Consensus, ProofOfWork};
 use crate::params::ChainParams;
 use crate::pow;
 use crate::utxo::{Coin, CoinView, is_unspendable};
@@ -254,6 +255,7 @@ pub struct BlockDb {
     tx_index: HashIndex<Txid>,
     txs: Vec<TxRec>,
     premine: Amount,
+    consensus: Arc<dyn Consensus + Send + Sync>,
 }
 
 impl BlockDb {
@@ -279,6 +281,7 @@ impl BlockDb {
             tx_index: HashIndex::default(),
             txs: Vec::new(),
             premine: premine.iter().flat_map(|t| &t.output).map(|o| o.value).sum(),
+            consensus: Arc::new(ProofOfWork),
         };
         db.index.insert(data.hash, 0);
         db.blocks.push(BlockRec {
@@ -295,6 +298,17 @@ impl BlockDb {
             db.intern_tx(Arc::new(tx.clone()), 0);
         }
         db
+    }
+
+    /// Replaces the consensus variant (proof of work by default); blocks
+    /// already validated keep their verdict, so set it before any block.
+    pub fn set_consensus(&mut self, consensus: Arc<dyn Consensus + Send + Sync>) {
+        self.consensus = consensus;
+    }
+
+    /// The consensus variant.
+    pub fn consensus(&self) -> &Arc<dyn Consensus + Send + Sync> {
+        &self.consensus
     }
 
     /// The chain parameters.
@@ -514,6 +528,7 @@ impl BlockDb {
         // The future-time rule depends on each node's clock; nodes apply it.
         validate::check_header_context(&block.header, &info, &self.params, u64::MAX / 2)?;
         validate::contextual_check_block(block, r.height, p.mtp, &self.params)?;
+        self.consensus.check(self, parent, block)?;
         let weight = r.data.weight();
         if weight > self.params.max_block_weight {
             return Err(BlockError::WeightTooHigh { weight, max: self.params.max_block_weight });

@@ -19,6 +19,7 @@
 pub mod attack;
 pub mod blockdb;
 pub mod chain;
+pub mod consensus;
 pub mod journal;
 pub mod mempool;
 pub mod merkle;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blockdb::{BlockDb, BlockId, Origin, SimBlock, TxIdx, UtxoSnapshot};
 use crate::journal::{Change, Journal, RestoreError};
+use crate::consensus::{Plan, Planning};
 use crate::merkle;
 use crate::msg::{BtcMsg, Inv};
 use crate::pow;
@@ -88,6 +89,22 @@ const MAX_DETACHED: usize = 64;
 const TIMER_MINE: TimerId = 1;
 const TIMER_TRICKLE: TimerId = 2;
 const TIMER_SAMPLE: TimerId = 3;
+
+/// `block` with `seal` as an extra coinbase output (merkle root and
+/// witness commitment recomputed).
+fn reseal(block: bitcoin::Block, seal: ScriptBuf) -> bitcoin::Block {
+    let bitcoin::Block { header, mut txdata } = block;
+    let mut coinbase = txdata.remove(0);
+    // Drop a witness commitment: assembling again adds it back.
+    coinbase
+        .output
+        .retain(|o| !o.script_pubkey.as_bytes().starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed]));
+    coinbase.output.push(bitcoin::TxOut { value: Amount::ZERO, script_pubkey: seal });
+    if let Some(input) = coinbase.input.first_mut() {
+        input.witness = bitcoin::Witness::new();
+    }
+    assemble_block(header, coinbase, txdata)
+}
 
 /// Grows `v` to hold index `i` and returns a mutable slot.
 fn slot(v: &mut Vec<u8>, i: u32) -> &mut u8 {
@@ -264,7 +281,10 @@ pub struct FullNode {
     hashrate: f64,
     payout: Payout,
     mining: Option<TimerKey>,
-    mining_bits: Option<bitcoin::CompactTarget>,
+    /// What the running production timer was planned for.
+    mining_key: Option<u64>,
+    /// When this node last produced a block.
+    produced_at: Option<SimTime>,
     mined: u32,
     merge_tag: Option<ScriptBuf>,
     /// Selfish mining (Eyal & Sirer), see [`crate::attack`].
@@ -294,7 +314,8 @@ impl FullNode {
             hashrate,
             payout,
             mining: None,
-            mining_bits: None,
+            mining_key: None,
+            produced_at: None,
             mined: 0,
             merge_tag: None,
             selfish: None,
@@ -646,42 +667,61 @@ impl FullNode {
 
     // ----- mining ---------------------------------------------------------
 
-    /// Keeps a mining timer running. The waiting time to a block is
-    /// exponential, hence memoryless: a new tip does not change when this
-    /// miner finds its next block, only what it builds on, so the timer is
-    /// redrawn only when the difficulty changes (or was never drawn).
+    /// Keeps the production timer as the consensus variant plans it (see
+    /// [`crate::consensus`]): for proof of work, an exponential wait redrawn
+    /// only when the difficulty changes; for proof of stake, the next slot
+    /// this node leads on its tip.
     fn restart_mining(&mut self, cx: &mut dyn Context<BtcMsg>) {
-        if self.hashrate <= 0.0 {
-            return;
-        }
-        let bits = self.db.borrow().next_bits(self.tip);
-        if self.mining.is_some() && self.mining_bits == Some(bits) {
-            return;
-        }
-        if let Some(k) = self.mining.take() {
-            cx.cancel_timer(k);
-        }
-        let rate = self.hashrate / pow::expected_hashes(bits);
-        if !(rate > 0.0 && rate.is_finite()) {
-            return;
-        }
-        let u: f64 = 1.0 - cx.rng().r#gen::<f64>();
-        let secs = -u.ln() / rate;
-        if let Ok(d) = Duration::try_from_secs_f64(secs) {
-            self.mining = Some(cx.set_timer(d, TIMER_MINE));
-            self.mining_bits = Some(bits);
+        let consensus = Arc::clone(self.db.borrow().consensus());
+        let plan = {
+            let db = self.db.borrow();
+            let now = cx.now();
+            let me = cx.id();
+            let mut planning = Planning {
+                db: &db,
+                tip: self.tip,
+                me,
+                hashrate: self.hashrate,
+                now,
+                armed: self.mining.and(self.mining_key),
+                produced_at: self.produced_at,
+                rng: cx.rng(),
+            };
+            consensus.plan(&mut planning)
+        };
+        match plan {
+            Plan::Keep => {}
+            Plan::Disarm => {
+                if let Some(k) = self.mining.take() {
+                    cx.cancel_timer(k);
+                }
+            }
+            Plan::Arm { after, key } => {
+                if let Some(k) = self.mining.take() {
+                    cx.cancel_timer(k);
+                }
+                self.mining = Some(cx.set_timer(after, TIMER_MINE));
+                self.mining_key = Some(key);
+            }
         }
     }
 
     fn mine(&mut self, cx: &mut dyn Context<BtcMsg>) {
         self.mining = None;
+        self.produced_at = Some(cx.now());
         let height = self.db.borrow().rec(self.tip).height;
         if self.cfg.stop_height > 0 && height >= self.cfg.stop_height {
             return;
         }
-        let now_unix = self.now_unix(cx);
+        let consensus = Arc::clone(self.db.borrow().consensus());
+        let now_unix = consensus.header_time(cx.now(), self.now_unix(cx));
         let tag = self.merge_tag.clone();
         let mut block = self.block_template(cx.id(), now_unix, tag.as_ref());
+        let parent = block.header.prev_blockhash;
+        let payout = block.txdata[0].output[0].script_pubkey.clone();
+        if let Some(seal) = consensus.seal(cx.id(), &parent, now_unix, &payout, &block.txdata[1..]) {
+            block = reseal(block, seal);
+        }
         if self.db.borrow().params().pow_mode == crate::params::PowMode::Real {
             pow::grind(&mut block.header, 1 << 32);
         }
@@ -1180,7 +1220,7 @@ impl FullNode {
         self.inv_queue.clear();
         self.trickle = None;
         self.mining = None;
-        self.mining_bits = None;
+        self.mining_key = None;
         self.hb_to.clear();
         self.announced.clear();
         self.wallets.clear();

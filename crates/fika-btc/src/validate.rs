@@ -296,7 +296,11 @@ pub enum BlockError {
         /// Latest allowed time.
         max: u64,
     },
-    /// Proof of work failure.
+    /// The consensus variant's own rule is broken (e.g. a proof-of-stake
+    /// block by a validator that does not lead its slot).
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::consensus::ConsensusError),
+    /// The proof of work is wrong.
     #[error("proof of work: {0}")]
     Pow(#[from] PowError),
     /// Applying the block to the UTXO set failed (BIP30 overwrite or

@@ -6,10 +6,6 @@
 //! hashrate shares, payments, workload), with a store of its own instead of
 //! the shared one.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use fika_btc::blockdb::BlockDb;
 use fika_btc::node::{BtcNode, SharedDb};
 use fika_core::NodeId;
 use fika_scenario::{Layout, ProtocolKind, Scenario};
@@ -54,7 +50,7 @@ pub fn build_btc_node_with_db(
     };
     let plan = fika_scenario::btc::BtcPlan::new(s, spec, layout);
     // A store of its own, holding the same genesis and premine as every other process's.
-    let db: SharedDb = Rc::new(RefCell::new(BlockDb::new(plan.params.clone(), &plan.premine)));
+    let db: SharedDb = plan.store();
     Ok((plan.node(id.index(), &db), db))
 }
 

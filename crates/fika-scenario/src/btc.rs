@@ -5,19 +5,23 @@
 //! from the same plan on a store of its own, so both start from the same
 //! chain and balances.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use fika_btc::blockdb::BlockDb;
+use fika_btc::consensus::{Consensus, ProofOfStake, ProofOfWork};
 use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig, SharedDb};
 use fika_btc::sign::secret_key_from_rng;
 use fika_btc::spv::SpvClient;
 use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
 use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
 use fika_btc::{ChainParams, genesis_block};
-use fika_core::{SimTime, derive_rng};
+use fika_core::{NodeId, SimTime, derive_rng};
 
-use crate::{BitcoinSpec, Layout, Scenario};
+use crate::{BitcoinSpec, ConsensusSpec, Layout, Scenario};
 
 /// BTC as an amount, rounded to the satoshi.
 pub fn to_sat(btc: f64) -> Amount {
@@ -45,6 +49,9 @@ pub struct BtcPlan {
     pub schedules: BTreeMap<usize, Vec<ScheduledPayment>>,
     /// Miners following the selfish strategy.
     pub selfish: Vec<bool>,
+    /// Who may produce blocks (proof of work unless the scenario says
+    /// otherwise); every store of the run applies it.
+    pub consensus: Arc<dyn Consensus + Send + Sync>,
     seed: u64,
 }
 
@@ -73,17 +80,32 @@ impl BtcPlan {
         for w in wallets.values_mut() {
             let _ = w.apply_block(genesis_hash, 0, &premine);
         }
+        let pos = matches!(spec.consensus, ConsensusSpec::Pos { .. });
         let weights: Vec<f64> = (0..n)
             .map(|i| {
                 let g = &s.nodes[layout.group[i]];
-                match &g.hashrate {
+                match (&g.hashrate, g.stake) {
                     _ if light[i] => 0.0,
-                    Some(h) => h.weight(s.seed, i),
-                    None if g.role == "miner" => 1.0,
-                    None => 0.0,
+                    (_, Some(x)) if pos => x,
+                    (_, None) if pos => f64::from(u8::from(g.role == "miner")),
+                    (Some(h), _) => h.weight(s.seed, i),
+                    (None, _) if g.role == "miner" => 1.0,
+                    (None, _) => 0.0,
                 }
             })
             .collect();
+        let consensus: Arc<dyn Consensus + Send + Sync> = match spec.consensus {
+            ConsensusSpec::Pow => Arc::new(ProofOfWork),
+            ConsensusSpec::Pos { slot_secs } => {
+                let stakes: Vec<(NodeId, f64)> =
+                    weights.iter().enumerate().map(|(i, w)| (NodeId(i as u32), *w)).collect();
+                // The scenario's checks make this succeed.
+                match ProofOfStake::new(slot_secs, spec.relay.start_unix, s.seed, &stakes) {
+                    Ok(p) => Arc::new(p),
+                    Err(_) => Arc::new(ProofOfWork),
+                }
+            }
+        };
         let total: f64 = weights.iter().sum();
         let hash_share = weights.iter().map(|w| if total > 0.0 { w / total } else { 0.0 }).collect();
         let genesis_bits = genesis_block(&params).header.bits;
@@ -127,8 +149,18 @@ impl BtcPlan {
             workload,
             schedules,
             selfish,
+            consensus,
             seed: s.seed,
         }
+    }
+
+    /// A block store of this plan: its chain, its initial distribution and
+    /// its consensus variant. The simulator shares one among all nodes; an
+    /// emulated process has its own.
+    pub fn store(&self) -> SharedDb {
+        let mut db = BlockDb::new(self.params.clone(), &self.premine);
+        db.set_consensus(Arc::clone(&self.consensus));
+        Rc::new(RefCell::new(db))
     }
 
     /// Node `i`, on the block store `db` (which must hold [`BtcPlan::premine`]).

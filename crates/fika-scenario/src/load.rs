@@ -308,6 +308,7 @@ fn read_nodes(
                 "name",
                 "region",
                 "hashrate",
+                "stake",
                 "balance",
                 "servers",
                 "extra_links",
@@ -359,6 +360,10 @@ fn read_nodes(
             }
             _ => {}
         }
+        let stake: Option<f64> = s.opt("stake", errs);
+        if stake.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+            errs.push(s.at("stake"), "out of range; expected a number ≥ 0");
+        }
         let balance: Option<f64> = s.opt("balance", errs);
         if let Some(b) = balance {
             if !(b.is_finite() && (0.0..=21_000_000.0).contains(&b)) {
@@ -383,7 +388,7 @@ fn read_nodes(
             }
         }
         if !matches!(protocol, Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg)) {
-            for k in ["hashrate", "balance", "servers", "strategy"] {
+            for k in ["hashrate", "stake", "balance", "servers", "strategy"] {
                 if s.raw(k).is_some() {
                     errs.push(s.at(k), "only valid with protocol = \"bitcoin\" or \"powpeg\"");
                 }
@@ -395,6 +400,7 @@ fn read_nodes(
             name,
             region,
             hashrate,
+            stake,
             balance,
             servers,
             extra_links,
@@ -605,7 +611,7 @@ fn read_bitcoin(
 
     let merged = with_preset(&s, presets::BITCOIN, errs);
     let s = Section::new(&merged, s.path.clone());
-    s.deny_unknown(&["chain", "params", "relay", "workload", "payments"], errs);
+    s.deny_unknown(&["chain", "params", "relay", "workload", "payments", "consensus"], errs);
     let chain: String = s.or("chain", "bitcoin-mainnet".to_owned(), errs);
     let mut params = ChainParams::by_name(&chain).unwrap_or_else(|| {
         errs.push(
@@ -721,15 +727,76 @@ fn read_bitcoin(
             }
         }
     }
-    let miners = groups.iter().filter(|g| !g.is_light()).any(|g| match &g.hashrate {
-        Some(Hashrate::Fixed(h)) => *h > 0.0,
-        Some(Hashrate::Normal { normal }) => normal[0] > 0.0,
-        None => g.role == "miner",
-    });
-    if !miners {
-        errs.push("nodes", "no node can mine: give a full node group `hashrate` > 0 or use role \"miner\"");
+    let consensus = match s.sub("consensus", errs) {
+        None => ConsensusSpec::Pow,
+        Some(c) => {
+            c.deny_unknown(&["kind", "slot_secs"], errs);
+            let kind: String = c.or("kind", "pow".to_owned(), errs);
+            match kind.as_str() {
+                "pow" => {
+                    if c.raw("slot_secs").is_some() {
+                        errs.push(c.at("slot_secs"), "only valid with kind = \"pos\"");
+                    }
+                    ConsensusSpec::Pow
+                }
+                "pos" => {
+                    let slot_secs: u32 =
+                        c.or("slot_secs", params.block_interval_secs.clamp(1, 86_400) as u32, errs);
+                    if slot_secs == 0 {
+                        errs.push(c.at("slot_secs"), "expected at least 1 second");
+                    }
+                    if params.retargeting {
+                        errs.push(
+                            s.at("params.retargeting"),
+                            "proof of stake needs a constant difficulty (the longest chain wins): set false",
+                        );
+                    }
+                    if params.pow_mode != fika_btc::PowMode::Simulated {
+                        errs.push(
+                            s.at("params.pow_mode"),
+                            "proof of stake mines no nonce: expected \"simulated\"",
+                        );
+                    }
+                    ConsensusSpec::Pos { slot_secs }
+                }
+                other => {
+                    errs.push(c.at("kind"), format!("unknown consensus \"{other}\"; expected pow or pos"));
+                    ConsensusSpec::Pow
+                }
+            }
+        }
+    };
+    let full = || groups.iter().filter(|g| !g.is_light());
+    match consensus {
+        ConsensusSpec::Pow => {
+            let miners = full().any(|g| match &g.hashrate {
+                Some(Hashrate::Fixed(h)) => *h > 0.0,
+                Some(Hashrate::Normal { normal }) => normal[0] > 0.0,
+                None => g.role == "miner",
+            });
+            if !miners {
+                errs.push(
+                    "nodes",
+                    "no node can mine: give a full node group `hashrate` > 0 or use role \"miner\"",
+                );
+            }
+            if let Some(i) = groups.iter().position(|g| g.stake.is_some()) {
+                errs.push(format!("nodes[{i}].stake"), "only valid with bitcoin.consensus.kind = \"pos\"");
+            }
+        }
+        ConsensusSpec::Pos { .. } => {
+            if !full().any(|g| g.stake.map_or(g.role == "miner", |x| x > 0.0)) {
+                errs.push("nodes", "no validator: give a full node group `stake` > 0 or use role \"miner\"");
+            }
+            if let Some(i) = groups.iter().position(|g| g.hashrate.is_some()) {
+                errs.push(format!("nodes[{i}].hashrate"), "proof of stake has no hashrate; give `stake`");
+            }
+            if let Some(i) = groups.iter().position(|g| g.stake.is_some() && g.is_light()) {
+                errs.push(format!("nodes[{i}].stake"), "wallets do not validate; give stake to full nodes");
+            }
+        }
     }
-    Some(BitcoinSpec { chain, params, relay, workload, payments })
+    Some(BitcoinSpec { chain, params, relay, workload, payments, consensus })
 }
 
 fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Option<PowpegSpec> {

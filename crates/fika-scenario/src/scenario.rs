@@ -115,6 +115,10 @@ pub struct NodeGroup {
     /// Mining power of each node, relative to the other miners (bitcoin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hashrate: Option<Hashrate>,
+    /// Stake of each validator, relative to the others, under proof of
+    /// stake (`bitcoin.consensus.kind = "pos"`; miners default to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stake: Option<f64>,
     /// Initial coins of each wallet, in BTC (bitcoin).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<f64>,
@@ -249,6 +253,23 @@ pub struct BitcoinSpec {
     pub workload: Option<PaymentWorkload>,
     /// Payments at given times.
     pub payments: Vec<ScriptedPayment>,
+    /// Who may produce blocks: proof of work (the default) or of stake.
+    pub consensus: ConsensusSpec,
+}
+
+/// The consensus variant of a Bitcoin-like chain (see `fika_btc::consensus`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ConsensusSpec {
+    /// Proof of work: miners' `hashrate`.
+    #[default]
+    Pow,
+    /// Proof of stake: stake-weighted leaders of fixed slots; validators'
+    /// `stake`.
+    Pos {
+        /// Slot length, seconds.
+        slot_secs: u32,
+    },
 }
 
 /// Wallets paying each other at random.

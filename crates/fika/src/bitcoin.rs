@@ -65,7 +65,7 @@ fn btc(sat: u64) -> f64 {
 /// Builds the nodes of a Bitcoin scenario on one shared block store.
 pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
     let plan = fika_scenario::btc::BtcPlan::new(s, spec, layout);
-    let db = Rc::new(RefCell::new(BlockDb::new(plan.params.clone(), &plan.premine)));
+    let db = plan.store();
     let nodes = (0..layout.names.len()).map(|i| plan.node(i, &db)).collect();
     Built { nodes, db, hash_share: plan.hash_share }
 }
