@@ -218,6 +218,35 @@ pub fn metrics(r: &RunReport) -> Vec<(String, f64)> {
         let rev: f64 = honest.clone().map(|x| x.revenue_share).sum();
         let hash: f64 = honest.map(|x| x.hashrate_share).sum();
         put("honest_revenue_per_hashrate", (hash > 0.0).then(|| rev / hash));
+        put("selfish_revenue_closed_form", b.selfish_revenue_closed_form);
+        put("max_reorg_depth", Some(b.max_reorg_depth as f64));
+        let flag = |x: bool| Some(if x { 1.0 } else { 0.0 });
+        if let Some(d) = &b.double_spend {
+            put("double_spend_q", Some(d.q));
+            put("double_spend_success", flag(d.success));
+            put("double_spend_released", flag(d.outcome == "released"));
+            put("double_spend_duration_s", d.duration_s);
+            put("double_spend_private_blocks", d.private_blocks.map(f64::from));
+            put("double_spend_nakamoto", Some(d.nakamoto));
+            put("double_spend_rosenfeld", Some(d.rosenfeld));
+            put("double_spend_model", Some(d.model));
+        }
+        if let Some(m) = &b.majority {
+            put("majority_released", flag(m.outcome == "released"));
+            put("majority_reorg_blocks", m.public_blocks.map(f64::from));
+            put("majority_duration_s", m.started_s.zip(m.ended_s).map(|(a, b)| b - a));
+        }
+        if let Some(e) = &b.eclipse {
+            put("eclipse_lag_blocks", Some(e.mean_lag_blocks));
+            put("eclipse_wasted_share", e.wasted_share);
+        }
+        if let Some(c) = &b.censorship {
+            put("censor_hashrate_share", Some(c.censor_hashrate_share));
+            put("censored_confirmation_mean_s", c.confirmation_mean_s.0);
+            put("uncensored_confirmation_mean_s", c.confirmation_mean_s.1);
+            put("censored_expected_s", c.censored_expected_s);
+            put("censored_in_censor_blocks", Some(c.censored_in_censor_blocks as f64));
+        }
     }
     if let Some(p) = &r.powpeg {
         put("pegin_latency_median_s", p.pegin_latency_s[0]);
