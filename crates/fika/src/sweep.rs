@@ -481,11 +481,21 @@ pub fn sweep(points: Vec<Point>, spec: &SweepSpec, progress: &(dyn Fn(usize, usi
     SweepResult { paths: spec.params.iter().map(|p| p.path.clone()).collect(), runs }
 }
 
-/// Writes `sweep.csv` and `runs.csv` into `dir`.
-pub fn write(dir: &Path, r: &SweepResult) -> std::io::Result<()> {
+/// Measured metrics and the metrics holding their closed forms, drawn
+/// side by side in the sweep's `report.html`.
+pub const CLOSED_FORMS: &[(&str, &[&str])] = &[
+    ("double_spend_success", &["double_spend_model", "double_spend_rosenfeld", "double_spend_nakamoto"]),
+    ("selfish_revenue_share", &["selfish_revenue_closed_form", "selfish_hashrate_share"]),
+    ("censored_confirmation_mean_s", &["censored_expected_s", "uncensored_confirmation_mean_s"]),
+];
+
+/// Writes `sweep.csv`, `runs.csv` and `report.html` (plots of every
+/// metric, titled `title`) into `dir`.
+pub fn write(dir: &Path, r: &SweepResult, title: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("sweep.csv"), r.csv())?;
-    std::fs::write(dir.join("runs.csv"), r.runs_csv())
+    std::fs::write(dir.join("runs.csv"), r.runs_csv())?;
+    fika_report::write_sweep_report(dir, title, CLOSED_FORMS).map(|_| ()).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
