@@ -206,6 +206,9 @@ pub struct DoubleSpendReport {
     pub public_blocks: Option<u32>,
     /// Confirmations the payment had on the public chain when the race ended.
     pub confirmations_at_end: Option<u32>,
+    /// Which public block after the fork held the payment (1: the first,
+    /// as the closed forms assume), when the race ended.
+    pub payment_block: Option<u32>,
     /// Nakamoto's estimate of the success probability for (q, z).
     pub nakamoto: f64,
     /// Rosenfeld's exact probability for (q, z) (a tie wins, no give-up).
@@ -550,6 +553,9 @@ impl AttackInputs<'_> {
             private_blocks: private,
             public_blocks: public,
             confirmations_at_end: r.confirmations_at_end,
+            payment_block: public
+                .zip(r.confirmations_at_end.filter(|c| *c > 0))
+                .map(|(p, c)| (p + 1).saturating_sub(c)),
             nakamoto: atk::nakamoto_success(q, z),
             rosenfeld: atk::rosenfeld_success(q, z),
             model: atk::race_success(q, z, give_up),

@@ -218,6 +218,15 @@ pub fn metrics(r: &RunReport) -> Vec<(String, f64)> {
         let rev: f64 = honest.clone().map(|x| x.revenue_share).sum();
         let hash: f64 = honest.map(|x| x.hashrate_share).sum();
         put("honest_revenue_per_hashrate", (hash > 0.0).then(|| rev / hash));
+        // First-order closed form for the stale rate: a block is lost when
+        // another block is found before it reached the other miners, taken
+        // as the median time to reach half of the nodes, t50, of blocks
+        // found every T: 1 − exp(−t50 / T).
+        let t50 = r.propagation.as_ref().and_then(|p| p.median_s[0]);
+        put(
+            "stale_rate_estimate",
+            t50.zip(b.mean_block_interval_s).filter(|(_, t)| *t > 0.0).map(|(d, t)| 1.0 - (-d / t).exp()),
+        );
         put("selfish_revenue_closed_form", b.selfish_revenue_closed_form);
         put("max_reorg_depth", Some(b.max_reorg_depth as f64));
         let flag = |x: bool| Some(if x { 1.0 } else { 0.0 });
@@ -227,6 +236,7 @@ pub fn metrics(r: &RunReport) -> Vec<(String, f64)> {
             put("double_spend_released", flag(d.outcome == "released"));
             put("double_spend_duration_s", d.duration_s);
             put("double_spend_private_blocks", d.private_blocks.map(f64::from));
+            put("double_spend_payment_block", d.payment_block.map(f64::from));
             put("double_spend_nakamoto", Some(d.nakamoto));
             put("double_spend_rosenfeld", Some(d.rosenfeld));
             put("double_spend_model", Some(d.model));
@@ -484,6 +494,7 @@ pub fn sweep(points: Vec<Point>, spec: &SweepSpec, progress: &(dyn Fn(usize, usi
 /// Measured metrics and the metrics holding their closed forms, drawn
 /// side by side in the sweep's `report.html`.
 pub const CLOSED_FORMS: &[(&str, &[&str])] = &[
+    ("stale_rate", &["stale_rate_estimate"]),
     ("double_spend_success", &["double_spend_model", "double_spend_rosenfeld", "double_spend_nakamoto"]),
     ("selfish_revenue_share", &["selfish_revenue_closed_form", "selfish_hashrate_share"]),
     ("censored_confirmation_mean_s", &["censored_expected_s", "uncensored_confirmation_mean_s"]),
