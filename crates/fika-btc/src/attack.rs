@@ -493,6 +493,12 @@ impl TieBreak {
         self.favoured.get(payout).copied()
     }
 
+    /// Whether the rule decides a tie between blocks paying `a` and `b`:
+    /// exactly one of them is favoured.
+    pub fn applies(&self, a: &ScriptBuf, b: &ScriptBuf) -> bool {
+        self.gamma(a).is_some() != self.gamma(b).is_some()
+    }
+
     /// Decides a tie between the current tip (paying `tip`) and a new
     /// block (paying `new`) with a uniform draw `u` in [0, 1): `Some(true)`
     /// to switch to the new block, `Some(false)` to keep the tip, `None`
@@ -750,6 +756,7 @@ mod tests {
         assert_eq!(t.decide(&a, &h, 0.31), Some(true));
         assert_eq!(t.decide(&h, &h, 0.0), None);
         assert_eq!(t.decide(&a, &a, 0.0), None);
+        assert!(t.applies(&a, &h) && t.applies(&h, &a) && !t.applies(&h, &h) && !t.applies(&a, &a));
     }
 
     #[test]

@@ -402,10 +402,10 @@ impl FullNode {
                 _ => return false,
             }
         };
-        let Some(rule) = &self.tie_break else { return false };
-        if rule.decide(&tip_pay, &new_pay, 0.5).is_none() {
+        if !self.tie_break.as_ref().is_some_and(|r| r.applies(&tip_pay, &new_pay)) {
             return false;
         }
+        // One draw per tie the rule decides (none otherwise).
         let u: f64 = cx.rng().r#gen();
         let Some(switch) = self.tie_break.as_ref().and_then(|r| r.decide(&tip_pay, &new_pay, u)) else {
             return false;
