@@ -18,13 +18,16 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::blockdb::{BlockDb, BlockId, Origin, SimBlock, TxIdx, UtxoSnapshot};
-use crate::journal::{Change, Journal, RestoreError};
 use crate::consensus::{Plan, Planning};
+use crate::journal::{Change, Journal, RestoreError};
 use crate::merkle;
 use crate::msg::{BtcMsg, Inv};
 use crate::pow;
 use crate::template::{COINBASE_RESERVED_WEIGHT, assemble_block, coinbase_tx};
 use crate::utxo::{Coin, CoinView};
+
+mod attacks;
+pub use attacks::RaceRecord;
 
 /// The shared store, as nodes hold it.
 pub type SharedDb = Rc<RefCell<BlockDb>>;
@@ -291,6 +294,10 @@ pub struct FullNode {
     selfish: Option<crate::attack::Selfish>,
     /// What changed, for a durable store (off unless enabled).
     journal: Journal,
+    /// Any other attack strategy, see [`crate::attack`].
+    attack: Option<attacks::Attack>,
+    /// Honest nodes' γ rule for ties with an attacker's block.
+    tie_break: Option<crate::attack::TieBreak>,
 }
 
 impl FullNode {
@@ -320,6 +327,8 @@ impl FullNode {
             merge_tag: None,
             selfish: None,
             journal: Journal::default(),
+            attack: None,
+            tie_break: None,
         }
     }
 
@@ -493,6 +502,20 @@ impl FullNode {
             }
             return;
         }
+        if from.is_some() && self.racing() {
+            if let Some(b) = best_new {
+                self.race_public(cx, b);
+            }
+            return;
+        }
+        if best == self.tip && self.tie_break.is_some() && from.is_some() {
+            if let Some(b) = best_new.filter(|b| *b != self.tip) {
+                if self.tie_switch(cx, b, from) {
+                    self.set_tip(cx, b, from);
+                }
+            }
+            return;
+        }
         if best != self.tip {
             self.set_tip(cx, best, from);
         }
@@ -597,7 +620,7 @@ impl FullNode {
     }
 
     fn announce_block(&mut self, cx: &mut dyn Context<BtcMsg>, id: BlockId, from: Option<NodeId>) {
-        if self.selfish.as_ref().is_some_and(|s| s.is_hidden(id)) {
+        if self.selfish.as_ref().is_some_and(|s| s.is_hidden(id)) || self.race_hidden(id) {
             return;
         }
         let data = Arc::clone(&self.db.borrow().rec(id).data);
@@ -605,7 +628,11 @@ impl FullNode {
         let knowers: &[NodeId] = self.announced.iter().find(|(b, _)| *b == id).map_or(&[], |(_, v)| v);
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
-            if Some(p) == from || knowers.contains(&p) || self.wallets.iter().any(|(w, _)| *w == p) {
+            if Some(p) == from
+                || knowers.contains(&p)
+                || self.wallets.iter().any(|(w, _)| *w == p)
+                || self.cut_off(cx.now(), p)
+            {
                 continue;
             }
             if self.cfg.compact_blocks && self.hb_to.contains(&p) {
@@ -751,6 +778,11 @@ impl FullNode {
                 .with("txs", ntx)
                 .with("size", data.size()),
         );
+        // A racing attacker withholds the block unless it wins the race now;
+        // then the older private blocks go out first.
+        for p in self.race_mined(cx, id) {
+            self.announce_block(cx, p, None);
+        }
         self.on_block(cx, None, data);
         for p in publish.into_iter().filter(|p| *p != id) {
             self.announce_block(cx, p, None);
@@ -820,6 +852,9 @@ impl FullNode {
                     continue;
                 }
                 let tx = &db.tx(*i).tx;
+                if self.attack.is_some() && self.censors(db, tx) {
+                    continue;
+                }
                 let parents_ok = tx.input.iter().all(|inp| match db.tx_idx(&inp.previous_output.txid) {
                     Some(p) if self.mempool.contains(p) => included.contains(&p),
                     _ => true,
@@ -994,6 +1029,7 @@ impl FullNode {
             }
         }
         self.restart_mining(cx);
+        self.schedule_attack(cx);
     }
 
     /// Handles a restart after a crash: catch up with the peers' chains
@@ -1048,6 +1084,14 @@ impl FullNode {
 
     /// Handles a message.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
+        let msg = if self.attack.is_some() && self.cut_off(cx.now(), from) {
+            match Self::filter_from_victim(msg) {
+                Some(m) => m,
+                None => return,
+            }
+        } else {
+            msg
+        };
         match msg {
             BtcMsg::GetHeaders(locator) => self.answer_getheaders(cx, from, &locator),
             BtcMsg::Headers(headers) => {
@@ -1204,6 +1248,7 @@ impl FullNode {
             TIMER_MINE => self.mine(cx),
             TIMER_TRICKLE => self.flush_invs(cx),
             TIMER_SAMPLE => self.sample(cx),
+            attacks::TIMER_ATTACK => self.begin_attack(cx),
             _ => {}
         }
     }

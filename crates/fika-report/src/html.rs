@@ -255,7 +255,7 @@ fn cards(out: &mut String, items: &[(&str, String)]) {
 }
 
 /// An HTML table; every cell is escaped.
-fn table(out: &mut String, header: &[String], rows: &[Vec<String>], numeric_from: usize) {
+pub(crate) fn table(out: &mut String, header: &[String], rows: &[Vec<String>], numeric_from: usize) {
     out.push_str("<div class=\"tablewrap\"><table><thead><tr>");
     for h in header {
         let _ = write!(out, "<th>{}</th>", escape(h));
@@ -272,15 +272,15 @@ fn table(out: &mut String, header: &[String], rows: &[Vec<String>], numeric_from
     out.push_str("</tbody></table></div>");
 }
 
-fn plot(out: &mut String, svg: String) {
+pub(crate) fn plot(out: &mut String, svg: String) {
     let _ = write!(out, "<figure>{svg}</figure>");
 }
 
-fn section(out: &mut String, id: &str, title: &str) {
+pub(crate) fn section(out: &mut String, id: &str, title: &str) {
     let _ = write!(out, "<section id=\"{id}\"><h2>{}</h2>", escape(title));
 }
 
-fn note(out: &mut String, text: &str) {
+pub(crate) fn note(out: &mut String, text: &str) {
     let _ = write!(out, "<p class=\"note\">{}</p>", escape(text));
 }
 
@@ -292,7 +292,7 @@ fn scenario_meta(toml_text: Option<&str>) -> (Option<String>, Option<String>, Op
     (s("name"), s("description"), s("protocol"))
 }
 
-const CSS: &str = "\
+pub(crate) const CSS: &str = "\
 :root{--fg:#1d2330;--mut:#5b6475;--bg:#f6f7f9;--card:#fff;--ok:#1f8a4c;--bad:#c62828;--unk:#8a8f99}\
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:var(--fg);background:var(--bg)}\
 header{background:#1d2330;color:#fff;padding:20px 32px}header h1{margin:0 0 4px;font-size:24px}header p{margin:0;color:#c9cfdb}\

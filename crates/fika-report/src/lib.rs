@@ -1,17 +1,20 @@
 //! What a run leaves behind: the streamed `events.jsonl`, metric collectors
 //! fed from the event stream, `metrics.json`, CSV tables and the summary
-//! table printed at the end, and `report.html` with its SVG plots.
+//! table printed at the end, and `report.html` with its SVG plots (of a
+//! run, or of a sweep's `sweep.csv`).
 
 pub mod html;
 pub mod jsonl;
 pub mod propagation;
 pub mod svg;
+pub mod sweep;
 pub mod table;
 
 pub use html::{ReportError, render_report, write_report};
 pub use jsonl::JsonlWriter;
 pub use propagation::{PropagationSummary, PropagationTracker};
 pub use svg::{BarChart, Cdf, Histogram, LinePlot, Mark, Series};
+pub use sweep::{render_sweep, write_sweep_report};
 pub use table::SummaryTable;
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.

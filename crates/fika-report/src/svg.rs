@@ -298,6 +298,10 @@ pub struct Series {
     pub label: String,
     /// Points, drawn in order.
     pub points: Vec<(f64, f64)>,
+    /// Drawn dashed (e.g. a closed form beside measurements).
+    pub dashed: bool,
+    /// Intervals drawn as whiskers: `(x, low, high)`.
+    pub intervals: Vec<(f64, f64, f64)>,
 }
 
 /// How a [`LinePlot`] draws its series.
@@ -347,7 +351,26 @@ impl LinePlot {
 
     /// Adds a series.
     pub fn series(mut self, label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        self.series.push(Series { label: label.into(), points });
+        self.series.push(Series { label: label.into(), points, ..Series::default() });
+        self
+    }
+
+    /// Adds a dashed series.
+    pub fn dashed_series(mut self, label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.series.push(Series { label: label.into(), points, dashed: true, ..Series::default() });
+        self
+    }
+
+    /// Adds a series with an interval at each point, `(x, y, low, high)`,
+    /// drawn as whiskers (e.g. a 95 % confidence interval).
+    pub fn series_with_intervals(
+        mut self,
+        label: impl Into<String>,
+        points: Vec<(f64, f64, f64, f64)>,
+    ) -> Self {
+        let intervals = points.iter().map(|(x, _, lo, hi)| (*x, *lo, *hi)).collect();
+        let points = points.iter().map(|(x, y, _, _)| (*x, *y)).collect();
+        self.series.push(Series { label: label.into(), points, intervals, dashed: false });
         self
     }
 
@@ -378,7 +401,23 @@ impl LinePlot {
         let Some((x_lo, x_hi)) = min_max(series.iter().flatten().map(|p| p.0)) else {
             return no_data(&self.title);
         };
-        let (mut y_lo, mut y_hi) = min_max(series.iter().flatten().map(|p| p.1)).unwrap_or((0.0, 1.0));
+        let whiskers: Vec<Vec<(f64, f64, f64)>> = self
+            .series
+            .iter()
+            .map(|s| {
+                s.intervals
+                    .iter()
+                    .copied()
+                    .filter(|(x, a, b)| x.is_finite() && a.is_finite() && b.is_finite())
+                    .collect()
+            })
+            .collect();
+        let ys = series
+            .iter()
+            .flatten()
+            .map(|p| p.1)
+            .chain(whiskers.iter().flatten().flat_map(|(_, a, b)| [*a, *b]));
+        let (mut y_lo, mut y_hi) = min_max(ys).unwrap_or((0.0, 1.0));
         if self.y_from_zero {
             y_lo = y_lo.min(0.0);
             y_hi = y_hi.max(0.0);
@@ -394,10 +433,20 @@ impl LinePlot {
         axes(&mut out, &f, &xt, &yt, None, &self.x_label, &self.y_label);
         for (i, pts) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            if self.mark != Mark::Dots && !pts.is_empty() {
+            for (x, lo, hi) in &whiskers[i] {
+                let (px, a, b) = (c(f.px(*x)), c(f.py(*lo)), c(f.py(*hi)));
+                let (l, r) = (c(f.px(*x) - 3.0), c(f.px(*x) + 3.0));
                 let _ = write!(
                     out,
-                    "<polyline class=\"series s{i}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\" points=\""
+                    "<path class=\"interval s{i}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1\" \
+                     d=\"M{px},{a}V{b}M{l},{a}H{r}M{l},{b}H{r}\"/>"
+                );
+            }
+            if self.mark != Mark::Dots && !pts.is_empty() {
+                let dash = if self.series[i].dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+                let _ = write!(
+                    out,
+                    "<polyline class=\"series s{i}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\"{dash} points=\""
                 );
                 for (k, (x, y)) in pts.iter().enumerate() {
                     if k > 0 {

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut};
+use fika_btc::attack::{CensorPlan, DoubleSpendPlan, EclipsePlan, MajorityPlan, Strategy, TieBreak};
 use fika_btc::blockdb::BlockDb;
 use fika_btc::consensus::{Consensus, ProofOfStake, ProofOfWork};
 use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig, SharedDb};
-use fika_btc::sign::secret_key_from_rng;
+use fika_btc::sign::{p2wpkh_script, secret_key_from_rng};
 use fika_btc::spv::SpvClient;
 use fika_btc::wallet::{FeeSpec, Wallet, WalletConfig};
 use fika_btc::wallet_node::{ScheduledPayment, WalletNode, Workload};
@@ -47,8 +48,12 @@ pub struct BtcPlan {
     pub workload: Option<Workload>,
     /// Scripted payments, by paying node index.
     pub schedules: BTreeMap<usize, Vec<ScheduledPayment>>,
-    /// Miners following the selfish strategy.
-    pub selfish: Vec<bool>,
+    /// Each node's strategy (honest for most).
+    pub strategies: Vec<Strategy>,
+    /// The γ tie-break honest full nodes follow, when a selfish group sets `gamma`.
+    pub tie_break: Option<TieBreak>,
+    /// Every script a censoring miner leaves out.
+    pub censored_scripts: Vec<ScriptBuf>,
     /// Who may produce blocks (proof of work unless the scenario says
     /// otherwise); every store of the run applies it.
     pub consensus: Arc<dyn Consensus + Send + Sync>,
@@ -68,13 +73,24 @@ impl BtcPlan {
                 wallets.insert(i, w);
             }
         }
-        let outputs: Vec<TxOut> = wallets
+        let mut outputs: Vec<TxOut> = wallets
             .iter()
             .filter_map(|(i, w)| {
                 let bal = s.nodes[layout.group[*i]].balance.unwrap_or(0.0);
                 (bal > 0.0).then(|| TxOut { value: to_sat(bal), script_pubkey: w.receive_script() })
             })
             .collect();
+        // Double spenders' coins come after the wallets' (whose outputs keep their places).
+        let strategy_of = |i: usize| s.nodes[layout.group[i]].strategy.as_deref().unwrap_or("honest");
+        let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+        let mut spender_coins: BTreeMap<usize, (bitcoin::secp256k1::SecretKey, usize, Amount)> =
+            BTreeMap::new();
+        for i in (0..n).filter(|i| strategy_of(*i) == "double-spend") {
+            let sk = secret_key_from_rng(&mut derive_rng(s.seed, "attacker-key", i as u64));
+            let value = to_sat(s.nodes[layout.group[i]].balance.unwrap_or(0.0));
+            spender_coins.insert(i, (sk, outputs.len(), value));
+            outputs.push(TxOut { value, script_pubkey: p2wpkh_script(&sk.public_key(&secp)) });
+        }
         let premine: Vec<Transaction> = fika_btc::blockdb::premine_tx(s.seed, outputs).into_iter().collect();
         let genesis_hash = genesis_block(&params).block_hash();
         for w in wallets.values_mut() {
@@ -137,8 +153,75 @@ impl BtcPlan {
                 fee,
             });
         }
-        let selfish =
-            (0..n).map(|i| s.nodes[layout.group[i]].strategy.as_deref() == Some("selfish")).collect();
+        let premine_txid = premine.first().map(Transaction::compute_txid);
+        let miner_script =
+            |i: usize| p2wpkh_script(&secret_key_from_rng(&mut miner_rng(s.seed, i)).public_key(&secp));
+        let mut favoured = BTreeMap::new();
+        let mut censored_scripts: Vec<ScriptBuf> = Vec::new();
+        let mut strategies = Vec::with_capacity(n);
+        for i in 0..n {
+            let g = &s.nodes[layout.group[i]];
+            let a = &g.attack;
+            let at = SimTime::ZERO + a.start.unwrap_or_default();
+            let give_up = a.give_up.filter(|g| *g > 0);
+            let strategy = match strategy_of(i) {
+                "selfish" => {
+                    if let Some(gamma) = a.gamma {
+                        favoured.insert(miner_script(i), gamma);
+                    }
+                    Strategy::Selfish
+                }
+                "double-spend" => {
+                    let merchant = a
+                        .merchant
+                        .as_deref()
+                        .and_then(|m| layout.id_of(m))
+                        .and_then(|m| wallets.get(&m.index()))
+                        .map(Wallet::receive_script);
+                    match (spender_coins.get(&i), premine_txid, merchant) {
+                        (Some((key, vout, value)), Some(txid), Some(merchant)) => {
+                            Strategy::DoubleSpend(DoubleSpendPlan {
+                                at,
+                                key: *key,
+                                coin: OutPoint::new(txid, *vout as u32),
+                                value: *value,
+                                merchant,
+                                amount: to_sat(a.amount.unwrap_or(0.0)),
+                                fee: to_sat(crate::load::DOUBLE_SPEND_FEE),
+                                confirmations: a.confirmations.unwrap_or(6),
+                                give_up,
+                            })
+                        }
+                        _ => Strategy::Honest,
+                    }
+                }
+                "majority" => Strategy::Majority(MajorityPlan { at, depth: a.depth.unwrap_or(6), give_up }),
+                "eclipse" => Strategy::Eclipse(EclipsePlan {
+                    victims: a.victims.iter().flatten().filter_map(|v| layout.id_of(v)).collect(),
+                    at,
+                }),
+                "censor" => {
+                    let mut scripts: Vec<ScriptBuf> = Vec::new();
+                    for c in a.censored.iter().flatten() {
+                        for (w, wallet) in &wallets {
+                            let wg = &s.nodes[layout.group[*w]];
+                            if layout.names[*w] == *c || wg.name == *c {
+                                scripts.extend(wallet.scripts().cloned());
+                            }
+                        }
+                    }
+                    scripts.sort();
+                    scripts.dedup();
+                    censored_scripts.extend(scripts.iter().cloned());
+                    Strategy::Censor(CensorPlan { scripts })
+                }
+                _ => Strategy::Honest,
+            };
+            strategies.push(strategy);
+        }
+        censored_scripts.sort();
+        censored_scripts.dedup();
+        let tie_break = (!favoured.is_empty()).then_some(TieBreak { favoured });
         BtcPlan {
             params,
             relay: Rc::new(spec.relay.clone()),
@@ -148,7 +231,9 @@ impl BtcPlan {
             network_hashrate,
             workload,
             schedules,
-            selfish,
+            strategies,
+            tie_break,
+            censored_scripts,
             consensus,
             seed: s.seed,
         }
@@ -171,12 +256,18 @@ impl BtcPlan {
             let node = WalletNode::new(spv, self.relay.start_unix, self.workload.clone(), schedule);
             return BtcNode::Wallet(Box::new(node));
         }
-        let payout = Payout::Key(secret_key_from_rng(&mut derive_rng(self.seed, "miner-key", i as u64)));
+        let payout = Payout::Key(secret_key_from_rng(&mut miner_rng(self.seed, i)));
         let hashrate = self.hash_share.get(i).copied().unwrap_or(0.0) * self.network_hashrate;
         let mut node = FullNode::new(Rc::clone(db), Rc::clone(&self.relay), hashrate, payout);
-        if self.selfish.get(i).copied().unwrap_or(false) {
-            node.set_selfish(true);
+        match self.strategies.get(i).cloned().unwrap_or_default() {
+            Strategy::Honest => node.set_tie_break(self.tie_break.clone()),
+            other => node.set_strategy(other),
         }
         BtcNode::Full(Box::new(node))
     }
+}
+
+/// The stream a miner's payout key is drawn from.
+fn miner_rng(seed: u64, i: usize) -> fika_core::NodeRng {
+    derive_rng(seed, "miner-key", i as u64)
 }

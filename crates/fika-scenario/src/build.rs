@@ -75,7 +75,7 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
         _ => vec![0; n],
     };
     let mut rng = derive_rng(s.seed, "topology", 0);
-    let graph = match &s.topology {
+    let mut graph = match &s.topology {
         Topology::Generated(spec) => {
             // Light wallets are not part of the relay graph: the generator
             // links the other nodes, then each wallet opens `servers` links
@@ -176,9 +176,39 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
             topology::explicit(n, &pairs).map_err(|e| BuildError::Topology(e.to_string()))?
         }
     };
+    eclipse(s, &names, &group, &mut graph);
     let mut layout = Layout { names, group, region, graph, faults: Vec::new() };
     layout.faults = faults(s, &layout);
     Ok(layout)
+}
+
+/// Eclipse attackers hold every link of their victims: a victim keeps its
+/// links to light wallets and is linked to each of its attackers, to no
+/// other relaying node.
+fn eclipse(s: &Scenario, names: &[String], group: &[usize], graph: &mut Graph) {
+    let mut attackers: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    for (i, g) in group.iter().enumerate() {
+        let grp = &s.nodes[*g];
+        if grp.strategy.as_deref() != Some("eclipse") {
+            continue;
+        }
+        for v in grp.attack.victims.iter().flatten() {
+            if let Some(vi) = names.iter().position(|n| n == v) {
+                attackers.entry(vi as u32).or_default().push(i as u32);
+            }
+        }
+    }
+    if attackers.is_empty() {
+        return;
+    }
+    let light = |i: u32| s.nodes[group[i as usize]].is_light();
+    let held = |v: u32, other: u32| attackers.contains_key(&v) && !light(other);
+    graph.edges.retain(|e| !held(e.from, e.to) && !held(e.to, e.from));
+    for (v, atts) in &attackers {
+        for a in atts {
+            graph.edges.push(topology::Edge { from: *a, to: *v });
+        }
+    }
 }
 
 fn faults(s: &Scenario, layout: &Layout) -> Vec<Fault> {

@@ -133,6 +133,7 @@ fn read_scenario(t: &Table, errs: &mut Errors) -> Option<Scenario> {
     let network = read_network(top.sub("network", errs).unwrap_or(Section::new(&empty, "network")), errs);
     let nodes = read_nodes(&top, protocol, network.as_ref(), errs);
     let names = node_names(&nodes, errs);
+    check_attacks(&nodes, &names, errs);
     let topology = match top.sub("topology", errs) {
         Some(s) => read_topology(s, &names, errs),
         None => {
@@ -314,6 +315,15 @@ fn read_nodes(
                 "extra_links",
                 "censor",
                 "strategy",
+                "gamma",
+                "start",
+                "merchant",
+                "amount",
+                "confirmations",
+                "give_up",
+                "depth",
+                "victims",
+                "censored",
             ],
             errs,
         );
@@ -377,16 +387,11 @@ fn read_nodes(
             errs.push(s.at("censor"), "only pegnatories can censor (role = \"pegnatory\")");
         }
         let strategy: Option<String> = s.opt("strategy", errs);
-        match strategy.as_deref() {
-            None | Some("honest") => {}
-            Some("selfish") if role == "miner" => {}
-            Some("selfish") => {
-                errs.push(s.at("strategy"), "only miners can mine selfishly (role = \"miner\")")
-            }
-            Some(x) => {
-                errs.push(s.at("strategy"), format!("unknown strategy \"{x}\"; expected honest or selfish"))
-            }
-        }
+        let attack = read_attack(&s, &role, count, strategy.as_deref(), protocol, balance, errs);
+        let balance = match strategy.as_deref() {
+            Some("double-spend") => Some(balance.unwrap_or(DOUBLE_SPEND_BALANCE)),
+            _ => balance,
+        };
         if !matches!(protocol, Some(ProtocolKind::Bitcoin | ProtocolKind::Powpeg)) {
             for k in ["hashrate", "stake", "balance", "servers", "strategy"] {
                 if s.raw(k).is_some() {
@@ -406,6 +411,7 @@ fn read_nodes(
             extra_links,
             censor,
             strategy,
+            attack,
         });
     }
     let total: u64 = groups.iter().map(|g| u64::from(g.count)).sum();
@@ -413,6 +419,168 @@ fn read_nodes(
         errs.push("nodes", format!("{total} nodes in all; expected at most 10,000,000"));
     }
     groups
+}
+
+/// A double spender's coins when its group gives no `balance`, BTC.
+const DOUBLE_SPEND_BALANCE: f64 = 10.0;
+
+/// Fee of each of a double spender's two transactions, BTC.
+pub const DOUBLE_SPEND_FEE: f64 = 0.0001;
+
+/// Reads a group's strategy parameters: each only with its strategies,
+/// the strategy's defaults filled in. Names are checked later
+/// ([`check_attacks`]), once every node name is known.
+fn read_attack(
+    s: &Section<'_>,
+    role: &str,
+    count: u32,
+    strategy: Option<&str>,
+    protocol: Option<ProtocolKind>,
+    balance: Option<f64>,
+    errs: &mut Errors,
+) -> AttackParams {
+    let strategy = strategy.unwrap_or("honest");
+    if !STRATEGIES.contains(&strategy) {
+        errs.push(
+            s.at("strategy"),
+            format!("unknown strategy \"{strategy}\"; expected one of: {}", STRATEGIES.join(", ")),
+        );
+    }
+    let miner_only = ["selfish", "double-spend", "majority", "censor"];
+    if miner_only.contains(&strategy) && role != "miner" {
+        errs.push(s.at("strategy"), format!("only miners can follow \"{strategy}\" (role = \"miner\")"));
+    }
+    if strategy == "eclipse" && !matches!(role, "full" | "server" | "miner") {
+        errs.push(
+            s.at("strategy"),
+            "only relaying nodes can eclipse (role = \"full\", \"server\" or \"miner\")",
+        );
+    }
+    if !matches!(strategy, "honest" | "selfish") && protocol.is_some_and(|p| p != ProtocolKind::Bitcoin) {
+        errs.push(s.at("strategy"), format!("\"{strategy}\" is only valid with protocol = \"bitcoin\""));
+    }
+    if matches!(strategy, "double-spend" | "majority") && count != 1 {
+        errs.push(s.at("count"), format!("a \"{strategy}\" group is one node; expected count = 1"));
+    }
+    // Which strategies each field belongs to.
+    let fields: [(&str, &[&str]); 9] = [
+        ("gamma", &["selfish"]),
+        ("start", &["double-spend", "majority", "eclipse"]),
+        ("merchant", &["double-spend"]),
+        ("amount", &["double-spend"]),
+        ("confirmations", &["double-spend"]),
+        ("give_up", &["double-spend", "majority"]),
+        ("depth", &["majority"]),
+        ("victims", &["eclipse"]),
+        ("censored", &["censor"]),
+    ];
+    for (k, owners) in fields {
+        if s.raw(k).is_some() && !owners.contains(&strategy) {
+            let want: Vec<String> = owners.iter().map(|o| format!("\"{o}\"")).collect();
+            errs.push(s.at(k), format!("only valid with strategy = {}", want.join(" or ")));
+        }
+    }
+    let mut a = AttackParams {
+        gamma: s.opt("gamma", errs),
+        start: s.duration("start", errs),
+        merchant: s.opt("merchant", errs),
+        amount: s.opt("amount", errs),
+        confirmations: s.opt("confirmations", errs),
+        give_up: s.opt("give_up", errs),
+        depth: s.opt("depth", errs),
+        victims: s.opt("victims", errs),
+        censored: s.opt("censored", errs),
+    };
+    if let Some(g) = a.gamma {
+        if !(0.0..=1.0).contains(&g) {
+            errs.push(s.at("gamma"), format!("{g} is out of range; expected a probability in [0, 1]"));
+        }
+    }
+    match strategy {
+        "double-spend" => {
+            if a.merchant.is_none() && s.raw("merchant").is_none() {
+                errs.push(
+                    s.at("merchant"),
+                    "missing field; expected the name of the wallet the attacker pays",
+                );
+            }
+            let z = *a.confirmations.get_or_insert(6);
+            if z == 0 {
+                errs.push(s.at("confirmations"), "expected at least 1");
+            }
+            a.give_up.get_or_insert(10);
+            a.start.get_or_insert(Duration::ZERO);
+            let bal = balance.unwrap_or(DOUBLE_SPEND_BALANCE);
+            let amount = *a.amount.get_or_insert(bal / 2.0);
+            if !(amount.is_finite() && amount > 0.0 && amount + DOUBLE_SPEND_FEE < bal) {
+                errs.push(
+                    s.at("amount"),
+                    format!(
+                        "{amount} BTC cannot be paid from the group's balance of {bal} BTC; expected 0 < amount < balance − {DOUBLE_SPEND_FEE}"
+                    ),
+                );
+            }
+        }
+        "majority" => {
+            if *a.depth.get_or_insert(6) == 0 {
+                errs.push(s.at("depth"), "expected at least 1");
+            }
+            a.give_up.get_or_insert(0);
+            a.start.get_or_insert(Duration::ZERO);
+        }
+        "eclipse" => {
+            if a.victims.as_ref().is_none_or(Vec::is_empty) {
+                errs.push(s.at("victims"), "missing or empty; expected the names of the nodes to eclipse");
+            }
+            a.start.get_or_insert(Duration::ZERO);
+        }
+        "censor" if a.censored.as_ref().is_none_or(Vec::is_empty) => {
+            errs.push(s.at("censored"), "missing or empty; expected wallet names (or wallet group names)");
+        }
+        _ => {}
+    }
+    a
+}
+
+/// Checks the node names a group's strategy refers to.
+fn check_attacks(groups: &[NodeGroup], names: &[String], errs: &mut Errors) {
+    let group_of = |name: &str| -> Option<&NodeGroup> {
+        groups.iter().find(|g| (0..g.count).any(|i| g.node_name(i) == name))
+    };
+    for (gi, g) in groups.iter().enumerate() {
+        let at = |k: &str| format!("nodes[{gi}].{k}");
+        if let Some(m) = &g.attack.merchant {
+            check_name(names, m, &at("merchant"), errs);
+            if group_of(m).is_some_and(|x| !x.is_light()) {
+                errs.push(at("merchant"), format!("\"{m}\" is not a wallet (role wallet or client)"));
+            }
+        }
+        for (i, v) in g.attack.victims.iter().flatten().enumerate() {
+            let path = at(&format!("victims[{i}]"));
+            check_name(names, v, &path, errs);
+            match group_of(v) {
+                Some(x) if x.is_light() => {
+                    errs.push(path, format!("\"{v}\" is a light wallet; expected a relaying node"))
+                }
+                Some(x) if x.strategy.as_deref() == Some("eclipse") => {
+                    errs.push(path, format!("\"{v}\" eclipses others itself; expected an honest node"))
+                }
+                _ => {}
+            }
+        }
+        for (i, c) in g.attack.censored.iter().flatten().enumerate() {
+            let path = at(&format!("censored[{i}]"));
+            let members: Vec<&NodeGroup> = groups
+                .iter()
+                .filter(|x| x.name == *c || (0..x.count).any(|k| x.node_name(k) == *c))
+                .collect();
+            if members.is_empty() {
+                errs.push(path, format!("no node or group is named \"{c}\""));
+            } else if members.iter().any(|x| !x.is_light()) {
+                errs.push(path, format!("\"{c}\" is not a wallet (role wallet or client)"));
+            }
+        }
+    }
 }
 
 /// Every node name in id order; records duplicates.

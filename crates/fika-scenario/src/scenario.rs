@@ -132,10 +132,53 @@ pub struct NodeGroup {
     /// Pegnatories of the group refuse to sign peg-outs (powpeg).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub censor: Option<bool>,
-    /// Mining strategy of the group's miners (bitcoin): `"honest"` (the
-    /// default) or `"selfish"` (Eyal & Sirer's withholding attack).
+    /// Strategy of the group's nodes (bitcoin): `"honest"` (the default),
+    /// `"selfish"` (Eyal & Sirer's withholding attack), `"double-spend"`,
+    /// `"majority"` (a deep reorg), `"eclipse"` or `"censor"`; see
+    /// [`STRATEGIES`] and `fika_btc::attack`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
+    /// The strategy's parameters.
+    #[serde(flatten)]
+    pub attack: AttackParams,
+}
+
+/// The strategies a node group may follow.
+pub const STRATEGIES: &[&str] = &["honest", "selfish", "double-spend", "majority", "eclipse", "censor"];
+
+/// Parameters of a node group's attack strategy (each only valid with the
+/// strategies named; the loader fills in the defaults of the group's own).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AttackParams {
+    /// `selfish`: the share of honest hashrate that mines on the pool's
+    /// block in a race (honest nodes side with it with this probability);
+    /// unset, it follows from the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+    /// `double-spend`, `majority`, `eclipse`: when the attack starts.
+    #[serde(serialize_with = "dur::serialize_opt", skip_serializing_if = "Option::is_none")]
+    pub start: Option<Duration>,
+    /// `double-spend`: the wallet paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    /// `double-spend`: the payment, BTC (from the group's `balance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+    /// `double-spend`: confirmations the merchant waits for (z).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmations: Option<u32>,
+    /// `double-spend`, `majority`: blocks behind at which the attacker gives up (0: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub give_up: Option<u32>,
+    /// `majority`: honest blocks the released chain replaces (D).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
+    /// `eclipse`: the nodes whose every link the group holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub victims: Option<Vec<String>>,
+    /// `censor`: wallets (node or group names) whose transactions the group's blocks leave out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub censored: Option<Vec<String>>,
 }
 
 impl NodeGroup {

@@ -11,8 +11,10 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, ScriptBuf};
+use fika_btc::attack::{self as atk, CensorPlan, RaceOutcome, Strategy};
 use fika_btc::blockdb::{BlockDb, BlockId, Status};
-use fika_btc::node::{BtcNode, RelayConfig};
+use fika_btc::node::{BtcNode, FullNode, RelayConfig};
 use fika_core::{Event, EventSink, NodeId, SimTime, Value};
 use fika_scenario::{BitcoinSpec, Layout, Scenario};
 use serde::Serialize;
@@ -56,6 +58,12 @@ pub struct Built {
     pub db: Rc<RefCell<BlockDb>>,
     /// Hashrate share of each node.
     pub hash_share: Vec<f64>,
+    /// Each node's strategy.
+    pub strategies: Vec<Strategy>,
+    /// Scripts censoring miners leave out.
+    pub censored_scripts: Vec<ScriptBuf>,
+    /// γ set on a selfish group, if any.
+    pub selfish_gamma: Option<f64>,
 }
 
 fn btc(sat: u64) -> f64 {
@@ -67,7 +75,19 @@ pub fn build(s: &Scenario, spec: &BitcoinSpec, layout: &Layout) -> Built {
     let plan = fika_scenario::btc::BtcPlan::new(s, spec, layout);
     let db = plan.store();
     let nodes = (0..layout.names.len()).map(|i| plan.node(i, &db)).collect();
-    Built { nodes, db, hash_share: plan.hash_share }
+    let selfish_gamma = s
+        .nodes
+        .iter()
+        .find(|g| g.strategy.as_deref() == Some("selfish") && g.attack.gamma.is_some())
+        .and_then(|g| g.attack.gamma);
+    Built {
+        nodes,
+        db,
+        hash_share: plan.hash_share,
+        strategies: plan.strategies,
+        censored_scripts: plan.censored_scripts,
+        selfish_gamma,
+    }
 }
 
 /// A wallet's balance at the end of the run.
@@ -138,11 +158,133 @@ pub struct BitcoinReport {
     pub selfish_hashrate_share: Option<f64>,
     /// The selfish miners' summed revenue share (share of best-chain blocks).
     pub selfish_revenue_share: Option<f64>,
+    /// γ set on the selfish group, if any.
+    pub selfish_gamma: Option<f64>,
+    /// Eyal & Sirer's revenue R(α, γ) for the selfish miners' α and the set
+    /// γ (`None` without a set γ).
+    pub selfish_revenue_closed_form: Option<f64>,
+    /// Deepest reorganization any node went through, blocks.
+    pub max_reorg_depth: u64,
+    /// The double spend, if a node attempted one.
+    pub double_spend: Option<DoubleSpendReport>,
+    /// The majority deep reorg, if a node attempted one.
+    pub majority: Option<MajorityReport>,
+    /// Eclipsed nodes, if any.
+    pub eclipse: Option<EclipseReport>,
+    /// Censorship, if any miner censors.
+    pub censorship: Option<CensorReport>,
     /// Wallet balances.
     pub wallets: Vec<WalletBalance>,
     /// Whether the best chain's UTXO set holds exactly the premine plus the
     /// rewards claimed (no value created or lost).
     pub conservation_ok: bool,
+}
+
+/// A double spend: what happened, and the closed forms for its parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct DoubleSpendReport {
+    /// The attacker.
+    pub attacker: String,
+    /// Its hashrate share, q.
+    pub q: f64,
+    /// Confirmations the merchant waited for, z.
+    pub z: u32,
+    /// Blocks behind at which the attacker gives up (`None`: never).
+    pub give_up: Option<u32>,
+    /// `released`, `gave-up`, `running` (the run ended first), `not-started` or `failed`.
+    pub outcome: String,
+    /// Whether the merchant's payment was reversed: the conflicting
+    /// transaction is on the final best chain.
+    pub success: bool,
+    /// When the payment was sent, seconds.
+    pub started_s: Option<f64>,
+    /// From the payment to the release or give-up, seconds.
+    pub duration_s: Option<f64>,
+    /// Private blocks mined since the fork when the race ended.
+    pub private_blocks: Option<u32>,
+    /// Public blocks since the fork when the race ended.
+    pub public_blocks: Option<u32>,
+    /// Confirmations the payment had on the public chain when the race ended.
+    pub confirmations_at_end: Option<u32>,
+    /// Which public block after the fork held the payment (1: the first,
+    /// as the closed forms assume), when the race ended.
+    pub payment_block: Option<u32>,
+    /// Nakamoto's estimate of the success probability for (q, z).
+    pub nakamoto: f64,
+    /// Rosenfeld's exact probability for (q, z) (a tie wins, no give-up).
+    pub rosenfeld: f64,
+    /// The exact probability of the simulated rules with instant
+    /// propagation (strictly longer chain, give-up), see `fika_btc::attack::race_success`.
+    pub model: f64,
+}
+
+/// A majority deep reorg.
+#[derive(Clone, Debug, Serialize)]
+pub struct MajorityReport {
+    /// The attacker.
+    pub attacker: String,
+    /// Its hashrate share.
+    pub q: f64,
+    /// Honest blocks its release was to replace, D.
+    pub depth: u32,
+    /// `released`, `gave-up`, `running` or `not-started`.
+    pub outcome: String,
+    /// Honest blocks since the fork when it released (what the reorg replaced, as the attacker saw it).
+    pub public_blocks: Option<u32>,
+    /// Its private blocks at the release.
+    pub private_blocks: Option<u32>,
+    /// When it started and released, seconds.
+    pub started_s: Option<f64>,
+    /// When the race ended, seconds.
+    pub ended_s: Option<f64>,
+}
+
+/// Eclipsed nodes.
+#[derive(Clone, Debug, Serialize)]
+pub struct EclipseReport {
+    /// Each victim: name, its tip's height, blocks behind the final best
+    /// chain, blocks it mined, of those on the final best chain.
+    pub victims: Vec<(String, u32, u32, u64, u64)>,
+    /// Mean blocks behind over the victims.
+    pub mean_lag_blocks: f64,
+    /// The victims' summed hashrate share.
+    pub victim_hashrate_share: f64,
+    /// Share of the victims' mined blocks not on the final best chain (wasted work).
+    pub wasted_share: Option<f64>,
+}
+
+/// Censoring miners and the delay they cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct CensorReport {
+    /// The censoring miners' summed hashrate share, c.
+    pub censor_hashrate_share: f64,
+    /// Wallet transactions the censors leave out / the others.
+    pub txs: (u64, u64),
+    /// Censored transactions found in blocks of censoring miners (should be 0).
+    pub censored_in_censor_blocks: u64,
+    /// Mean seconds from creation to the first confirmation: censored, others.
+    pub confirmation_mean_s: (Option<f64>, Option<f64>),
+    /// Closed form for the censored mean: the mean block interval / (1 − c)
+    /// (memoryless mining: the wait for the next non-censoring block).
+    pub censored_expected_s: Option<f64>,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn outcome_name(node: &FullNode) -> String {
+    match node.race_record() {
+        Some(r) if r.failed.is_some() => "failed",
+        Some(r) => match r.outcome {
+            Some(RaceOutcome::Released { .. }) => "released",
+            Some(RaceOutcome::GaveUp { .. }) => "gave-up",
+            None if r.started.is_some() => "running",
+            None => "not-started",
+        },
+        None => "none",
+    }
+    .to_owned()
 }
 
 fn percentiles(mut v: Vec<f64>) -> [Option<f64>; 2] {
@@ -181,6 +323,9 @@ pub fn report(
             if let Some(st) = f.selfish() {
                 selfish[i] = true;
                 hidden.extend(st.hidden());
+            }
+            if let Some(r) = f.race() {
+                hidden.extend(r.hidden());
             }
         }
     }
@@ -281,6 +426,13 @@ pub fn report(
     };
     let selfish_hashrate_share = selfish_sum(|m| m.hashrate_share);
     let selfish_revenue_share = selfish_sum(|m| m.revenue_share);
+    let selfish_revenue_closed_form =
+        selfish_hashrate_share.zip(built.selfish_gamma).map(|(a, g)| atk::selfish_revenue(a, g));
+    let attacks = AttackInputs { built, layout, db: &db, on_best: &on_best, tip, collector };
+    let double_spend = attacks.double_spend();
+    let majority = attacks.majority();
+    let eclipse = attacks.eclipse();
+    let censorship = attacks.censorship(&included, &block_time, mean_block_interval_s);
     // Wallets.
     let mut wallets = Vec::new();
     for (i, node) in built.nodes.iter().enumerate() {
@@ -331,6 +483,13 @@ pub fn report(
         miners,
         selfish_hashrate_share,
         selfish_revenue_share,
+        selfish_gamma: built.selfish_gamma,
+        selfish_revenue_closed_form,
+        max_reorg_depth: collector.reorgs.keys().next_back().copied().unwrap_or(0),
+        double_spend,
+        majority,
+        eclipse,
+        censorship,
         wallets,
         conservation_ok,
     };
@@ -338,6 +497,178 @@ pub fn report(
         write_csvs(dir, &db, &on_best, layout, &report, &conf_rows, collector)?;
     }
     Ok(report)
+}
+
+/// What the attack summaries read.
+struct AttackInputs<'a> {
+    built: &'a Built,
+    layout: &'a Layout,
+    db: &'a BlockDb,
+    on_best: &'a [bool],
+    tip: BlockId,
+    collector: &'a Collector,
+}
+
+impl AttackInputs<'_> {
+    fn full(&self, strategy: &str) -> Vec<(usize, &FullNode)> {
+        self.built
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match n {
+                BtcNode::Full(f) if f.strategy_name() == strategy => Some((i, &**f)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn secs(t: Option<fika_core::SimTime>) -> Option<f64> {
+        t.map(|t| t.as_secs_f64())
+    }
+
+    fn double_spend(&self) -> Option<DoubleSpendReport> {
+        let (i, node) = self.full("double-spend").into_iter().next()?;
+        let Strategy::DoubleSpend(plan) = &self.built.strategies[i] else { return None };
+        let r = node.race_record()?;
+        let q = self.built.hash_share[i];
+        let (z, give_up) = (plan.confirmations, plan.give_up);
+        let utxo = self.db.utxo(self.tip);
+        let success =
+            r.conflict.is_some_and(|c| utxo.is_some_and(|u| u.0.contains_key(&OutPoint::new(c, 0))));
+        let (private, public) = match r.outcome {
+            Some(RaceOutcome::Released { private, public } | RaceOutcome::GaveUp { private, public }) => {
+                (Some(private), Some(public))
+            }
+            None => (None, None),
+        };
+        Some(DoubleSpendReport {
+            attacker: self.layout.names[i].clone(),
+            q,
+            z,
+            give_up,
+            outcome: outcome_name(node),
+            success,
+            started_s: Self::secs(r.started),
+            duration_s: r.started.zip(r.ended).map(|(a, b)| (b - a).as_secs_f64()),
+            private_blocks: private,
+            public_blocks: public,
+            confirmations_at_end: r.confirmations_at_end,
+            payment_block: public
+                .zip(r.confirmations_at_end.filter(|c| *c > 0))
+                .map(|(p, c)| (p + 1).saturating_sub(c)),
+            nakamoto: atk::nakamoto_success(q, z),
+            rosenfeld: atk::rosenfeld_success(q, z),
+            model: atk::race_success(q, z, give_up),
+        })
+    }
+
+    fn majority(&self) -> Option<MajorityReport> {
+        let (i, node) = self.full("majority").into_iter().next()?;
+        let Strategy::Majority(plan) = &self.built.strategies[i] else { return None };
+        let r = node.race_record()?;
+        let (private, public) = match r.outcome {
+            Some(RaceOutcome::Released { private, public } | RaceOutcome::GaveUp { private, public }) => {
+                (Some(private), Some(public))
+            }
+            None => (None, None),
+        };
+        Some(MajorityReport {
+            attacker: self.layout.names[i].clone(),
+            q: self.built.hash_share[i],
+            depth: plan.depth,
+            outcome: outcome_name(node),
+            public_blocks: public,
+            private_blocks: private,
+            started_s: Self::secs(r.started),
+            ended_s: Self::secs(r.ended),
+        })
+    }
+
+    fn eclipse(&self) -> Option<EclipseReport> {
+        let mut victims: Vec<usize> = self
+            .full("eclipse")
+            .iter()
+            .filter_map(|(_, n)| n.eclipse_plan())
+            .flat_map(|p| p.victims.iter().map(|v| v.index()))
+            .collect();
+        victims.sort_unstable();
+        victims.dedup();
+        if victims.is_empty() {
+            return None;
+        }
+        let best = self.db.rec(self.tip).height;
+        let mut mined: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+        for (id, r) in self.db.blocks().iter().enumerate() {
+            if let Some(o) = r.origin.filter(|o| victims.contains(&(o.miner as usize))) {
+                let e = mined.entry(o.miner as usize).or_default();
+                e.0 += 1;
+                e.1 += u64::from(self.on_best[id]);
+            }
+        }
+        let rows: Vec<(String, u32, u32, u64, u64)> = victims
+            .iter()
+            .map(|v| {
+                let h = match &self.built.nodes[*v] {
+                    BtcNode::Full(f) => f.tip_height(),
+                    BtcNode::Wallet(_) => 0,
+                };
+                let (m, b) = mined.get(v).copied().unwrap_or((0, 0));
+                (self.layout.names[*v].clone(), h, best.saturating_sub(h), m, b)
+            })
+            .collect();
+        let (m, b): (u64, u64) = rows.iter().fold((0, 0), |acc, r| (acc.0 + r.3, acc.1 + r.4));
+        Some(EclipseReport {
+            mean_lag_blocks: rows.iter().map(|r| f64::from(r.2)).sum::<f64>() / rows.len() as f64,
+            victim_hashrate_share: victims.iter().map(|v| self.built.hash_share[*v]).sum(),
+            wasted_share: (m > 0).then(|| (m - b) as f64 / m as f64),
+            victims: rows,
+        })
+    }
+
+    fn censorship(
+        &self,
+        included: &BTreeMap<[u8; 32], u32>,
+        block_time: &dyn Fn(u32) -> Option<u64>,
+        mean_interval: Option<f64>,
+    ) -> Option<CensorReport> {
+        let censors = self.full("censor");
+        if censors.is_empty() {
+            return None;
+        }
+        let c: f64 = censors.iter().map(|(i, _)| self.built.hash_share[*i]).sum();
+        let plan = CensorPlan { scripts: self.built.censored_scripts.clone() };
+        let censor_ids: Vec<u32> = censors.iter().map(|(i, _)| *i as u32).collect();
+        let mut in_censor_blocks = 0u64;
+        for r in self.db.blocks().iter().filter(|r| r.origin.is_some_and(|o| censor_ids.contains(&o.miner))) {
+            in_censor_blocks +=
+                r.data.block.txdata.iter().skip(1).filter(|tx| plan.censors_tx(self.db, tx)).count() as u64;
+        }
+        let (mut cens, mut other) = (Vec::new(), Vec::new());
+        let (mut n_cens, mut n_other) = (0u64, 0u64);
+        for (txid, created) in &self.collector.tx_created {
+            let hash = bitcoin::Txid::from_byte_array(*txid);
+            let Some(idx) = self.db.tx_idx(&hash) else { continue };
+            let censored = plan.censors_tx(self.db, &self.db.tx(idx).tx);
+            let t1 = included
+                .get(txid)
+                .and_then(|h| block_time(*h))
+                .map(|t| t.saturating_sub(*created) as f64 / 1e9);
+            if censored {
+                n_cens += 1;
+                cens.extend(t1);
+            } else {
+                n_other += 1;
+                other.extend(t1);
+            }
+        }
+        Some(CensorReport {
+            censor_hashrate_share: c,
+            txs: (n_cens, n_other),
+            censored_in_censor_blocks: in_censor_blocks,
+            confirmation_mean_s: (mean(&cens), mean(&other)),
+            censored_expected_s: mean_interval.filter(|_| c < 1.0).map(|t| t / (1.0 - c)),
+        })
+    }
 }
 
 type ConfRow = ([u8; 32], u64, Option<f64>, Option<f64>);

@@ -133,6 +133,61 @@ impl RunReport {
                 );
             }
             t.row("value conservation", if b.conservation_ok { "ok" } else { "VIOLATED" });
+            if b.max_reorg_depth > 1 {
+                t.row("deepest reorg", format!("{} blocks", b.max_reorg_depth));
+            }
+            if let Some(d) = &b.double_spend {
+                t.row(
+                    "double spend (q, z)",
+                    format!(
+                        "{:.3}, {}: {}, payment {}",
+                        d.q,
+                        d.z,
+                        d.outcome,
+                        if d.success { "reversed" } else { "stands" }
+                    ),
+                )
+                .row(
+                    "double spend P(success) closed forms",
+                    format!(
+                        "Nakamoto {:.4} / Rosenfeld {:.4} / these rules {:.4}",
+                        d.nakamoto, d.rosenfeld, d.model
+                    ),
+                );
+            }
+            if let Some(m) = &b.majority {
+                t.row(
+                    "majority reorg (D)",
+                    format!(
+                        "{}: {} honest blocks replaced ({})",
+                        m.outcome,
+                        m.public_blocks.map_or("-".to_owned(), |x| x.to_string()),
+                        m.depth
+                    ),
+                );
+            }
+            if let Some(e) = &b.eclipse {
+                t.row(
+                    "eclipsed nodes: lag / wasted mining",
+                    format!(
+                        "{:.1} blocks / {}",
+                        e.mean_lag_blocks,
+                        e.wasted_share.map_or("-".to_owned(), |w| format!("{:.0} %", w * 100.0))
+                    ),
+                );
+            }
+            if let Some(c) = &b.censorship {
+                t.row(
+                    "censored / other txs: mean 1st confirmation",
+                    format!(
+                        "{} s / {} s (closed form {} s, c = {:.2})",
+                        f(c.confirmation_mean_s.0),
+                        f(c.confirmation_mean_s.1),
+                        f(c.censored_expected_s),
+                        c.censor_hashrate_share
+                    ),
+                );
+            }
             for w in b.wallets.iter().take(10) {
                 t.row(
                     format!("balance {}", w.name),

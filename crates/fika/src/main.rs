@@ -65,7 +65,9 @@ enum Command {
     },
     /// Run a scenario over a grid of parameter values × seeds, in parallel,
     /// and write per-point means, standard deviations and 95 % confidence
-    /// intervals of every metric to sweep.csv.
+    /// intervals of every metric to sweep.csv, every run's values to
+    /// runs.csv, and plots of every metric against the first parameter
+    /// (beside its closed forms, where they exist) to report.html.
     Sweep {
         /// The scenario file (TOML).
         scenario: PathBuf,
@@ -391,7 +393,7 @@ fn sweep_cmd(
     let progress = |done: usize, _total: usize| bar.set_position(done as u64);
     let result = sweep::sweep(points, &spec, &progress);
     bar.finish_and_clear();
-    if let Err(e) = sweep::write(&out, &result) {
+    if let Err(e) = sweep::write(&out, &result, &s.name) {
         eprintln!("error: cannot write {}: {e}", out.display());
         return ExitCode::from(EXIT_RUN_FAILED);
     }
@@ -400,10 +402,11 @@ fn sweep_cmd(
         eprintln!("error: run [{vals}] seed {seed} failed: {e}");
     }
     println!(
-        "{total} runs ({} failed) on {jobs} threads in {:.1} s; {}",
+        "{total} runs ({} failed) on {jobs} threads in {:.1} s; {} and {}",
         failures.len(),
         started.elapsed().as_secs_f64(),
-        out.join("sweep.csv").display()
+        out.join("sweep.csv").display(),
+        out.join("report.html").display()
     );
     if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUN_FAILED) }
 }

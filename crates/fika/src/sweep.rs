@@ -218,6 +218,45 @@ pub fn metrics(r: &RunReport) -> Vec<(String, f64)> {
         let rev: f64 = honest.clone().map(|x| x.revenue_share).sum();
         let hash: f64 = honest.map(|x| x.hashrate_share).sum();
         put("honest_revenue_per_hashrate", (hash > 0.0).then(|| rev / hash));
+        // First-order closed form for the stale rate: a block is lost when
+        // another block is found before it reached the other miners, taken
+        // as the median time to reach half of the nodes, t50, of blocks
+        // found every T: 1 − exp(−t50 / T).
+        let t50 = r.propagation.as_ref().and_then(|p| p.median_s[0]);
+        put(
+            "stale_rate_estimate",
+            t50.zip(b.mean_block_interval_s).filter(|(_, t)| *t > 0.0).map(|(d, t)| 1.0 - (-d / t).exp()),
+        );
+        put("selfish_revenue_closed_form", b.selfish_revenue_closed_form);
+        put("max_reorg_depth", Some(b.max_reorg_depth as f64));
+        let flag = |x: bool| Some(if x { 1.0 } else { 0.0 });
+        if let Some(d) = &b.double_spend {
+            put("double_spend_q", Some(d.q));
+            put("double_spend_success", flag(d.success));
+            put("double_spend_released", flag(d.outcome == "released"));
+            put("double_spend_duration_s", d.duration_s);
+            put("double_spend_private_blocks", d.private_blocks.map(f64::from));
+            put("double_spend_payment_block", d.payment_block.map(f64::from));
+            put("double_spend_nakamoto", Some(d.nakamoto));
+            put("double_spend_rosenfeld", Some(d.rosenfeld));
+            put("double_spend_model", Some(d.model));
+        }
+        if let Some(m) = &b.majority {
+            put("majority_released", flag(m.outcome == "released"));
+            put("majority_reorg_blocks", m.public_blocks.map(f64::from));
+            put("majority_duration_s", m.started_s.zip(m.ended_s).map(|(a, b)| b - a));
+        }
+        if let Some(e) = &b.eclipse {
+            put("eclipse_lag_blocks", Some(e.mean_lag_blocks));
+            put("eclipse_wasted_share", e.wasted_share);
+        }
+        if let Some(c) = &b.censorship {
+            put("censor_hashrate_share", Some(c.censor_hashrate_share));
+            put("censored_confirmation_mean_s", c.confirmation_mean_s.0);
+            put("uncensored_confirmation_mean_s", c.confirmation_mean_s.1);
+            put("censored_expected_s", c.censored_expected_s);
+            put("censored_in_censor_blocks", Some(c.censored_in_censor_blocks as f64));
+        }
     }
     if let Some(p) = &r.powpeg {
         put("pegin_latency_median_s", p.pegin_latency_s[0]);
@@ -452,11 +491,22 @@ pub fn sweep(points: Vec<Point>, spec: &SweepSpec, progress: &(dyn Fn(usize, usi
     SweepResult { paths: spec.params.iter().map(|p| p.path.clone()).collect(), runs }
 }
 
-/// Writes `sweep.csv` and `runs.csv` into `dir`.
-pub fn write(dir: &Path, r: &SweepResult) -> std::io::Result<()> {
+/// Measured metrics and the metrics holding their closed forms, drawn
+/// side by side in the sweep's `report.html`.
+pub const CLOSED_FORMS: &[(&str, &[&str])] = &[
+    ("stale_rate", &["stale_rate_estimate"]),
+    ("double_spend_success", &["double_spend_model", "double_spend_rosenfeld", "double_spend_nakamoto"]),
+    ("selfish_revenue_share", &["selfish_revenue_closed_form", "selfish_hashrate_share"]),
+    ("censored_confirmation_mean_s", &["censored_expected_s", "uncensored_confirmation_mean_s"]),
+];
+
+/// Writes `sweep.csv`, `runs.csv` and `report.html` (plots of every
+/// metric, titled `title`) into `dir`.
+pub fn write(dir: &Path, r: &SweepResult, title: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("sweep.csv"), r.csv())?;
-    std::fs::write(dir.join("runs.csv"), r.runs_csv())
+    std::fs::write(dir.join("runs.csv"), r.runs_csv())?;
+    fika_report::write_sweep_report(dir, title, CLOSED_FORMS).map(|_| ()).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -105,6 +105,11 @@ fn bundled_bitcoin_scenarios_validate() {
         "scenarios/bitcoin-mainnet-1k.toml",
         "scenarios/bench/simblock-2019-10k.toml",
         "scenarios/bench/simblock-2019-100k.toml",
+        "experiments/selfish-mining.toml",
+        "experiments/double-spend.toml",
+        "experiments/block-interval.toml",
+        "experiments/block-size.toml",
+        "experiments/censorship.toml",
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_fika"))
             .args(["validate", repo().join(f).to_str().unwrap_or_default()])

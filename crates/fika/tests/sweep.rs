@@ -88,6 +88,10 @@ fn a_tiny_sweep_writes_one_row_per_point_and_metric() {
     assert_eq!(rows.iter().filter(|r| r[2] == "selfish_hashrate_share").count(), 4);
     // Every metric has a row at every point.
     assert_eq!(rows.len() % 4, 0);
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("<title>blocks_mined</title>"), "a plot per metric");
+    assert!(html.contains("<title>stale_rate — nodes[0].extra_links=3</title>"), "beside its estimate");
+    assert!(html.contains("selfish_revenue_share — nodes[0].extra_links=0"), "beside its closed forms");
     let runs = std::fs::read_to_string(out.join("runs.csv")).expect("runs.csv");
     assert_eq!(runs.lines().filter(|l| l.contains(",stale_rate,")).count(), 8);
     // The blocks came faster with the shorter interval.
