@@ -508,8 +508,14 @@ mod tests {
 
     #[test]
     fn bad_configurations_are_refused() {
-        assert_eq!(ProofOfStake::new(0, 0, 1, &[(NodeId(0), 1.0)]).unwrap_err(), StakeError::ZeroSlot);
-        assert_eq!(ProofOfStake::new(5, 0, 1, &[(NodeId(0), 0.0)]).unwrap_err(), StakeError::NoStake);
+        assert_eq!(
+            ProofOfStake::new(0, 0, 1, &[(NodeId(0), 1.0)]).expect_err("refused"),
+            StakeError::ZeroSlot
+        );
+        assert_eq!(
+            ProofOfStake::new(5, 0, 1, &[(NodeId(0), 0.0)]).expect_err("refused"),
+            StakeError::NoStake
+        );
         assert!(matches!(
             ProofOfStake::new(5, 0, 1, &[(NodeId(4), f64::NAN)]),
             Err(StakeError::BadStake { node: 4, .. })
