@@ -12,40 +12,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fika_btc::msg::BtcMsg;
-use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey};
+use fika_core::{Node, NodeId, SimTime};
 use fika_emu::durable::DurableNode;
 use fika_emu::store::{Identity, Store};
 
-/// A context for a node with no peers.
-struct Alone {
-    now: SimTime,
-    rng: NodeRng,
-}
-
-impl Context<BtcMsg> for Alone {
-    fn id(&self) -> NodeId {
-        NodeId(0)
-    }
-    fn now(&self) -> SimTime {
-        self.now
-    }
-    fn rng(&mut self) -> &mut NodeRng {
-        &mut self.rng
-    }
-    fn peer_count(&self) -> usize {
-        0
-    }
-    fn peer(&self, i: usize) -> NodeId {
-        NodeId(i as u32)
-    }
-    fn send(&mut self, _to: NodeId, _msg: BtcMsg) {}
-    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-        TimerKey { slot: 0, generation: 0 }
-    }
-    fn cancel_timer(&mut self, _key: TimerKey) {}
-    fn emit(&mut self, _event: Event) {}
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::Alone;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(500);

@@ -1,65 +1,22 @@
 //! `emulate` end to end: the thesis demo network as five OS processes on
 //! loopback, at 25× real time.
 //!
-//! This test has its own `main` (no libtest harness): the emulator starts
-//! the node processes as `<exe> node --config FILE`, and `<exe>` is this
-//! very test executable, which then runs [`fika_emu::run_node_process`]
-//! instead of the test.
+//! This test has its own `main` (no libtest harness, see `support`): the
+//! emulator starts the node processes as `<exe> node --config FILE`, and
+//! `<exe>` is this very test executable.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use fika_emu::orchestrate::summaries;
-use fika_emu::{EmulateOptions, NodeProcessConfig, emulate, run_node_process};
+use fika_emu::{EmulateOptions, emulate};
+use support::check;
 
-const NAME: &str = "emulate_thesis_demo_as_processes";
-
-fn node_main(config: &str) -> ExitCode {
-    match NodeProcessConfig::load(Path::new(config)).and_then(|c| run_node_process(&c)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fika node: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
+mod support;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, node, flag, config] = args.as_slice() {
-        if node == "node" && flag == "--config" {
-            return node_main(config);
-        }
-    }
-    // Behave like a libtest binary for `--list` and name filters.
-    if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
-        return ExitCode::SUCCESS;
-    }
-    let filters: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let only_ignored = args.iter().any(|a| a == "--ignored");
-    if only_ignored || (!filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str()))) {
-        println!(
-            "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out\n"
-        );
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning 1 test");
-    match emulate_thesis_demo() {
-        Ok(()) => {
-            println!("test {NAME} ... ok\n\ntest result: ok. 1 passed; 0 failed\n");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("test {NAME} ... FAILED\n\n{e}\n\ntest result: FAILED. 0 passed; 1 failed\n");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn check(ok: bool, what: impl Into<String>) -> Result<(), String> {
-    if ok { Ok(()) } else { Err(what.into()) }
+    support::main_with(&[("emulate_thesis_demo_as_processes", emulate_thesis_demo)])
 }
 
 fn emulate_thesis_demo() -> Result<(), String> {

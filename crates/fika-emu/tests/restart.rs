@@ -22,81 +22,26 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fika_btc::msg::BtcMsg;
 use fika_btc::node::{BtcNode, SharedDb};
-use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey};
+use fika_core::{Node, NodeId, SimTime};
 use fika_emu::durable::DurableNode;
 use fika_emu::store::Identity;
 
 use fika_emu::orchestrate::summaries;
 use fika_emu::store::Store;
-use fika_emu::{EmulateOptions, NodeProcessConfig, emulate, run_node_process};
+use fika_emu::{EmulateOptions, emulate};
+use support::{Alone, check};
 
-const NAME: &str = "killed_node_resumes_from_its_store_and_catches_up";
-const KILLS: &str = "kills_in_the_middle_of_commits_leave_a_whole_store";
-
-/// A test: `Err` says what failed.
-type Test = fn() -> Result<(), String>;
+mod support;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, node, flag, config] = args.as_slice() {
-        if node == "node" && flag == "--config" {
-            return match NodeProcessConfig::load(Path::new(config)).and_then(|c| run_node_process(&c)) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fika node: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-    }
-    if let [_, cmd, dir] = args.as_slice() {
-        if cmd == "mine-forever" {
-            return match mine_forever(Path::new(dir)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mine-forever: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-    }
-    let tests: [(&str, Test); 2] = [(NAME, run), (KILLS, kills)];
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in &tests {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    let filters: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let chosen: Vec<_> = tests
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .filter(|_| !args.iter().any(|a| a == "--ignored"))
-        .collect();
-    println!("\nrunning {} test{}", chosen.len(), if chosen.len() == 1 { "" } else { "s" });
-    let mut failed = 0;
-    for (name, test) in &chosen {
-        match test() {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(e) => {
-                failed += 1;
-                println!("test {name} ... FAILED\n\n{e}\n");
-            }
-        }
-    }
-    let passed = chosen.len() - failed;
-    let result = if failed == 0 { "ok" } else { "FAILED" };
-    println!(
-        "\ntest result: {result}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {} filtered out\n",
-        tests.len() - chosen.len()
-    );
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-fn check(ok: bool, what: impl Into<String>) -> Result<(), String> {
-    if ok { Ok(()) } else { Err(what.into()) }
+    support::main_with_commands(
+        &[
+            ("killed_node_resumes_from_its_store_and_catches_up", run),
+            ("kills_in_the_middle_of_commits_leave_a_whole_store", kills),
+        ],
+        &[("mine-forever", |dir| mine_forever(Path::new(dir)))],
+    )
 }
 
 /// The `store.*` events of one events file: (kind, height, tip).
@@ -201,36 +146,6 @@ fn run() -> Result<(), String> {
     );
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
-}
-
-/// A context for a node with no peers: time is set by the caller.
-struct Alone {
-    now: SimTime,
-    rng: NodeRng,
-}
-
-impl Context<BtcMsg> for Alone {
-    fn id(&self) -> NodeId {
-        NodeId(0)
-    }
-    fn now(&self) -> SimTime {
-        self.now
-    }
-    fn rng(&mut self) -> &mut NodeRng {
-        &mut self.rng
-    }
-    fn peer_count(&self) -> usize {
-        0
-    }
-    fn peer(&self, i: usize) -> NodeId {
-        NodeId(i as u32)
-    }
-    fn send(&mut self, _to: NodeId, _msg: BtcMsg) {}
-    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-        TimerKey { slot: 0, generation: 0 }
-    }
-    fn cancel_timer(&mut self, _key: TimerKey) {}
-    fn emit(&mut self, _event: Event) {}
 }
 
 fn thesis_demo() -> PathBuf {

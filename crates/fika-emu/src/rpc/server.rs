@@ -114,6 +114,25 @@ async fn fail(stream: &mut TcpStream, status: u16, message: &str, limit: Duratio
     let body = format!("{message}\n");
     let r = http::response(status, Some("text/plain"), &[], body.as_bytes(), false);
     let _ = write(stream, &r, limit).await;
+    linger(stream, limit).await;
+}
+
+/// Closes after a final answer without losing it: a socket closed with
+/// unread input (say, the body of a refused request) is reset, and the
+/// reset can discard the answer before the client has read it. So the
+/// write side is shut and what the client still sends is read and dropped
+/// (at most 1 MiB, until `limit`) before the socket closes.
+async fn linger(stream: &mut TcpStream, limit: Duration) {
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 1 << 20;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => break,
+        }
+    }
 }
 
 async fn serve_conn<N: 'static>(mut stream: TcpStream, shared: &Shared<N>) {
@@ -149,7 +168,7 @@ async fn serve_conn<N: 'static>(mut stream: TcpStream, shared: &Shared<N>) {
             tokio::time::sleep(cfg.bad_auth_delay).await;
             let r = http::response(401, None, &[("WWW-Authenticate", "Basic realm=\"jsonrpc\"")], b"", false);
             let _ = write(&mut stream, &r, cfg.read_timeout).await;
-            return;
+            return linger(&mut stream, cfg.read_timeout).await;
         }
         if head.expect_continue && buf.len() < head.content_length {
             if let Next::Close = write(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n", cfg.read_timeout).await

@@ -169,7 +169,8 @@ fn server_speaks_cores_http_and_json_rpc() {
         assert!(a.contains("WWW-Authenticate: Basic realm=\"jsonrpc\""), "{a}");
     }
     let c = RpcClient::new(addr, USER, "nope");
-    assert!(matches!(c.call("getblockcount", json!([])), Err(ClientError::Unauthorized { .. })));
+    let answer = c.call("getblockcount", json!([]));
+    assert!(matches!(answer, Err(ClientError::Unauthorized { .. })), "{answer:?}");
 
     // Success: 200 and Core's legacy shape.
     let (st, v) =

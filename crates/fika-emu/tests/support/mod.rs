@@ -7,11 +7,50 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use fika_btc::msg::BtcMsg;
+use fika_core::{Context, Event, NodeId, NodeRng, SimTime, TimerId, TimerKey};
 use fika_emu::{NodeProcessConfig, run_node_process};
+
+/// A context for a node with no peers, whose time the caller sets; timers
+/// and events go nowhere.
+pub struct Alone {
+    /// Now.
+    pub now: SimTime,
+    /// The node's random stream.
+    pub rng: NodeRng,
+}
+
+impl Context<BtcMsg> for Alone {
+    fn id(&self) -> NodeId {
+        NodeId(0)
+    }
+    fn now(&self) -> SimTime {
+        self.now
+    }
+    fn rng(&mut self) -> &mut NodeRng {
+        &mut self.rng
+    }
+    fn peer_count(&self) -> usize {
+        0
+    }
+    fn peer(&self, i: usize) -> NodeId {
+        NodeId(i as u32)
+    }
+    fn send(&mut self, _to: NodeId, _msg: BtcMsg) {}
+    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
+        TimerKey { slot: 0, generation: 0 }
+    }
+    fn cancel_timer(&mut self, _key: TimerKey) {}
+    fn emit(&mut self, _event: Event) {}
+}
 
 /// One test: its name and body.
 pub type Test = (&'static str, fn() -> Result<(), String>);
+
+/// A helper process a test starts as `<exe> NAME ARG`: its name and body.
+pub type Command = (&'static str, fn(&str) -> Result<(), String>);
 
 /// `Err(what)` unless `ok`.
 #[track_caller]
@@ -32,10 +71,27 @@ fn node_main(config: &str) -> ExitCode {
 /// Runs as a node process when asked to, else runs `tests` like a libtest
 /// binary (`--list`, name filters, `--ignored` runs none).
 pub fn main_with(tests: &[Test]) -> ExitCode {
+    main_with_commands(tests, &[])
+}
+
+/// [`main_with`], also running `<exe> NAME ARG` as `commands`' NAME(ARG)
+/// (helper processes a test starts).
+pub fn main_with_commands(tests: &[Test], commands: &[Command]) -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let [_, node, flag, config] = args.as_slice() {
         if node == "node" && flag == "--config" {
             return node_main(config);
+        }
+    }
+    if let [_, cmd, arg] = args.as_slice() {
+        if let Some((name, f)) = commands.iter().find(|(name, _)| name == cmd) {
+            return match f(arg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
     }
     if args.iter().any(|a| a == "--list") {
