@@ -648,6 +648,7 @@ impl Pegnatory {
                     value: utxo.value,
                     receipt: receipt.clone(),
                     receipt_proof: proof.clone(),
+                    federation: Some((*p.federation).clone()),
                 };
                 match self.hsm.execute(cmd) {
                     Ok(HsmResponse::Signature(sig)) => {

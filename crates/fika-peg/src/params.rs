@@ -87,6 +87,12 @@ pub struct PegParams {
     /// Sidechain blocks in which a retiring federation's funds move to the
     /// new federation.
     pub migration_window_blocks: u64,
+    /// During the migration window, a retiring federation's coins are
+    /// migrated only while they hold more than this, in satoshis (rskj's
+    /// `MINIMUM_FUNDS_TO_MIGRATE`, one cent of a bitcoin); after the window
+    /// everything left is swept.
+    #[serde(default = "default_minimum_funds_to_migrate")]
+    pub minimum_funds_to_migrate_sat: u64,
     /// One pegnatory's turn, in seconds (the round-robin period is this times
     /// the federation size).
     pub pegnatory_turn_secs: u64,
@@ -114,6 +120,10 @@ pub struct PegParams {
     /// chain on the unconfirmed change.
     #[serde(default)]
     pub pegout_change_on_release: bool,
+}
+
+fn default_minimum_funds_to_migrate() -> u64 {
+    1_000_000
 }
 
 /// An error building peg parameters.
@@ -162,6 +172,7 @@ impl PegParams {
             erp_csv: 52_560,
             federation_activation_delay_blocks: 40_320,
             migration_window_blocks: 10_585,
+            minimum_funds_to_migrate_sat: default_minimum_funds_to_migrate(),
             pegnatory_turn_secs: 180,
             max_headers_per_turn: 25,
             max_pegins_per_turn: 40,
