@@ -832,6 +832,9 @@ impl BridgeState {
         }
         self.balance_wei -= wei;
         self.pegged_in_sat += total.to_sat();
+        if fed_utxos.iter().any(|(_, fed)| *fed != self.federation) {
+            self.fedchange.retiring_pegins += 1;
+        }
         for (utxo, fed) in fed_utxos {
             self.add_federation_coin(utxo, fed.script_pubkey());
         }

@@ -204,6 +204,10 @@ pub(crate) struct FedChangeState {
     pub(crate) stranded_sat: u64,
     /// Federation changes activated so far.
     pub(crate) activations: u64,
+    /// Credited peg-ins that paid a retiring federation.
+    pub(crate) retiring_pegins: u64,
+    /// Migration transactions created.
+    pub(crate) migrations: u64,
 }
 
 impl FedChangeState {
@@ -269,6 +273,8 @@ impl FedChangeState {
         put(&self.migration_fees_sat.to_be_bytes());
         put(&self.stranded_sat.to_be_bytes());
         put(&self.activations.to_be_bytes());
+        put(&self.retiring_pegins.to_be_bytes());
+        put(&self.migrations.to_be_bytes());
     }
 }
 
@@ -330,6 +336,17 @@ impl BridgeState {
     /// Federation changes activated so far.
     pub fn federation_activations(&self) -> u64 {
         self.fedchange.activations
+    }
+
+    /// Credited peg-ins that paid a retiring federation (during its
+    /// migration window).
+    pub fn retiring_pegins(&self) -> u64 {
+        self.fedchange.retiring_pegins
+    }
+
+    /// Migration transactions created.
+    pub fn migrations(&self) -> u64 {
+        self.fedchange.migrations
     }
 
     /// Bitcoin fees the federation paid for migrations.
@@ -523,6 +540,7 @@ impl BridgeState {
                     let amount = built.tx.output.first().map_or(Amount::ZERO, |o| o.value);
                     self.fedchange.migration_fees_sat =
                         self.fedchange.migration_fees_sat.saturating_add(built.fee.to_sat());
+                    self.fedchange.migrations += 1;
                     self.settle(
                         key,
                         PegoutKind::Migration,

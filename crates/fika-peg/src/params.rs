@@ -120,6 +120,15 @@ pub struct PegParams {
     /// chain on the unconfirmed change.
     #[serde(default)]
     pub pegout_change_on_release: bool,
+    /// The federation's members share `1 / federation_fee_divisor` of every
+    /// sidechain block's fees (Rootstock's REMASC federation share: 100,
+    /// i.e. 1 %); 0 for none.
+    #[serde(default = "default_federation_fee_divisor")]
+    pub federation_fee_divisor: u64,
+}
+
+fn default_federation_fee_divisor() -> u64 {
+    100
 }
 
 fn default_minimum_funds_to_migrate() -> u64 {
@@ -180,6 +189,7 @@ impl PegParams {
             register_btc_transaction_public: true,
             native_p2wpkh_sender: false,
             pegout_change_on_release: false,
+            federation_fee_divisor: default_federation_fee_divisor(),
         }
     }
 

@@ -262,6 +262,7 @@ fn votes_commit_activate_migrate_and_retire() {
     // --- the window: a peg-in to the old address still counts ---
     let late = pegin_to(&mut w, 201, &old_script, 2 * BTC).unwrap();
     assert!(w.bridge.retiring_utxos().any(|u| u.outpoint.txid == late.compute_txid()));
+    assert_eq!(w.bridge.retiring_pegins(), 1);
     let fx = update(&mut w, 51);
     let keys = created(&fx);
     assert_eq!(keys, vec![tx_hash("update", 51)]);
