@@ -68,7 +68,10 @@ fn after_the_csv_delay_the_emergency_keys_alone_spend_the_federation_coins() {
     let tip = w.btc.tip_hash();
     let early = w.try_mine_on(tip, vec![spend.clone()]);
     let why = early.expect_err("spent one block before the delay");
-    assert!(why.to_lowercase().contains("sequence") || why.contains("BIP68") || why.contains("lock"), "{why}");
+    assert!(
+        why.to_lowercase().contains("sequence") || why.contains("BIP68") || why.contains("lock"),
+        "{why}"
+    );
     assert_eq!(w.btc.tip_hash(), tip);
     // At the delay: accepted, the coin is gone.
     w.mine();
