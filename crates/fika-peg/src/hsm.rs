@@ -75,6 +75,7 @@
 //! from the simulator's mining model to be meaningful.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bitcoin::ecdsa;
 use bitcoin::hashes::{Hash, sha256};
@@ -280,7 +281,7 @@ pub enum HsmCommand {
         /// scriptSig — which the transaction hash, and so the Bridge's
         /// `release_requested`, commits to — must push this federation's
         /// witness program.
-        federation: Option<Federation>,
+        federation: Option<Arc<Federation>>,
     },
     /// Read the blockchain state (`blockchainState`).
     GetState,
@@ -610,7 +611,7 @@ impl PowHsm {
             }
             HsmCommand::UpdateAncestor { headers } => self.update_ancestor(&headers),
             HsmCommand::Sign { tx, input, value, receipt, receipt_proof, federation } => self
-                .sign(&tx, input, value, &receipt, &receipt_proof, federation.as_ref())
+                .sign(&tx, input, value, &receipt, &receipt_proof, federation.as_deref())
                 .map(HsmResponse::Signature),
             HsmCommand::GetState => Ok(HsmResponse::State(Box::new(self.state.clone()))),
             HsmCommand::GetParameters => Ok(HsmResponse::Parameters(Box::new(self.params.clone()))),

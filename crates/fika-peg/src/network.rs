@@ -667,7 +667,7 @@ impl Pegnatory {
     /// how much work it cost).
     fn mine_fork_block(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
         let prev = self.headers.last().copied();
-        let time = u64::try_from(now.as_secs()).unwrap_or(u64::MAX).saturating_add(s.start_unix);
+        let time = now.as_secs().saturating_add(s.start_unix);
         let miner = self.address;
         self.side.produce_block(cx, miner, time, |hash| {
             let coinbase = fika_btc::template::coinbase_tx(
@@ -979,7 +979,7 @@ impl Pegnatory {
                     value: utxo.value,
                     receipt: receipt.clone(),
                     receipt_proof: proof.clone(),
-                    federation: Some((*p.federation).clone()),
+                    federation: Some(Arc::clone(&p.federation)),
                 };
                 match self.hsm.execute(cmd) {
                     Ok(HsmResponse::Signature(sig)) => {
