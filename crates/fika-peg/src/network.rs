@@ -377,6 +377,9 @@ pub struct SideSettings {
     /// A sidechain reorganisation at least this deep (in blocks) makes the
     /// pegnatories halt peg-outs: peg-out finality was broken.
     pub halt_reorg_depth: u64,
+    /// How often users ask their sidechain server for the federation's
+    /// address (`getFederationAddress`), if they do.
+    pub address_refresh: Option<Duration>,
 }
 
 /// A federation change the authorised pegnatories vote for: from `at`, on
@@ -1177,6 +1180,7 @@ const OWN_PEGOUT: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 
 const OWN_FORK_START: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 5;
 const OWN_FORK_BLOCK: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 6;
 const OWN_FORK_PUBLISH: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 7;
+const OWN_ADDRESS: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 8;
 
 impl Node for PegNode {
     type Msg = PegMsg;
@@ -1218,6 +1222,9 @@ impl Node for PegNode {
                         let d = w.start + exp_delay(cx, w.interval.as_secs_f64());
                         cx.set_timer(d, OWN_PEGOUT);
                     }
+                }
+                if let (Some(d), false) = (s.address_refresh, peers.side.is_empty()) {
+                    cx.set_timer(d, OWN_ADDRESS);
                 }
             }
         }
@@ -1336,13 +1343,22 @@ impl Node for PegNode {
             PegNode::User(u, peers, _) if tag == TAG_BTC => {
                 u.wallet.on_timer(&mut btc_cx(cx, &peers.btc), id)
             }
+            PegNode::User(_, peers, s) if timer == OWN_ADDRESS => {
+                let mut scx = side_cx(cx, &peers.side);
+                if scx.peer_count() > 0 {
+                    let server = scx.peer(0);
+                    scx.send(server, SideMsg::FederationQuery);
+                }
+                if let Some(d) = s.address_refresh {
+                    cx.set_timer(d, OWN_ADDRESS);
+                }
+            }
             PegNode::User(u, peers, s) if timer == OWN_PEGOUT => {
                 if let Some(w) = &s.pegout {
                     let mut scx = side_cx(cx, &peers.side);
                     if scx.peer_count() > 0 {
                         let server = scx.peer(0);
                         scx.send(server, SideMsg::BalanceQuery(u.address));
-                        scx.send(server, SideMsg::FederationQuery);
                     }
                     let d = exp_delay(cx, w.interval.as_secs_f64());
                     cx.set_timer(d, OWN_PEGOUT);

@@ -252,6 +252,9 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             .zip(next_federation.as_ref())
             .map(|(c, f)| FederationChangePlan { at: c.at, members: f.members().to_vec() }),
         halt_reorg_depth: peg.params.pegout_confirmations.max(1),
+        // With a federation change, users look the address up once per
+        // peg-in interval (on average, a user pegs in once with what it knew).
+        address_refresh: change.map(|_| peg.pegin.interval.max(Duration::from_secs(1))),
     });
     let attack = |i: usize| {
         peg.attack.as_ref().filter(|a| a.node == layout.names[i]).map(|a| ForkAttack {
@@ -312,7 +315,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                 let spv = SpvClient::new(params.clone(), w);
                 let wn = WalletNode::new(spv, relay.start_unix, Some(workload.clone()), Vec::new());
                 let wallet = BtcNode::Wallet(Box::new(wn));
-                if settings.pegout.is_some() {
+                if settings.pegout.is_some() || settings.address_refresh.is_some() {
                     PegNode::User(
                         Box::new(PegUser::new(wallet, sk)),
                         Peers { btc: btc_peers, side: side_peers },
