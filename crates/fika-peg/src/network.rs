@@ -25,7 +25,22 @@
 //! light clients: they learn their RBTC balance and nonce only through a
 //! [`SideMsg::BalanceQuery`] to a sidechain server, then send part of the
 //! balance to the Bridge with empty calldata (a peg-out request), one
-//! request in flight at a time.
+//! request in flight at a time. They learn the federation's address the same
+//! way ([`SideMsg::FederationQuery`]) when it may change.
+//!
+//! Federation change ([`FederationChangePlan`]): from the plan's time, each
+//! pegnatory that is a federation-change authoriser votes, on its turns, the
+//! next step (create, add each missing key, commit the pending federation's
+//! hash). Every pegnatory watches, on Bitcoin, every federation the Bridge
+//! knows (active, retiring, committed), and signs each peg-out — migrations
+//! included — if it is a member of the federation whose coins it spends.
+//!
+//! Safety: a reorganisation of the sidechain at least
+//! [`SideSettings::halt_reorg_depth`] deep (peg-out finality) halts a
+//! pegnatory for good: no more HSM feeding, signing or broadcasting
+//! (`peg.halted`). [`ForkAttack`] runs a private-fork attacker on a pool
+//! (withholding, then publishing) or on a pegnatory's host (a short fork
+//! holding its own peg-out, whose release it asks its PowHSM to sign).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
