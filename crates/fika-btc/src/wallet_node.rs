@@ -105,6 +105,14 @@ impl WalletNode {
         self.paid.get(txid).copied()
     }
 
+    /// Replaces the recipients of the random payments (a peg-in user who
+    /// learns a new federation address).
+    pub fn set_recipients(&mut self, recipients: Rc<Vec<ScriptBuf>>) {
+        if let Some(w) = &mut self.workload {
+            w.recipients = recipients;
+        }
+    }
+
     fn now_unix(&self, now: SimTime) -> u64 {
         u64::from(self.start_unix) + now.as_nanos() / 1_000_000_000
     }

@@ -30,6 +30,13 @@
 //! bytes; signatures that do not verify, a non-member key, a member signing
 //! twice or an unknown peg-out succeed with no effect and no logs, as in
 //! Rootstock.
+//!
+//! The federation-change votes ([`crate::fedchange`]): `createFederation()`,
+//! `addFederatorPublicKey(bytes)`, `addFederatorPublicKeyMultikey(bytes,bytes,bytes)`,
+//! `commitFederation(bytes)` and `rollbackFederation()` return their result
+//! code as an `int256` and never revert (a key that does not parse, or a
+//! hash that is not 32 bytes, is the generic error `-10`); a commit logs
+//! `commit_federation`.
 
 use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
@@ -39,6 +46,7 @@ use fika_side::BlockEnvInfo;
 use thiserror::Error;
 
 use crate::bridge::{BridgeError, BridgeEvent, BridgeState};
+use crate::fedchange::{FederationChangeVote, GENERIC_ERROR, PendingMember};
 use crate::pegout::{AddSignatureError, Effects, TxOrigin};
 use crate::side::{SideAddress, keccak256};
 
@@ -96,11 +104,33 @@ pub enum BridgeMethod {
     GetQueuedPegoutsCount,
     /// `getNextPegoutCreationBlockNumber()` → `uint256`.
     GetNextPegoutCreationBlockNumber,
+    /// `createFederation()` → `int256` (a federation-change vote).
+    CreateFederation,
+    /// `addFederatorPublicKey(bytes)` → `int256` (a vote).
+    AddFederatorPublicKey,
+    /// `addFederatorPublicKeyMultikey(bytes,bytes,bytes)` → `int256` (a
+    /// vote: Bitcoin, sidechain and MST keys).
+    AddFederatorPublicKeyMultikey,
+    /// `commitFederation(bytes)` → `int256` (a vote naming the pending
+    /// federation's 32-byte hash).
+    CommitFederation,
+    /// `rollbackFederation()` → `int256` (a vote).
+    RollbackFederation,
+    /// `getPendingFederationHash()` → `bytes` (empty without one).
+    GetPendingFederationHash,
+    /// `getPendingFederationSize()` → `int256` (−1 without one).
+    GetPendingFederationSize,
+    /// `getRetiringFederationAddress()` → `string` (empty without one).
+    GetRetiringFederationAddress,
+    /// `getRetiringFederationSize()` → `int256` (−1 without one).
+    GetRetiringFederationSize,
+    /// `getFederationCreationBlockNumber()` → `int256`.
+    GetFederationCreationBlockNumber,
 }
 
 impl BridgeMethod {
     /// Every method.
-    pub const ALL: [BridgeMethod; 15] = [
+    pub const ALL: [BridgeMethod; 25] = [
         BridgeMethod::RegisterBtcTransaction,
         BridgeMethod::ReceiveHeaders,
         BridgeMethod::GetBtcBlockchainBestChainHeight,
@@ -116,6 +146,16 @@ impl BridgeMethod {
         BridgeMethod::GetEstimatedFeesForNextPegOutEvent,
         BridgeMethod::GetQueuedPegoutsCount,
         BridgeMethod::GetNextPegoutCreationBlockNumber,
+        BridgeMethod::CreateFederation,
+        BridgeMethod::AddFederatorPublicKey,
+        BridgeMethod::AddFederatorPublicKeyMultikey,
+        BridgeMethod::CommitFederation,
+        BridgeMethod::RollbackFederation,
+        BridgeMethod::GetPendingFederationHash,
+        BridgeMethod::GetPendingFederationSize,
+        BridgeMethod::GetRetiringFederationAddress,
+        BridgeMethod::GetRetiringFederationSize,
+        BridgeMethod::GetFederationCreationBlockNumber,
     ];
 
     /// The Solidity signature.
@@ -136,6 +176,16 @@ impl BridgeMethod {
             BridgeMethod::GetEstimatedFeesForNextPegOutEvent => "getEstimatedFeesForNextPegOutEvent()",
             BridgeMethod::GetQueuedPegoutsCount => "getQueuedPegoutsCount()",
             BridgeMethod::GetNextPegoutCreationBlockNumber => "getNextPegoutCreationBlockNumber()",
+            BridgeMethod::CreateFederation => "createFederation()",
+            BridgeMethod::AddFederatorPublicKey => "addFederatorPublicKey(bytes)",
+            BridgeMethod::AddFederatorPublicKeyMultikey => "addFederatorPublicKeyMultikey(bytes,bytes,bytes)",
+            BridgeMethod::CommitFederation => "commitFederation(bytes)",
+            BridgeMethod::RollbackFederation => "rollbackFederation()",
+            BridgeMethod::GetPendingFederationHash => "getPendingFederationHash()",
+            BridgeMethod::GetPendingFederationSize => "getPendingFederationSize()",
+            BridgeMethod::GetRetiringFederationAddress => "getRetiringFederationAddress()",
+            BridgeMethod::GetRetiringFederationSize => "getRetiringFederationSize()",
+            BridgeMethod::GetFederationCreationBlockNumber => "getFederationCreationBlockNumber()",
         }
     }
 
@@ -210,6 +260,39 @@ pub enum BridgeCall {
     GetQueuedPegoutsCount,
     /// `getNextPegoutCreationBlockNumber()`.
     GetNextPegoutCreationBlockNumber,
+    /// `createFederation()`.
+    CreateFederation,
+    /// `addFederatorPublicKey(key)`.
+    AddFederatorPublicKey {
+        /// The serialized public key (all three roles).
+        key: Vec<u8>,
+    },
+    /// `addFederatorPublicKeyMultikey(btcKey, rskKey, mstKey)`.
+    AddFederatorPublicKeyMultikey {
+        /// The serialized Bitcoin key.
+        btc_key: Vec<u8>,
+        /// The serialized sidechain key.
+        rsk_key: Vec<u8>,
+        /// The serialized MST key.
+        mst_key: Vec<u8>,
+    },
+    /// `commitFederation(hash)`.
+    CommitFederation {
+        /// The pending federation's hash (32 bytes to be valid).
+        hash: Vec<u8>,
+    },
+    /// `rollbackFederation()`.
+    RollbackFederation,
+    /// `getPendingFederationHash()`.
+    GetPendingFederationHash,
+    /// `getPendingFederationSize()`.
+    GetPendingFederationSize,
+    /// `getRetiringFederationAddress()`.
+    GetRetiringFederationAddress,
+    /// `getRetiringFederationSize()`.
+    GetRetiringFederationSize,
+    /// `getFederationCreationBlockNumber()`.
+    GetFederationCreationBlockNumber,
 }
 
 impl BridgeCall {
@@ -235,6 +318,16 @@ impl BridgeCall {
             }
             BridgeCall::GetQueuedPegoutsCount => BridgeMethod::GetQueuedPegoutsCount,
             BridgeCall::GetNextPegoutCreationBlockNumber => BridgeMethod::GetNextPegoutCreationBlockNumber,
+            BridgeCall::CreateFederation => BridgeMethod::CreateFederation,
+            BridgeCall::AddFederatorPublicKey { .. } => BridgeMethod::AddFederatorPublicKey,
+            BridgeCall::AddFederatorPublicKeyMultikey { .. } => BridgeMethod::AddFederatorPublicKeyMultikey,
+            BridgeCall::CommitFederation { .. } => BridgeMethod::CommitFederation,
+            BridgeCall::RollbackFederation => BridgeMethod::RollbackFederation,
+            BridgeCall::GetPendingFederationHash => BridgeMethod::GetPendingFederationHash,
+            BridgeCall::GetPendingFederationSize => BridgeMethod::GetPendingFederationSize,
+            BridgeCall::GetRetiringFederationAddress => BridgeMethod::GetRetiringFederationAddress,
+            BridgeCall::GetRetiringFederationSize => BridgeMethod::GetRetiringFederationSize,
+            BridgeCall::GetFederationCreationBlockNumber => BridgeMethod::GetFederationCreationBlockNumber,
         }
     }
 }
@@ -450,6 +543,20 @@ pub fn decode_call(calldata: &[u8]) -> Result<BridgeCall, AbiError> {
         BridgeMethod::GetEstimatedFeesForNextPegOutEvent => BridgeCall::GetEstimatedFeesForNextPegOutEvent,
         BridgeMethod::GetQueuedPegoutsCount => BridgeCall::GetQueuedPegoutsCount,
         BridgeMethod::GetNextPegoutCreationBlockNumber => BridgeCall::GetNextPegoutCreationBlockNumber,
+        BridgeMethod::CreateFederation => BridgeCall::CreateFederation,
+        BridgeMethod::AddFederatorPublicKey => BridgeCall::AddFederatorPublicKey { key: r.bytes_arg(0)? },
+        BridgeMethod::AddFederatorPublicKeyMultikey => BridgeCall::AddFederatorPublicKeyMultikey {
+            btc_key: r.bytes_arg(0)?,
+            rsk_key: r.bytes_arg(32)?,
+            mst_key: r.bytes_arg(64)?,
+        },
+        BridgeMethod::CommitFederation => BridgeCall::CommitFederation { hash: r.bytes_arg(0)? },
+        BridgeMethod::RollbackFederation => BridgeCall::RollbackFederation,
+        BridgeMethod::GetPendingFederationHash => BridgeCall::GetPendingFederationHash,
+        BridgeMethod::GetPendingFederationSize => BridgeCall::GetPendingFederationSize,
+        BridgeMethod::GetRetiringFederationAddress => BridgeCall::GetRetiringFederationAddress,
+        BridgeMethod::GetRetiringFederationSize => BridgeCall::GetRetiringFederationSize,
+        BridgeMethod::GetFederationCreationBlockNumber => BridgeCall::GetFederationCreationBlockNumber,
     })
 }
 
@@ -466,6 +573,33 @@ pub fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut out = word_u128(32).to_vec();
     push_tail(&mut out, bytes);
     out
+}
+
+/// An ABI argument: a static word or a dynamic `bytes`/`string`.
+#[derive(Clone, Copy, Debug)]
+pub enum AbiArg<'a> {
+    /// A static 32-byte word.
+    Word([u8; 32]),
+    /// A dynamic `bytes` or `string`.
+    Bytes(&'a [u8]),
+}
+
+/// ABI-encodes a tuple of arguments: one head word each (the word itself,
+/// or the offset of a dynamic value), then the dynamic values' tails.
+pub fn encode_args(args: &[AbiArg<'_>]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(32 * args.len());
+    let mut tail = Vec::new();
+    for a in args {
+        match a {
+            AbiArg::Word(w) => head.extend_from_slice(w),
+            AbiArg::Bytes(b) => {
+                head.extend_from_slice(&word_u128((32 * args.len() + tail.len()) as u128));
+                push_tail(&mut tail, b);
+            }
+        }
+    }
+    head.extend_from_slice(&tail);
+    head
 }
 
 /// Encodes a call as calldata (selector and arguments).
@@ -496,6 +630,17 @@ pub fn encode_call(call: &BridgeCall) -> Vec<u8> {
             push_tail(&mut out, rsk_tx_hash);
         }
         BridgeCall::GetBtcBlockchainBlockHashAtDepth { depth } => out.extend_from_slice(&word_i64(*depth)),
+        BridgeCall::AddFederatorPublicKey { key } => {
+            out.extend_from_slice(&encode_args(&[AbiArg::Bytes(key)]))
+        }
+        BridgeCall::AddFederatorPublicKeyMultikey { btc_key, rsk_key, mst_key } => {
+            out.extend_from_slice(&encode_args(&[
+                AbiArg::Bytes(btc_key),
+                AbiArg::Bytes(rsk_key),
+                AbiArg::Bytes(mst_key),
+            ]))
+        }
+        BridgeCall::CommitFederation { hash } => out.extend_from_slice(&encode_args(&[AbiArg::Bytes(hash)])),
         BridgeCall::GetBtcBlockchainBestChainHeight
         | BridgeCall::GetFederationAddress
         | BridgeCall::GetFederationSize
@@ -506,7 +651,14 @@ pub fn encode_call(call: &BridgeCall) -> Vec<u8> {
         | BridgeCall::UpdateCollections
         | BridgeCall::GetEstimatedFeesForNextPegOutEvent
         | BridgeCall::GetQueuedPegoutsCount
-        | BridgeCall::GetNextPegoutCreationBlockNumber => {}
+        | BridgeCall::GetNextPegoutCreationBlockNumber
+        | BridgeCall::CreateFederation
+        | BridgeCall::RollbackFederation
+        | BridgeCall::GetPendingFederationHash
+        | BridgeCall::GetPendingFederationSize
+        | BridgeCall::GetRetiringFederationAddress
+        | BridgeCall::GetRetiringFederationSize
+        | BridgeCall::GetFederationCreationBlockNumber => {}
     }
     out
 }
@@ -550,6 +702,8 @@ pub const PEGOUT_CONFIRMED_SIGNATURE: &str = "pegout_confirmed(bytes32,uint256)"
 pub const ADD_SIGNATURE_SIGNATURE: &str = "add_signature(bytes32,address,bytes)";
 /// The signature of `release_btc`.
 pub const RELEASE_BTC_SIGNATURE: &str = "release_btc(bytes32,bytes)";
+/// The signature of `commit_federation`.
+pub const COMMIT_FEDERATION_SIGNATURE: &str = "commit_federation(bytes,string,bytes,string,int256)";
 
 /// Rootstock's `UtxoUtils.encodeOutpointValues`: each value as a Bitcoin
 /// compact size, concatenated.
@@ -610,6 +764,21 @@ pub fn event_log(event: &BridgeEvent) -> Log {
         },
         BridgeEvent::ReleaseBtc { rsk_tx_hash, raw_tx } => {
             Log { topics: vec![event_topic(RELEASE_BTC_SIGNATURE), *rsk_tx_hash], data: encode_bytes(raw_tx) }
+        }
+        BridgeEvent::CommitFederation { old_keys, old_address, new_keys, new_address, activation_height } => {
+            let flat = |keys: &[PublicKey]| keys.iter().flat_map(|k| k.serialize()).collect::<Vec<u8>>();
+            let (old, new) = (flat(old_keys), flat(new_keys));
+            let height = i64::try_from(*activation_height).unwrap_or(i64::MAX);
+            Log {
+                topics: vec![event_topic(COMMIT_FEDERATION_SIGNATURE)],
+                data: encode_args(&[
+                    AbiArg::Bytes(&old),
+                    AbiArg::Bytes(old_address.as_bytes()),
+                    AbiArg::Bytes(&new),
+                    AbiArg::Bytes(new_address.as_bytes()),
+                    AbiArg::Word(word_i64(height)),
+                ]),
+            }
         }
     }
 }
@@ -759,7 +928,63 @@ impl BridgeState {
             BridgeCall::GetNextPegoutCreationBlockNumber => {
                 int(u128::from(self.get_next_pegout_creation_block_number()))
             }
+            BridgeCall::CreateFederation => self.vote_call(caller, Some(FederationChangeVote::Create)),
+            BridgeCall::RollbackFederation => self.vote_call(caller, Some(FederationChangeVote::Rollback)),
+            BridgeCall::AddFederatorPublicKey { key } => {
+                let vote = PublicKey::from_slice(&key)
+                    .ok()
+                    .map(|k| FederationChangeVote::Add(PendingMember::single(k)));
+                self.vote_call(caller, vote)
+            }
+            BridgeCall::AddFederatorPublicKeyMultikey { btc_key, rsk_key, mst_key } => {
+                let parse = |b: &[u8]| PublicKey::from_slice(b).ok();
+                let vote = match (parse(&btc_key), parse(&rsk_key), parse(&mst_key)) {
+                    (Some(btc), Some(rsk), Some(mst)) => {
+                        Some(FederationChangeVote::Add(PendingMember { btc, rsk, mst }))
+                    }
+                    _ => None,
+                };
+                self.vote_call(caller, vote)
+            }
+            BridgeCall::CommitFederation { hash } => {
+                let vote = <[u8; 32]>::try_from(hash.as_slice()).ok().map(FederationChangeVote::Commit);
+                self.vote_call(caller, vote)
+            }
+            BridgeCall::GetPendingFederationHash => CallOutcome {
+                output: encode_bytes(
+                    &self.pending_federation().map(|p| p.hash().to_vec()).unwrap_or_default(),
+                ),
+                ..CallOutcome::default()
+            },
+            BridgeCall::GetPendingFederationSize => {
+                let n = self.pending_federation().map_or(-1, |p| p.members().len() as i64);
+                CallOutcome { output: word_i64(n).to_vec(), ..CallOutcome::default() }
+            }
+            BridgeCall::GetRetiringFederationAddress => {
+                let network = self.params().btc_network;
+                let addr =
+                    self.retiring_federation().map(|f| f.address(network).to_string()).unwrap_or_default();
+                CallOutcome { output: encode_bytes(addr.as_bytes()), ..CallOutcome::default() }
+            }
+            BridgeCall::GetRetiringFederationSize => {
+                let n = self.retiring_federation().map_or(-1, |f| f.size() as i64);
+                CallOutcome { output: word_i64(n).to_vec(), ..CallOutcome::default() }
+            }
+            BridgeCall::GetFederationCreationBlockNumber => {
+                int(u128::from(self.get_federation_creation_block_number()))
+            }
         })
+    }
+
+    /// A federation-change vote through the precompile: the result code as
+    /// an `int256`, the events of an executed call. A malformed argument
+    /// (`None`) is [`GENERIC_ERROR`] without a vote, as in Rootstock.
+    fn vote_call(&mut self, caller: SideAddress, vote: Option<FederationChangeVote>) -> CallOutcome {
+        let Some(vote) = vote else {
+            return CallOutcome { output: word_i64(GENERIC_ERROR).to_vec(), ..CallOutcome::default() };
+        };
+        let (code, fx) = self.vote_federation_change(caller, vote);
+        CallOutcome { output: word_i64(code).to_vec(), ..effects_outcome(fx) }
     }
 }
 
@@ -930,6 +1155,15 @@ mod tests {
             Just(BridgeCall::GetEstimatedFeesForNextPegOutEvent),
             Just(BridgeCall::GetQueuedPegoutsCount),
             Just(BridgeCall::GetNextPegoutCreationBlockNumber),
+            Just(BridgeCall::CreateFederation),
+            Just(BridgeCall::RollbackFederation),
+            Just(BridgeCall::GetPendingFederationHash),
+            Just(BridgeCall::GetRetiringFederationAddress),
+            bytes().prop_map(|key| BridgeCall::AddFederatorPublicKey { key }),
+            bytes().prop_map(|hash| BridgeCall::CommitFederation { hash }),
+            (bytes(), bytes(), bytes()).prop_map(|(btc_key, rsk_key, mst_key)| {
+                BridgeCall::AddFederatorPublicKeyMultikey { btc_key, rsk_key, mst_key }
+            }),
             (bytes(), proptest::collection::vec(bytes(), 0..4), any::<[u8; 32]>()).prop_map(
                 |(federator_public_key, signatures, rsk_tx_hash)| BridgeCall::AddSignature {
                     federator_public_key,

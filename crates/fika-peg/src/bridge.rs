@@ -57,6 +57,7 @@ use thiserror::Error;
 use tiny_keccak::{Hasher, Keccak};
 
 use crate::btc_spv::{BtcSpv, Checkpoint, HeadersOutcome, SpvError};
+use crate::fedchange::FedChangeState;
 use crate::federation::Federation;
 use crate::params::{PegParams, PegParamsError};
 use crate::pegin::{SenderKind, parse_pegin_instructions, parse_sender};
@@ -227,6 +228,22 @@ pub enum BridgeEvent {
         /// The signed transaction, consensus-encoded (with witnesses).
         raw_tx: Vec<u8>,
     },
+    /// `commit_federation(bytes oldFederationBtcPublicKeys, string
+    /// oldFederationBtcAddress, bytes newFederationBtcPublicKeys, string
+    /// newFederationBtcAddress, int256 activationHeight)`: a new federation
+    /// was committed (keys concatenated, compressed, in canonical order).
+    CommitFederation {
+        /// The active federation's keys.
+        old_keys: Vec<PublicKey>,
+        /// Its address.
+        old_address: String,
+        /// The new federation's keys.
+        new_keys: Vec<PublicKey>,
+        /// Its address.
+        new_address: String,
+        /// The sidechain block from which it is active.
+        activation_height: u64,
+    },
 }
 
 /// A rejected peg-in waiting to be paid back: its own federation outputs go
@@ -246,6 +263,8 @@ pub struct RefundRequest {
     pub utxos: Vec<FederationUtxo>,
     /// Sidechain block in which the refund was queued.
     pub created_at_block: u64,
+    /// The federation whose outputs `utxos` are (it signs the refund).
+    pub federation: Arc<Federation>,
 }
 
 /// What happened to a registered peg-in.
@@ -526,6 +545,7 @@ pub struct BridgeState {
     pub(crate) refunds: Vector<RefundRequest>,
     pub(crate) block_number: u64,
     pub(crate) pegout: PegoutState,
+    pub(crate) fedchange: FedChangeState,
 }
 
 impl BridgeState {
@@ -554,6 +574,7 @@ impl BridgeState {
             refunds: Vector::new(),
             block_number: 0,
             pegout: PegoutState::default(),
+            fedchange: FedChangeState::default(),
         })
     }
 
@@ -561,6 +582,7 @@ impl BridgeState {
     /// refunds are stamped with it). Call before the block's transactions.
     pub fn begin_block(&mut self, number: u64) {
         self.block_number = number;
+        self.activate_due_federation();
     }
 
     /// The sidechain block being executed.
@@ -626,9 +648,11 @@ impl BridgeState {
         Amount::from_sat(self.unrefunded_sat)
     }
 
-    /// Whether `addr` is the sidechain address of a live federation member.
+    /// Whether `addr` is the sidechain address of a member of a live
+    /// federation (the active or the retiring one).
     pub fn is_federation_member(&self, addr: &SideAddress) -> bool {
         self.federation.has_member_address(addr)
+            || self.fedchange.retiring.as_ref().is_some_and(|r| r.federation.has_member_address(addr))
     }
 
     /// `receiveHeaders`: pegnatories feed Bitcoin headers to the SPV view.
@@ -689,19 +713,20 @@ impl BridgeState {
         {
             return self.register_pegout(&tx, txid, height, spent, key);
         }
-        if let Some(spent) = tx.input.iter().find(|i| self.utxos.contains_key(&i.previous_output)) {
+        if let Some(spent) = tx.input.iter().find(|i| self.is_available_coin(&i.previous_output)) {
             return Err(RegisterError::SpendsFederationUtxo { txid, outpoint: spent.previous_output });
         }
-        let fed_spk = self.federation.script_pubkey();
-        let fed_utxos: Vec<FederationUtxo> = tx
+        // Outputs to the active federation and, while it exists, to the
+        // retiring one.
+        let fed_utxos: Vec<(FederationUtxo, Arc<Federation>)> = tx
             .output
             .iter()
             .enumerate()
-            .filter(|(_, o)| o.script_pubkey == *fed_spk)
-            .map(|(vout, o)| FederationUtxo {
-                outpoint: OutPoint::new(txid, vout as u32),
-                value: o.value,
-                height,
+            .filter_map(|(vout, o)| {
+                let (fed, _) = self.live_federation_of(&o.script_pubkey)?;
+                let utxo =
+                    FederationUtxo { outpoint: OutPoint::new(txid, vout as u32), value: o.value, height };
+                Some((utxo, fed))
             })
             .collect();
         if fed_utxos.is_empty() {
@@ -710,17 +735,18 @@ impl BridgeState {
         Ok(self.process_pegin(&tx, txid, fed_utxos))
     }
 
-    /// Applies the peg-in rules to a proven transaction paying `fed_utxos`.
+    /// Applies the peg-in rules to a proven transaction paying `fed_utxos`
+    /// (each with the live federation it pays).
     fn process_pegin(
         &mut self,
         tx: &Transaction,
         txid: Txid,
-        fed_utxos: Vec<FederationUtxo>,
+        fed_utxos: Vec<(FederationUtxo, Arc<Federation>)>,
     ) -> Registration {
         // check_transaction bounds every output and their sum by max money.
-        let total = Amount::from_sat(fed_utxos.iter().map(|u| u.value.to_sat()).sum());
+        let total = Amount::from_sat(fed_utxos.iter().map(|(u, _)| u.value.to_sat()).sum());
         let minimum = Amount::from_sat(self.params.minimum_pegin_sat);
-        if fed_utxos.iter().any(|u| u.value < minimum) {
+        if fed_utxos.iter().any(|(u, _)| u.value < minimum) {
             return self.reject_unrefundable(
                 txid,
                 total,
@@ -782,7 +808,7 @@ impl BridgeState {
     fn credit_within_cap(
         &mut self,
         txid: Txid,
-        fed_utxos: Vec<FederationUtxo>,
+        fed_utxos: Vec<(FederationUtxo, Arc<Federation>)>,
         total: Amount,
         receiver: SideAddress,
         protocol_version: u8,
@@ -806,8 +832,11 @@ impl BridgeState {
         }
         self.balance_wei -= wei;
         self.pegged_in_sat += total.to_sat();
-        for utxo in fed_utxos {
-            self.utxos.insert(utxo.outpoint, utxo);
+        if fed_utxos.iter().any(|(_, fed)| *fed != self.federation) {
+            self.fedchange.retiring_pegins += 1;
+        }
+        for (utxo, fed) in fed_utxos {
+            self.add_federation_coin(utxo, fed.script_pubkey());
         }
         self.processed.insert(txid, self.block_number);
         Registration {
@@ -818,22 +847,35 @@ impl BridgeState {
         }
     }
 
+    /// Queues the refund of a rejected peg-in: one refund per federation it
+    /// paid (each federation signs for its own coins).
     fn refund(
         &mut self,
         txid: Txid,
-        utxos: Vec<FederationUtxo>,
+        utxos: Vec<(FederationUtxo, Arc<Federation>)>,
         amount: Amount,
         reason: RejectedPeginReason,
         destination: ScriptBuf,
     ) -> Registration {
-        self.refunds.push_back(RefundRequest {
-            btc_txid: txid,
-            reason,
-            destination: destination.clone(),
-            amount,
-            utxos,
-            created_at_block: self.block_number,
-        });
+        let mut by_federation: Vec<(Arc<Federation>, Vec<FederationUtxo>)> = Vec::new();
+        for (u, fed) in utxos {
+            match by_federation.iter_mut().find(|(f, _)| *f == fed) {
+                Some((_, v)) => v.push(u),
+                None => by_federation.push((fed, vec![u])),
+            }
+        }
+        for (federation, utxos) in by_federation {
+            let part = Amount::from_sat(utxos.iter().map(|u| u.value.to_sat()).sum());
+            self.refunds.push_back(RefundRequest {
+                btc_txid: txid,
+                reason,
+                destination: destination.clone(),
+                amount: part,
+                utxos,
+                created_at_block: self.block_number,
+                federation,
+            });
+        }
         self.processed.insert(txid, self.block_number);
         Registration {
             btc_txid: txid,
@@ -999,6 +1041,7 @@ impl BridgeState {
             put(r.destination.as_bytes());
             put(&r.amount.to_sat().to_be_bytes());
             put(&r.created_at_block.to_be_bytes());
+            put(r.federation.redeem_script().as_bytes());
             put(&(r.utxos.len() as u64).to_be_bytes());
             for u in &r.utxos {
                 put(u.outpoint.txid.as_byte_array());
@@ -1014,6 +1057,7 @@ impl BridgeState {
         put(&self.unrefunded_sat.to_be_bytes());
         put(&self.block_number.to_be_bytes());
         self.pegout.digest_into(&mut put);
+        self.fedchange.digest_into(&mut put);
         let mut out = [0u8; 32];
         h.finalize(&mut out);
         out

@@ -80,4 +80,11 @@ impl SystemContract for BridgeContract {
     fn state_digest(&self) -> [u8; 32] {
         self.digest
     }
+
+    /// The active federation's members share the block fees (REMASC's
+    /// federation share; the federation is the one as of the Bridge's last
+    /// call).
+    fn fee_recipients(&self) -> Vec<[u8; 20]> {
+        self.state.federation().member_addresses().into_iter().map(|a| a.0).collect()
+    }
 }

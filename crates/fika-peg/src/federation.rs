@@ -139,6 +139,9 @@ pub struct SpendData {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Federation {
     members: Vec<PublicKey>,
+    /// Each member's sidechain key, in member order (the Bitcoin key unless
+    /// set by [`Federation::with_rsk_keys`]).
+    rsk_keys: Vec<PublicKey>,
     emergency: Vec<PublicKey>,
     csv: u16,
     form: ScriptForm,
@@ -223,7 +226,8 @@ impl Federation {
             }
             ScriptForm::P2shP2wshErp => redeem_script.to_p2wsh().to_p2sh(),
         };
-        Ok(Federation { members, emergency, csv, form, redeem_script, script_pubkey })
+        let rsk_keys = members.clone();
+        Ok(Federation { members, rsk_keys, emergency, csv, form, redeem_script, script_pubkey })
     }
 
     /// The current Rootstock form: ERP under P2SH-P2WSH.
@@ -238,6 +242,23 @@ impl Federation {
     /// The members' keys, in canonical order.
     pub fn members(&self) -> &[PublicKey] {
         &self.members
+    }
+
+    /// This federation with distinct sidechain keys for some members
+    /// (Rootstock's multikey members): `pairs` maps a member's Bitcoin key
+    /// to its sidechain key, whose address authorises the member's Bridge
+    /// calls. A key that is not a member's is an error.
+    pub fn with_rsk_keys(mut self, pairs: &[(PublicKey, PublicKey)]) -> Result<Self, FederationError> {
+        for (btc, rsk) in pairs {
+            let i = self.members.iter().position(|k| k == btc).ok_or(FederationError::NotASigner(*btc))?;
+            self.rsk_keys[i] = *rsk;
+        }
+        Ok(self)
+    }
+
+    /// The members' sidechain keys, in member order.
+    pub fn rsk_keys(&self) -> &[PublicKey] {
+        &self.rsk_keys
     }
 
     /// The emergency keys, in canonical order.
@@ -275,15 +296,15 @@ impl Federation {
         self.members.contains(pk)
     }
 
-    /// The sidechain addresses of the members (derived from their keys, as
-    /// when a member's BTC and sidechain keys are the same), in member order.
+    /// The sidechain addresses of the members (of their sidechain keys,
+    /// which are their Bitcoin keys unless set otherwise), in member order.
     pub fn member_addresses(&self) -> Vec<SideAddress> {
-        self.members.iter().map(SideAddress::from_public_key).collect()
+        self.rsk_keys.iter().map(SideAddress::from_public_key).collect()
     }
 
     /// Whether `addr` is a member's sidechain address.
     pub fn has_member_address(&self, addr: &SideAddress) -> bool {
-        self.members.iter().any(|k| SideAddress::from_public_key(k) == *addr)
+        self.rsk_keys.iter().any(|k| SideAddress::from_public_key(k) == *addr)
     }
 
     /// The redeem script (P2SH forms) or witness script (P2SH-P2WSH): what

@@ -47,8 +47,10 @@
 //!   [`release_requested_topic`] and topic 2 this transaction's hash, and the
 //!   receipt's proof reduces to `ancestor_receipts_root`. The sighash is
 //!   computed inside from the transaction, the input, the federation's
-//!   script ([`HsmParams::federation`]) and `value` (BIP143 over the witness
-//!   script for the P2SH-P2WSH ERP form), SIGHASH_ALL.
+//!   script ([`HsmParams::federation`], or the federation the command names
+//!   after a federation change, checked against the input) and `value`
+//!   (BIP143 over the witness script for the P2SH-P2WSH ERP form),
+//!   SIGHASH_ALL.
 //! * **[`HsmCommand::Attestation`]**: a signed statement binding the
 //!   platform, the public key, `best_block`, the last signed transaction and
 //!   a caller's nonce ([`Attestation`]).
@@ -63,8 +65,8 @@
 //! data the amount in satoshis ([`release_requested_log`]).
 //!
 //! Simplifications against rsk-powhsm: one key (no BIP44 paths, no RSK/MST
-//! keys), the federation's script is a parameter rather than part of each
-//! sign request (so one device serves one federation), no uncle ("brothers")
+//! keys), the federation's script is a parameter that a sign request may
+//! override with another federation the device's key belongs to, no uncle ("brothers")
 //! checks, no heartbeat, the receipt proof is fika's merkle proof rather than
 //! a trie proof, and the attestation is self-signed by the device key (no
 //! vendor-endorsed attestation key chain). In [`PowMode::Simulated`] a
@@ -73,6 +75,7 @@
 //! from the simulator's mining model to be meaningful.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bitcoin::ecdsa;
 use bitcoin::hashes::{Hash, sha256};
@@ -85,7 +88,7 @@ use fika_side::{
 use thiserror::Error;
 
 use crate::abi::{BRIDGE_ADDRESS, event_topic, word_hash, word_u128};
-use crate::federation::{Federation, FederationError};
+use crate::federation::{Federation, FederationError, ScriptForm};
 use crate::params::BtcNetwork;
 use crate::side::SideAddress;
 
@@ -271,6 +274,14 @@ pub enum HsmCommand {
         receipt: Receipt,
         /// Its proof against the ancestor's receipts root.
         receipt_proof: MerkleProof,
+        /// The federation whose output the input spends, when it is not the
+        /// one the device was provisioned for (after a federation change:
+        /// rsk-powhsm likewise takes the script with each request). The
+        /// device must be a member, and for the P2SH-P2WSH form the input's
+        /// scriptSig — which the transaction hash, and so the Bridge's
+        /// `release_requested`, commits to — must push this federation's
+        /// witness program.
+        federation: Option<Arc<Federation>>,
     },
     /// Read the blockchain state (`blockchainState`).
     GetState,
@@ -443,6 +454,13 @@ pub enum HsmError {
     /// The platform identifier is longer than 255 bytes.
     #[error("platform identifier of {0} bytes, at most 255")]
     PlatformTooLong(usize),
+    /// The input's scriptSig does not commit to the given federation's
+    /// script.
+    #[error("input {input} does not spend the given federation's script")]
+    ScriptMismatch {
+        /// The input.
+        input: usize,
+    },
 }
 
 /// A signed statement of the device: the platform, its public key, its
@@ -592,9 +610,9 @@ impl PowHsm {
                 Ok(HsmResponse::Reset)
             }
             HsmCommand::UpdateAncestor { headers } => self.update_ancestor(&headers),
-            HsmCommand::Sign { tx, input, value, receipt, receipt_proof } => {
-                self.sign(&tx, input, value, &receipt, &receipt_proof).map(HsmResponse::Signature)
-            }
+            HsmCommand::Sign { tx, input, value, receipt, receipt_proof, federation } => self
+                .sign(&tx, input, value, &receipt, &receipt_proof, federation.as_deref())
+                .map(HsmResponse::Signature),
             HsmCommand::GetState => Ok(HsmResponse::State(Box::new(self.state.clone()))),
             HsmCommand::GetParameters => Ok(HsmResponse::Parameters(Box::new(self.params.clone()))),
             HsmCommand::GetPublicKey => Ok(HsmResponse::PublicKey(self.public)),
@@ -717,6 +735,7 @@ impl PowHsm {
         value: Amount,
         receipt: &Receipt,
         proof: &MerkleProof,
+        federation: Option<&Federation>,
     ) -> Result<ecdsa::Signature, HsmError> {
         if self.state.ancestor_block == [0u8; 32] {
             return Err(HsmError::NoAncestor);
@@ -732,11 +751,22 @@ impl PowHsm {
                 ancestor_receipts_root: self.state.ancestor_receipts_root,
             });
         }
-        let signature = self
-            .params
-            .federation
-            .sign_input(&self.secp, tx, input, value, &self.secret)
-            .map_err(HsmError::Sighash)?;
+        let federation = match federation {
+            None => &self.params.federation,
+            Some(f) => {
+                if !f.is_member(&self.public) {
+                    return Err(HsmError::NotAFederationMember(self.public));
+                }
+                if f.form() == ScriptForm::P2shP2wshErp
+                    && tx.input[input].script_sig != crate::pegout::unsigned_script_sig(f)
+                {
+                    return Err(HsmError::ScriptMismatch { input });
+                }
+                f
+            }
+        };
+        let signature =
+            federation.sign_input(&self.secp, tx, input, value, &self.secret).map_err(HsmError::Sighash)?;
         self.state.last_signed_tx = Some(txid);
         Ok(signature)
     }

@@ -13,6 +13,11 @@
 //! * [`btc_spv`]: the Bridge's SPV view of Bitcoin from a checkpoint.
 //! * [`pegin`]: reading a peg-in's sender and v1 instructions.
 //! * [`bridge`]: the Bridge's state and rules ([`BridgeState`]).
+//! * [`pegout`]: peg-out requests, batches, signatures, releases.
+//! * [`fedchange`]: federation change — votes, activation, migration.
+//! * [`hsm`]: the PowHSM, signing only what enough sidechain work commands.
+//! * [`network`]: the PowPeg network's nodes (pools, sidechain nodes,
+//!   pegnatories, users) for the simulator.
 //! * [`abi`]: the Bridge as a precompile: Solidity ABI, event logs,
 //!   [`BridgeState::call`] at [`BRIDGE_ADDRESS`].
 
@@ -20,6 +25,7 @@ pub mod abi;
 pub mod bridge;
 pub mod btc_spv;
 pub mod contract;
+pub mod fedchange;
 pub mod federation;
 pub mod hsm;
 pub mod network;

@@ -25,7 +25,22 @@
 //! light clients: they learn their RBTC balance and nonce only through a
 //! [`SideMsg::BalanceQuery`] to a sidechain server, then send part of the
 //! balance to the Bridge with empty calldata (a peg-out request), one
-//! request in flight at a time.
+//! request in flight at a time. They learn the federation's address the same
+//! way ([`SideMsg::FederationQuery`]) when it may change.
+//!
+//! Federation change ([`FederationChangePlan`]): from the plan's time, each
+//! pegnatory that is a federation-change authoriser votes, on its turns, the
+//! next step (create, add each missing key, commit the pending federation's
+//! hash). Every pegnatory watches, on Bitcoin, every federation the Bridge
+//! knows (active, retiring, committed), and signs each peg-out — migrations
+//! included — if it is a member of the federation whose coins it spends.
+//!
+//! Safety: a reorganisation of the sidechain at least
+//! [`SideSettings::halt_reorg_depth`] deep (peg-out finality) halts a
+//! pegnatory for good: no more HSM feeding, signing or broadcasting
+//! (`peg.halted`). [`ForkAttack`] runs a private-fork attacker on a pool
+//! (withholding, then publishing) or on a pegnatory's host (a short fork
+//! holding its own peg-out, whose release it asks its PowHSM to sign).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -88,6 +103,11 @@ pub enum SideMsg {
         /// Its next nonce (confirmed transactions only).
         nonce: u64,
     },
+    /// A light client asks for the active federation's address
+    /// (`getFederationAddress`) at the server's best block.
+    FederationQuery,
+    /// The answer: the address's output script.
+    FederationReply(ScriptBuf),
 }
 
 /// Messages of the whole network.
@@ -108,6 +128,8 @@ impl Message for PegMsg {
             PegMsg::Side(SideMsg::GetBlock(_)) => 24 + 32,
             PegMsg::Side(SideMsg::BalanceQuery(_)) => 24 + 20,
             PegMsg::Side(SideMsg::BalanceReply { .. }) => 24 + 20 + 16 + 8,
+            PegMsg::Side(SideMsg::FederationQuery) => 24,
+            PegMsg::Side(SideMsg::FederationReply(s)) => 24 + s.len() as u32,
         }
     }
     fn kind(&self) -> &'static str {
@@ -118,6 +140,8 @@ impl Message for PegMsg {
             PegMsg::Side(SideMsg::GetBlock(_)) => "side.getblock",
             PegMsg::Side(SideMsg::BalanceQuery(_)) => "side.balance.query",
             PegMsg::Side(SideMsg::BalanceReply { .. }) => "side.balance.reply",
+            PegMsg::Side(SideMsg::FederationQuery) => "side.federation.query",
+            PegMsg::Side(SideMsg::FederationReply(_)) => "side.federation.reply",
         }
     }
 }
@@ -133,6 +157,11 @@ pub struct SideNode {
     pool: BTreeMap<([u8; 20], u64), Arc<SignedTx>>,
     seen_txs: BTreeSet<[u8; 32]>,
     violations: u32,
+    /// Deepest reorganisation since [`SideNode::take_deepest_reorg`].
+    deepest_reorg: u64,
+    /// Mining a private fork: peers' blocks are ignored, own blocks and
+    /// transactions are not relayed.
+    private: bool,
 }
 
 impl SideNode {
@@ -143,6 +172,39 @@ impl SideNode {
             pool: BTreeMap::new(),
             seen_txs: BTreeSet::new(),
             violations: 0,
+            deepest_reorg: 0,
+            private: false,
+        }
+    }
+
+    /// The depth (blocks disconnected) of the deepest reorganisation of the
+    /// best chain since the last call, and resets it.
+    pub fn take_deepest_reorg(&mut self) -> u64 {
+        std::mem::take(&mut self.deepest_reorg)
+    }
+
+    /// Starts (or stops) mining a private fork: while private, blocks from
+    /// peers are ignored and nothing of one's own is relayed.
+    pub fn set_private(&mut self, private: bool) {
+        self.private = private;
+    }
+
+    /// Whether the node mines a private fork.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// Publishes the best chain from block `from` up to the tip to every
+    /// peer and leaves private mode (a withheld fork revealed).
+    pub fn publish(&mut self, cx: &mut dyn Context<SideMsg>, from: u64) {
+        self.private = false;
+        for n in from..=self.chain.best_number() {
+            let Some(b) = self.chain.hash_at(n).and_then(|h| self.chain.block(&h)) else { continue };
+            let shared = SharedBlock::new(b.clone());
+            for k in 0..cx.peer_count() {
+                let p = cx.peer(k);
+                cx.send(p, SideMsg::Block(Arc::clone(&shared)));
+            }
         }
     }
 
@@ -168,6 +230,7 @@ impl SideNode {
 
     fn handle(&mut self, cx: &mut dyn Context<SideMsg>, from: NodeId, msg: SideMsg) {
         match msg {
+            SideMsg::Block(_) | SideMsg::GetBlock(_) if self.private => {}
             SideMsg::Block(b) => self.on_block(cx, Some(from), b),
             SideMsg::Tx(t) => self.submit(cx, Some(from), t),
             SideMsg::GetBlock(h) => {
@@ -183,7 +246,11 @@ impl SideNode {
                 };
                 cx.send(from, reply);
             }
-            SideMsg::BalanceReply { .. } => {}
+            SideMsg::FederationQuery => {
+                let script = self.chain.system().state().federation().script_pubkey().clone();
+                cx.send(from, SideMsg::FederationReply(script));
+            }
+            SideMsg::BalanceReply { .. } | SideMsg::FederationReply(_) => {}
         }
     }
 
@@ -198,6 +265,9 @@ impl SideNode {
             return;
         }
         self.pool.insert((sender, tx.tx.nonce), Arc::clone(&tx));
+        if self.private && from.is_none() {
+            return;
+        }
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
             if Some(p) != from {
@@ -233,9 +303,14 @@ impl SideNode {
                 }
                 if let Some(tc) = outcome.tip_change {
                     if tc.is_reorg() {
-                        cx.emit(Event::new("side.reorg").with("depth", tc.disconnected.len()));
+                        let depth = tc.disconnected.len() as u64;
+                        self.deepest_reorg = self.deepest_reorg.max(depth);
+                        cx.emit(Event::new("side.reorg").with("depth", depth));
                     }
                     self.prune_pool();
+                    if self.private {
+                        return;
+                    }
                     // Relay the new tip (and what it connected) onward.
                     for h in &tc.connected {
                         if let Some(blk) = self.chain.block(h) {
@@ -312,6 +387,49 @@ pub struct SideSettings {
     pub hsm_batch: usize,
     /// Users pegging out, if any.
     pub pegout: Option<PegoutWorkload>,
+    /// A federation change the authorised pegnatories vote for, if any.
+    pub federation_change: Option<FederationChangePlan>,
+    /// A sidechain reorganisation at least this deep (in blocks) makes the
+    /// pegnatories halt peg-outs: peg-out finality was broken.
+    pub halt_reorg_depth: u64,
+    /// How often users ask their sidechain server for the federation's
+    /// address (`getFederationAddress`), if they do.
+    pub address_refresh: Option<Duration>,
+}
+
+/// A federation change the authorised pegnatories vote for: from `at`, on
+/// each of its turns, an authoriser votes the next step (create, add each
+/// key, commit the pending federation's hash) until `members` is the
+/// committed federation.
+#[derive(Clone, Debug)]
+pub struct FederationChangePlan {
+    /// When voting starts.
+    pub at: Duration,
+    /// The new federation's Bitcoin keys.
+    pub members: Vec<bitcoin::secp256k1::PublicKey>,
+}
+
+/// A private-fork attack on the sidechain by a node with some merge-mining
+/// hashrate: from `start` it ignores its peers' blocks and mines on its own
+/// fork, relaying nothing; `publish` reveals the fork to its peers.
+///
+/// On a merge-mining pool, this is a withholding attacker whose fork, if
+/// heavier when published, reorganises the sidechain. On a pegnatory, it is
+/// an attacker who controls the pegnatory's host (not its PowHSM): it
+/// requests a peg-out of `pegout_sat` from the member's own account that
+/// only its fork holds, mines its fork at `rate` times the network's block
+/// rate, and tries to have its PowHSM sign the fork's release.
+#[derive(Clone, Debug)]
+pub struct ForkAttack {
+    /// When the attacker forks.
+    pub start: Duration,
+    /// When it publishes its fork, if ever.
+    pub publish: Option<Duration>,
+    /// A pegnatory attacker's block rate, as a fraction of the network's
+    /// (a pool mines at its hashrate share).
+    pub rate: f64,
+    /// The peg-out a pegnatory attacker requests on its fork, in satoshis.
+    pub pegout_sat: u64,
 }
 
 /// Users pegging out: each, every `interval` on average (exponential)
@@ -340,6 +458,10 @@ pub struct MergeMiner {
     pub share: f64,
     /// Where its sidechain fees go.
     pub address: [u8; 20],
+    /// A private-fork attack it runs, if any.
+    pub attack: Option<ForkAttack>,
+    /// Best sidechain block number when its attack started.
+    pub fork_point: u64,
 }
 
 /// A pegnatory: a sidechain node, a Bitcoin light client watching the
@@ -358,10 +480,14 @@ pub struct Pegnatory {
     address: [u8; 20],
     index: u32,
     members: u32,
-    federation_script: ScriptBuf,
+    /// Federation scripts its Bitcoin filter watches (every federation it
+    /// has seen live or proposed).
+    watched: Vec<ScriptBuf>,
     hsm: PowHsm,
     /// The Bitcoin best chain as its server reports it, by height.
     headers: Vec<Header>,
+    /// Headers above its chain waiting for the ones below, by height.
+    early_headers: BTreeMap<usize, Header>,
     /// Federation transactions seen (peg-ins, peg-outs): txid → (tx,
     /// height, block hash, serialized proof).
     pegins: BTreeMap<Txid, (Transaction, u32, bitcoin::BlockHash, Vec<u8>)>,
@@ -372,6 +498,13 @@ pub struct Pegnatory {
     turns: u64,
     /// A censoring member: does everything else but never signs a peg-out.
     censor: bool,
+    /// Halted after a reorganisation deeper than peg-out finality: no more
+    /// HSM feeding, signing or broadcasting.
+    halted: bool,
+    /// A private-fork attack run from its host, if any.
+    attack: Option<ForkAttack>,
+    /// Best sidechain block number when the attack started.
+    fork_point: u64,
 }
 
 /// The `bytes` (or `string`) whose offset is the `head`-th word of ABI-encoded
@@ -421,14 +554,166 @@ impl Pegnatory {
             address,
             index,
             members,
-            federation_script,
+            watched: vec![federation_script],
             hsm,
             headers: vec![genesis],
+            early_headers: BTreeMap::new(),
             pegins: BTreeMap::new(),
             signed: BTreeMap::new(),
             broadcast: BTreeSet::new(),
             turns: 0,
             censor: false,
+            halted: false,
+            attack: None,
+            fork_point: 0,
+        }
+    }
+
+    /// Makes its host an attacker running `attack` (see [`ForkAttack`]).
+    pub fn set_attack(&mut self, attack: Option<ForkAttack>) {
+        self.attack = attack;
+    }
+
+    /// Whether it halted peg-outs after a deep reorganisation.
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Halts peg-outs if its sidechain node saw a reorganisation at least
+    /// `s.halt_reorg_depth` deep: a final peg-out (or peg-in) may have been
+    /// reverted, and Rootstock's pegnatories then stop every future peg-out.
+    fn check_reorg(&mut self, cx: &mut dyn Context<PegMsg>, s: &SideSettings) {
+        let depth = self.side.take_deepest_reorg();
+        if depth >= s.halt_reorg_depth && !self.halted {
+            self.halted = true;
+            cx.emit(Event::new("peg.halted").with("depth", depth).with("limit", s.halt_reorg_depth));
+        }
+    }
+
+    /// Watches every federation the Bridge knows (active, retiring,
+    /// committed): reloads the Bitcoin filter when one is new.
+    fn refresh_watch(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        let bridge = self.side.chain.system().state();
+        let mut scripts = vec![bridge.federation().script_pubkey().clone()];
+        scripts.extend(bridge.retiring_federation().map(|f| f.script_pubkey().clone()));
+        scripts.extend(bridge.proposed_federation().map(|(f, _)| f.script_pubkey().clone()));
+        let mut changed = false;
+        for sc in scripts {
+            if !self.watched.contains(&sc) {
+                self.watched.push(sc);
+                changed = true;
+            }
+        }
+        if changed {
+            for k in 0..cx.peer_count() {
+                let peer = cx.peer(k);
+                cx.send(peer, BtcMsg::FilterLoad(self.watched.clone()));
+            }
+        }
+    }
+
+    /// The federation-change votes it casts this turn, as an authoriser
+    /// following `plan`: one step at a time (create; add every missing key;
+    /// commit), never a vote it already cast.
+    fn federation_votes(&self, plan: &FederationChangePlan) -> Vec<BridgeCall> {
+        use crate::fedchange::FederationChangeVote as Vote;
+        let bridge = self.side.chain.system().state();
+        let me = crate::side::SideAddress(self.address);
+        if !bridge.is_federation_change_authorizer(&me) {
+            return Vec::new();
+        }
+        let mut target: Vec<[u8; 33]> = plan.members.iter().map(|k| k.serialize()).collect();
+        target.sort();
+        let keys_of =
+            |f: &crate::Federation| -> Vec<[u8; 33]> { f.members().iter().map(|k| k.serialize()).collect() };
+        if keys_of(bridge.federation()) == target
+            || bridge.proposed_federation().is_some_and(|(f, _)| keys_of(f) == target)
+            || bridge.proposed_federation().is_some()
+            || bridge.retiring_federation().is_some()
+        {
+            return Vec::new();
+        }
+        let voted = |v: &Vote| bridge.federation_change_votes(v).contains(&me);
+        let Some(pending) = bridge.pending_federation() else {
+            return if voted(&Vote::Create) { Vec::new() } else { vec![BridgeCall::CreateFederation] };
+        };
+        let have: Vec<[u8; 33]> = pending.btc_keys().iter().map(|k| k.serialize()).collect();
+        if have.iter().any(|k| !target.contains(k)) {
+            return if voted(&Vote::Rollback) { Vec::new() } else { vec![BridgeCall::RollbackFederation] };
+        }
+        let adds: Vec<BridgeCall> = plan
+            .members
+            .iter()
+            .filter(|k| !have.contains(&k.serialize()))
+            .filter(|k| !voted(&Vote::Add(crate::fedchange::PendingMember::single(**k))))
+            .map(|k| BridgeCall::AddFederatorPublicKey { key: k.serialize().to_vec() })
+            .collect();
+        if have.len() < target.len() {
+            return adds;
+        }
+        let hash = pending.hash();
+        if voted(&Vote::Commit(hash)) {
+            Vec::new()
+        } else {
+            vec![BridgeCall::CommitFederation { hash: hash.to_vec() }]
+        }
+    }
+
+    /// Starts its attack: forks privately and requests a peg-out only its
+    /// fork will hold.
+    fn start_attack(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings) {
+        let Some(a) = self.attack.clone() else { return };
+        self.side.set_private(true);
+        self.fork_point = self.side.chain.best_number();
+        let nonce = self.side.chain.nonce(&self.address) + self.side.pending_from(&self.address) as u64;
+        let tx = UnsignedTx {
+            nonce,
+            gas_price: 1,
+            gas_limit: 100_000,
+            to: Some(BRIDGE_ADDRESS.0),
+            value: crate::side::sat_to_wei(a.pegout_sat),
+            data: Vec::new(),
+            chain_id: Some(s.chain_id),
+        }
+        .sign(&self.key);
+        cx.emit(Event::new("peg.attack.fork").with("from", self.fork_point).with("pegout_tx", tx.tx_hash()));
+        self.side.submit(cx, None, Arc::new(tx));
+    }
+
+    /// Mines one block of its private fork (a merge-mining proof from a
+    /// Bitcoin block the attacker built; only the simulator's timing says
+    /// how much work it cost).
+    fn mine_fork_block(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
+        let prev = self.headers.last().copied();
+        let time = now.as_secs().saturating_add(s.start_unix);
+        let miner = self.address;
+        self.side.produce_block(cx, miner, time, |hash| {
+            let coinbase = fika_btc::template::coinbase_tx(
+                self.headers.len() as u32,
+                &ScriptBuf::new(),
+                Amount::ZERO,
+                b"private fork",
+            );
+            let header = Header {
+                version: bitcoin::block::Version::from_consensus(0x2000_0000),
+                prev_blockhash: prev.map_or(bitcoin::BlockHash::all_zeros(), |h| h.block_hash()),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: u32::try_from(time).unwrap_or(u32::MAX),
+                bits: prev.map_or(bitcoin::CompactTarget::from_consensus(0x207f_ffff), |h| h.bits),
+                nonce: 0,
+            };
+            let mut block = fika_btc::template::assemble_block(header, coinbase, Vec::new());
+            fika_side::block::add_merge_mining_tag(&mut block, hash);
+            MergeMiningProof {
+                btc_header: block.header,
+                coinbase_branch: fika_side::block::coinbase_merkle_branch(&block),
+                btc_coinbase: block.txdata.into_iter().next().unwrap_or_else(|| {
+                    fika_btc::template::coinbase_tx(0, &ScriptBuf::new(), Amount::ZERO, b"")
+                }),
+            }
+        });
+        if let Some(n) = Some(self.side.chain.best_number()) {
+            cx.emit(Event::new("peg.attack.fork_block").with("number", n).with("depth", n - self.fork_point));
         }
     }
 
@@ -439,17 +724,16 @@ impl Pegnatory {
 
     fn on_filtered(&mut self, cx: &mut dyn Context<PegMsg>, f: &FilteredBlock) {
         let h = f.height as usize;
-        if h == 0 || h > self.headers.len() {
+        if h == 0 {
             return;
         }
-        self.headers.truncate(h);
-        self.headers.push(f.header);
+        self.add_header(h, f.header);
         let bridge = self.side.chain.system().state();
         for tx in &f.txs {
             // The filter matches outputs to the federation and spends of
             // its coins: peg-ins, peg-outs, refunds.
             let txid = tx.compute_txid();
-            let pays = tx.output.iter().any(|o| o.script_pubkey == self.federation_script);
+            let pays = tx.output.iter().any(|o| self.watched.contains(&o.script_pubkey));
             let pegout = bridge.pegouts().any(|p| {
                 p.btc_txid == txid
                     || matches!(p.status, PegoutStatus::Released { signed_txid, .. } if signed_txid == txid)
@@ -466,6 +750,36 @@ impl Pegnatory {
             }
             self.pegins.insert(txid, ((**tx).clone(), f.height, f.header.block_hash(), serialize(&f.proof)));
         }
+    }
+
+    /// Adds the Bitcoin header at height `h` to its best chain: extends it,
+    /// replaces a different header at that height (a reorganisation on its
+    /// server), or keeps it until the headers below arrive (a server
+    /// replaying the chain after a filter reload sends blocks whose
+    /// messages may overtake each other).
+    fn add_header(&mut self, h: usize, header: Header) {
+        let links = |headers: &[Header], at: usize, hd: &Header| {
+            at > 0 && headers.get(at - 1).is_some_and(|p| p.block_hash() == hd.prev_blockhash)
+        };
+        if h < self.headers.len() {
+            if self.headers[h] != header && links(&self.headers, h, &header) {
+                self.headers.truncate(h);
+                self.headers.push(header);
+            }
+        } else if h == self.headers.len() && links(&self.headers, h, &header) {
+            self.headers.push(header);
+        } else if h > self.headers.len() {
+            self.early_headers.insert(h, header);
+        }
+        while let Some(next) = self.early_headers.remove(&self.headers.len()) {
+            let at = self.headers.len();
+            if !links(&self.headers, at, &next) {
+                break;
+            }
+            self.headers.push(next);
+        }
+        let len = self.headers.len();
+        self.early_headers.retain(|k, _| *k > len);
     }
 
     fn send_calls(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, calls: Vec<BridgeCall>) {
@@ -485,17 +799,20 @@ impl Pegnatory {
         }
     }
 
-    fn turn(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings) {
+    fn turn(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
         self.turns += 1;
         let bridge = self.side.chain.system().state().clone();
         let spv = bridge.spv();
         let best = spv.best_height();
         let mut calls = Vec::new();
+        // Only members of a live federation may send headers.
+        let member = bridge.is_federation_member(&crate::side::SideAddress(self.address));
         // Headers the Bridge lacks, from a little below its tip (reorgs).
         let from = best.saturating_sub(6).max(1) as usize;
         let to = self.headers.len().min(best as usize + 1 + s.max_headers);
-        if to > best as usize + 1
-            || self.headers.get(best as usize).map(|h| h.block_hash()) != spv.hash_at_height(best)
+        if member
+            && (to > best as usize + 1
+                || self.headers.get(best as usize).map(|h| h.block_hash()) != spv.hash_at_height(best))
         {
             let headers: Vec<Vec<u8>> = self.headers[from.min(to)..to].iter().map(serialize).collect();
             if !headers.is_empty() {
@@ -525,12 +842,18 @@ impl Pegnatory {
             }
         }
         calls.push(BridgeCall::UpdateCollections);
+        if let Some(plan) = s.federation_change.as_ref().filter(|p| now >= p.at) {
+            calls.extend(self.federation_votes(plan));
+        }
         self.send_calls(cx, s, calls);
     }
 
     /// Feeds the PowHSM the sidechain headers it lacks, newest → oldest, in
     /// batches of `hsm_batch`.
     fn feed_hsm(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings) {
+        if self.halted {
+            return;
+        }
         let Ok(HsmResponse::State(st)) = self.hsm.execute(HsmCommand::GetState) else { return };
         let chain = &self.side.chain;
         let Some(best_number) = chain.header(&st.best_block).map(|h| h.number) else { return };
@@ -559,7 +882,12 @@ impl Pegnatory {
                     hi = lo - 1;
                 }
                 Ok(_) => return,
-                Err(HsmError::NotEnoughWork { .. }) => return,
+                Err(e @ HsmError::NotEnoughWork { .. }) => {
+                    if self.side.is_private() {
+                        cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
+                    }
+                    return;
+                }
                 Err(e) => {
                     cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
                     return;
@@ -575,10 +903,17 @@ impl Pegnatory {
 
     /// Signs, through the PowHSM, every peg-out waiting for signatures it
     /// has not signed, and posts the signatures with `addSignature`.
+    ///
+    /// An honest pegnatory asks only once its PowHSM's best block covers
+    /// the release. An attacker on a private fork asks anyway, moving the
+    /// ancestor from its fork's tip when the device's best block is not
+    /// above the release: the device must refuse what its own view of the
+    /// cumulative work does not command.
     fn sign_pending(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, now: Duration) {
-        if self.censor {
+        if self.censor || self.halted {
             return;
         }
+        let attacking = self.side.is_private();
         let retry = s.turn * self.members.max(1) * 2;
         let waiting: Vec<crate::pegout::Pegout> = self
             .side
@@ -586,6 +921,7 @@ impl Pegnatory {
             .system()
             .state()
             .pegouts_waiting_for_signatures()
+            .filter(|p| p.federation.is_member(&self.public))
             .filter(|p| !p.signers().any(|k| *k == self.public))
             .filter(|p| self.signed.get(&p.rsk_tx_hash).is_none_or(|t| now >= *t + retry))
             .cloned()
@@ -617,11 +953,22 @@ impl Pegnatory {
             };
             let Some((block, index)) = found else { continue };
             let Some(number) = chain.header(&block).map(|h| h.number) else { continue };
-            let Some(best_number) = chain.header(&st.best_block).map(|h| h.number) else { continue };
-            if chain.hash_at(best_number) != Some(st.best_block) || best_number < number {
+            let best_number = chain.header(&st.best_block).map(|h| h.number);
+            let covered = best_number.is_some_and(|b| chain.hash_at(b) == Some(st.best_block) && b >= number);
+            if attacking {
+                cx.emit(
+                    Event::new("peg.attack.target")
+                        .with("txid", p.btc_txid.to_byte_array())
+                        .with("covered", covered),
+                );
+            } else if !covered {
                 // Not under enough work yet: the next advance will tell.
                 continue;
             }
+            let best_number = match best_number {
+                Some(b) if covered => b,
+                _ => chain.best_number(),
+            };
             // Walk the ancestor from the nearest of best block and current ancestor.
             let from = match chain.header(&st.ancestor_block) {
                 Some(a) if a.number >= number && chain.hash_at(a.number) == Some(st.ancestor_block) => {
@@ -636,7 +983,9 @@ impl Pegnatory {
                     .collect();
                 if let Err(e) = self.hsm.execute(HsmCommand::UpdateAncestor { headers }) {
                     cx.emit(Event::new("peg.hsm.refused").with("reason", e.to_string()));
-                    continue;
+                    if !attacking {
+                        continue;
+                    }
                 }
             }
             let Some((receipt, proof)) = self.side.chain.receipt_proof(&block, index) else { continue };
@@ -648,12 +997,18 @@ impl Pegnatory {
                     value: utxo.value,
                     receipt: receipt.clone(),
                     receipt_proof: proof.clone(),
+                    federation: Some(Arc::clone(&p.federation)),
                 };
                 match self.hsm.execute(cmd) {
                     Ok(HsmResponse::Signature(sig)) => {
                         cx.emit(
                             Event::new("peg.hsm.signed")
-                                .with("sig", crate::side::keccak256(&sig.signature.serialize_compact())),
+                                .with("sig", crate::side::keccak256(&sig.signature.serialize_compact()))
+                                .with("txid", p.btc_txid.to_byte_array())
+                                .with(
+                                    "work_blocks",
+                                    self.side.chain.best_number().saturating_sub(number) + 1,
+                                ),
                         );
                         sigs.push(sig.signature.serialize_der().to_vec());
                     }
@@ -680,6 +1035,9 @@ impl Pegnatory {
     /// Broadcasts every released peg-out not yet seen in a Bitcoin block
     /// (every member does).
     fn broadcast_released(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        if self.halted {
+            return;
+        }
         let chain = &self.side.chain;
         let released: Vec<(u64, [u8; 32], Txid, Amount)> = chain
             .system()
@@ -725,6 +1083,8 @@ pub struct PegUser {
     sent_nonce: Option<u64>,
     /// Peg-outs sent.
     pub pegouts_sent: u64,
+    /// The federation script its peg-ins pay (learned from the sidechain).
+    federation: Option<ScriptBuf>,
 }
 
 impl PegUser {
@@ -736,7 +1096,25 @@ impl PegUser {
             key,
             sent_nonce: None,
             pegouts_sent: 0,
+            federation: None,
         }
+    }
+
+    /// Learns the active federation's address from its sidechain server:
+    /// its next peg-ins pay it.
+    fn on_federation(&mut self, cx: &mut dyn Context<PegMsg>, script: ScriptBuf) {
+        if self.federation.as_ref() == Some(&script) {
+            return;
+        }
+        if let BtcNode::Wallet(w) = &mut self.wallet {
+            w.set_recipients(Rc::new(vec![script.clone()]));
+        }
+        if self.federation.is_some() {
+            cx.emit(
+                Event::new("peg.user.federation").with("script", crate::side::keccak256(script.as_bytes())),
+            );
+        }
+        self.federation = Some(script);
     }
 
     fn on_balance(&mut self, cx: &mut dyn Context<SideMsg>, s: &SideSettings, balance: u128, nonce: u64) {
@@ -814,6 +1192,10 @@ const OWN_SIDE_BLOCK: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIF
 const OWN_TURN: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 2;
 const OWN_HSM: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 3;
 const OWN_PEGOUT: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 4;
+const OWN_FORK_START: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 5;
+const OWN_FORK_BLOCK: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 6;
+const OWN_FORK_PUBLISH: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 7;
+const OWN_ADDRESS: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 8;
 
 impl Node for PegNode {
     type Msg = PegMsg;
@@ -828,16 +1210,25 @@ impl Node for PegNode {
                     let d = exp_delay(cx, s.block_interval.as_secs_f64() / m.share);
                     cx.set_timer(d, OWN_SIDE_BLOCK);
                 }
+                if let Some(a) = &m.attack {
+                    cx.set_timer(a.start, OWN_FORK_START);
+                    if let Some(at) = a.publish {
+                        cx.set_timer(at, OWN_FORK_PUBLISH);
+                    }
+                }
             }
             PegNode::Pegnatory(p, peers, s) => {
-                let script = p.federation_script.clone();
+                let scripts = p.watched.clone();
                 let mut bcx = btc_cx(cx, &peers.btc);
                 for k in 0..bcx.peer_count() {
                     let peer = bcx.peer(k);
-                    bcx.send(peer, BtcMsg::FilterLoad(vec![script.clone()]));
+                    bcx.send(peer, BtcMsg::FilterLoad(scripts.clone()));
                 }
                 cx.set_timer(s.turn * p.index + Duration::from_secs(1), OWN_TURN);
                 cx.set_timer(s.hsm_interval + s.turn * p.index / p.members.max(1), OWN_HSM);
+                if let Some(a) = &p.attack {
+                    cx.set_timer(a.start, OWN_FORK_START);
+                }
             }
             PegNode::User(u, peers, s) => {
                 u.wallet.on_start(&mut btc_cx(cx, &peers.btc));
@@ -846,6 +1237,9 @@ impl Node for PegNode {
                         let d = w.start + exp_delay(cx, w.interval.as_secs_f64());
                         cx.set_timer(d, OWN_PEGOUT);
                     }
+                }
+                if let (Some(d), false) = (s.address_refresh, peers.side.is_empty()) {
+                    cx.set_timer(d, OWN_ADDRESS);
                 }
             }
         }
@@ -862,8 +1256,9 @@ impl Node for PegNode {
                 m.side.handle(&mut side_cx(cx, &peers.side), from, x)
             }
             (PegNode::Pegnatory(p, _, _), PegMsg::Btc(BtcMsg::FilteredBlock(f))) => p.on_filtered(cx, &f),
-            (PegNode::Pegnatory(p, peers, _), PegMsg::Side(x)) => {
-                p.side.handle(&mut side_cx(cx, &peers.side), from, x)
+            (PegNode::Pegnatory(p, peers, s), PegMsg::Side(x)) => {
+                p.side.handle(&mut side_cx(cx, &peers.side), from, x);
+                p.check_reorg(cx, s);
             }
             (PegNode::User(u, peers, _), PegMsg::Btc(m)) => {
                 u.wallet.on_message(&mut btc_cx(cx, &peers.btc), from, m)
@@ -872,6 +1267,9 @@ impl Node for PegNode {
                 if address == u.address =>
             {
                 u.on_balance(&mut side_cx(cx, &peers.side), s, balance, nonce);
+            }
+            (PegNode::User(u, _, _), PegMsg::Side(SideMsg::FederationReply(script))) => {
+                u.on_federation(cx, script);
             }
             _ => {}
         }
@@ -884,6 +1282,14 @@ impl Node for PegNode {
             PegNode::Miner(m, peers, s) => {
                 if tag == TAG_BTC {
                     m.btc.timer(&mut btc_cx(cx, &peers.btc), id);
+                } else if timer == OWN_FORK_START {
+                    m.fork_point = m.side.chain().best_number();
+                    m.side.set_private(true);
+                    cx.emit(Event::new("side.attack.fork").with("from", m.fork_point));
+                } else if timer == OWN_FORK_PUBLISH {
+                    let depth = m.side.chain().best_number().saturating_sub(m.fork_point);
+                    cx.emit(Event::new("side.attack.publish").with("blocks", depth));
+                    m.side.publish(&mut side_cx(cx, &peers.side), m.fork_point + 1);
                 } else if timer == OWN_SIDE_BLOCK {
                     let now_unix = m.btc.unix_now(cx.now());
                     let me = cx.id();
@@ -921,10 +1327,26 @@ impl Node for PegNode {
             }
             PegNode::Pegnatory(p, peers, s) if timer == OWN_TURN => {
                 let now = Duration::from_nanos(cx.now().as_nanos());
-                p.turn(&mut side_cx(cx, &peers.side), s);
+                p.turn(&mut side_cx(cx, &peers.side), s, now);
                 p.sign_pending(&mut side_cx(cx, &peers.side), s, now);
+                p.refresh_watch(&mut btc_cx(cx, &peers.btc));
                 p.broadcast_released(&mut btc_cx(cx, &peers.btc));
                 cx.set_timer(s.turn * p.members, OWN_TURN);
+            }
+            PegNode::Pegnatory(p, peers, s) if timer == OWN_FORK_START => {
+                p.start_attack(&mut side_cx(cx, &peers.side), s);
+                let rate = p.attack.as_ref().map_or(0.0, |a| a.rate);
+                if rate > 0.0 {
+                    let d = exp_delay(cx, s.block_interval.as_secs_f64() / rate);
+                    cx.set_timer(d, OWN_FORK_BLOCK);
+                }
+            }
+            PegNode::Pegnatory(p, peers, s) if timer == OWN_FORK_BLOCK => {
+                let now = Duration::from_nanos(cx.now().as_nanos());
+                p.mine_fork_block(&mut side_cx(cx, &peers.side), s, now);
+                let rate = p.attack.as_ref().map_or(1.0, |a| a.rate).max(1e-12);
+                let d = exp_delay(cx, s.block_interval.as_secs_f64() / rate);
+                cx.set_timer(d, OWN_FORK_BLOCK);
             }
             PegNode::Pegnatory(p, peers, s) if timer == OWN_HSM => {
                 let now = Duration::from_nanos(cx.now().as_nanos());
@@ -935,6 +1357,16 @@ impl Node for PegNode {
             }
             PegNode::User(u, peers, _) if tag == TAG_BTC => {
                 u.wallet.on_timer(&mut btc_cx(cx, &peers.btc), id)
+            }
+            PegNode::User(_, peers, s) if timer == OWN_ADDRESS => {
+                let mut scx = side_cx(cx, &peers.side);
+                if scx.peer_count() > 0 {
+                    let server = scx.peer(0);
+                    scx.send(server, SideMsg::FederationQuery);
+                }
+                if let Some(d) = s.address_refresh {
+                    cx.set_timer(d, OWN_ADDRESS);
+                }
             }
             PegNode::User(u, peers, s) if timer == OWN_PEGOUT => {
                 if let Some(w) = &s.pegout {

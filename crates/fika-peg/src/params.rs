@@ -87,6 +87,12 @@ pub struct PegParams {
     /// Sidechain blocks in which a retiring federation's funds move to the
     /// new federation.
     pub migration_window_blocks: u64,
+    /// During the migration window, a retiring federation's coins are
+    /// migrated only while they hold more than this, in satoshis (rskj's
+    /// `MINIMUM_FUNDS_TO_MIGRATE`, one cent of a bitcoin); after the window
+    /// everything left is swept.
+    #[serde(default = "default_minimum_funds_to_migrate")]
+    pub minimum_funds_to_migrate_sat: u64,
     /// One pegnatory's turn, in seconds (the round-robin period is this times
     /// the federation size).
     pub pegnatory_turn_secs: u64,
@@ -114,6 +120,19 @@ pub struct PegParams {
     /// chain on the unconfirmed change.
     #[serde(default)]
     pub pegout_change_on_release: bool,
+    /// The federation's members share `1 / federation_fee_divisor` of every
+    /// sidechain block's fees (Rootstock's REMASC federation share: 100,
+    /// i.e. 1 %); 0 for none.
+    #[serde(default = "default_federation_fee_divisor")]
+    pub federation_fee_divisor: u64,
+}
+
+fn default_federation_fee_divisor() -> u64 {
+    100
+}
+
+fn default_minimum_funds_to_migrate() -> u64 {
+    1_000_000
 }
 
 /// An error building peg parameters.
@@ -162,6 +181,7 @@ impl PegParams {
             erp_csv: 52_560,
             federation_activation_delay_blocks: 40_320,
             migration_window_blocks: 10_585,
+            minimum_funds_to_migrate_sat: default_minimum_funds_to_migrate(),
             pegnatory_turn_secs: 180,
             max_headers_per_turn: 25,
             max_pegins_per_turn: 40,
@@ -169,6 +189,7 @@ impl PegParams {
             register_btc_transaction_public: true,
             native_p2wpkh_sender: false,
             pegout_change_on_release: false,
+            federation_fee_divisor: default_federation_fee_divisor(),
         }
     }
 

@@ -87,6 +87,8 @@
 //!   pays out, this reads: available UTXOs plus the change of every peg-out
 //!   whose change has not yet joined them equals minted plus queued.
 
+use std::sync::Arc;
+
 use bitcoin::absolute::LockTime;
 use bitcoin::ecdsa;
 use bitcoin::hashes::Hash;
@@ -211,6 +213,10 @@ pub enum PegoutKind {
         /// Why it was rejected.
         reason: RejectedPeginReason,
     },
+    /// A migration of a retiring federation's coins to the active
+    /// federation (see [`crate::fedchange`]); its single output, the
+    /// active federation's new coin, is recorded as the change.
+    Migration,
 }
 
 /// Where a peg-out stands.
@@ -261,6 +267,9 @@ pub struct Pegout {
     pub change_added: bool,
     /// Members who signed, in signing order, with one signature per input.
     pub signatures: Vec<(PublicKey, Vec<bitcoin::secp256k1::ecdsa::Signature>)>,
+    /// The federation whose coins it spends: its members sign it, its
+    /// script enters every sighash.
+    pub federation: Arc<Federation>,
 }
 
 impl Pegout {
@@ -349,7 +358,9 @@ impl PegoutState {
                     put(pegin_txid.as_byte_array());
                     put(&[reason.code()]);
                 }
+                PegoutKind::Migration => put(&[2]),
             }
+            put(p.federation.redeem_script().as_bytes());
             put(&(p.inputs.len() as u64).to_be_bytes());
             for u in &p.inputs {
                 put(u.outpoint.txid.as_byte_array());
@@ -767,7 +778,7 @@ impl BridgeState {
         }
     }
 
-    fn derived_key(&mut self, tag: &[u8]) -> [u8; 32] {
+    pub(crate) fn derived_key(&mut self, tag: &[u8]) -> [u8; 32] {
         let mut data = b"fika-peg/".to_vec();
         data.extend_from_slice(tag);
         data.extend_from_slice(&self.block_number.to_be_bytes());
@@ -854,6 +865,7 @@ impl BridgeState {
         self.begin_block(block_number);
         let mut fx =
             Effects { events: vec![BridgeEvent::UpdateCollections { sender: caller }], ..Effects::default() };
+        self.process_funds_migration(rsk_tx_hash, &mut fx);
         self.process_refunds(&mut fx);
         self.process_pegout_requests(rsk_tx_hash, &mut fx);
         self.process_confirmed_pegouts(&mut fx);
@@ -866,7 +878,7 @@ impl BridgeState {
         for r in queued {
             let utxos = sorted_for_selection(r.utxos.iter().copied());
             let built = build_refund(
-                &self.federation,
+                &r.federation,
                 &utxos,
                 &r.destination,
                 self.fee_per_kb_sat,
@@ -874,11 +886,13 @@ impl BridgeState {
             );
             match built {
                 Ok(b) => {
+                    // One refund per peg-in and federation it paid.
                     let mut data = b"fika-peg/refund".to_vec();
                     data.extend_from_slice(r.btc_txid.as_byte_array());
+                    data.extend_from_slice(r.federation.script_pubkey().as_bytes());
                     let key = keccak256(&data);
                     let kind = PegoutKind::Refund { pegin_txid: r.btc_txid, reason: r.reason };
-                    self.settle(key, kind, b, r.amount, fx);
+                    self.settle(key, kind, Arc::clone(&r.federation), b, r.amount, fx);
                 }
                 Err(_) => kept.push_back(r),
             }
@@ -886,19 +900,21 @@ impl BridgeState {
         self.refunds = kept;
     }
 
-    /// Records a created peg-out: reserves its inputs, queues it for
-    /// confirmations, logs `release_requested` and `pegout_transaction_created`.
-    fn settle(
+    /// Records a created peg-out spending `federation`'s coins: reserves its
+    /// inputs, queues it for confirmations, logs `release_requested` and
+    /// `pegout_transaction_created`.
+    pub(crate) fn settle(
         &mut self,
         key: [u8; 32],
         kind: PegoutKind,
+        federation: Arc<Federation>,
         built: BuiltPegout,
         amount: Amount,
         fx: &mut Effects,
     ) {
         let btc_txid = built.tx.compute_txid();
         for u in &built.inputs {
-            self.utxos.remove(&u.outpoint);
+            self.take_coin(&u.outpoint);
             self.pegout.reserved.insert(u.outpoint, key);
         }
         fx.events.push(BridgeEvent::ReleaseRequested { rsk_tx_hash: key, btc_txid, amount });
@@ -921,6 +937,7 @@ impl BridgeState {
                 status: PegoutStatus::WaitingForConfirmations,
                 change_added: false,
                 signatures: Vec::new(),
+                federation,
             },
         );
     }
@@ -964,7 +981,7 @@ impl BridgeState {
             let btc_txid = built.tx.compute_txid();
             let requests: Vec<[u8; 32]> = batch.iter().map(|r| r.rsk_tx_hash).collect();
             let kind = PegoutKind::Batch { requests: requests.clone(), requested, dust_raise };
-            self.settle(key, kind, built, requested, fx);
+            self.settle(key, kind, Arc::clone(&self.federation), built, requested, fx);
             self.pegout.requests = self.pegout.requests.skip(n);
             fx.events.push(BridgeEvent::BatchPegoutCreated { btc_txid, rsk_tx_hashes: requests });
             if dust_raise > Amount::ZERO {
@@ -1017,13 +1034,14 @@ impl BridgeState {
         if !self.is_federation_member(&caller) {
             return Err(AddSignatureError::Unauthorized(caller));
         }
-        let fed = self.federation.clone();
         let p = self
             .pegout
             .pegouts
             .get(rsk_tx_hash)
             .filter(|p| matches!(p.status, PegoutStatus::WaitingForSignatures { .. }))
             .ok_or(AddSignatureError::NotWaitingForSignatures(*rsk_tx_hash))?;
+        // The federation whose coins it spends signs it.
+        let fed = Arc::clone(&p.federation);
         if signatures.len() != p.tx.input.len() {
             return Err(AddSignatureError::SignatureCount {
                 expected: p.tx.input.len(),
@@ -1046,7 +1064,7 @@ impl BridgeState {
         let block = self.block_number;
         let change_on_release = self.params.pegout_change_on_release;
         let mut fx = Effects::default();
-        let mut change_utxo = None;
+        let mut change_utxo: Option<(FederationUtxo, ScriptBuf)> = None;
         if let Some(p) = self.pegout.pegouts.get_mut(rsk_tx_hash) {
             p.signatures.push((*federator, signatures.to_vec()));
             fx.events.push(BridgeEvent::AddSignature {
@@ -1076,16 +1094,19 @@ impl BridgeState {
                 p.signatures.clear();
                 if let (true, Some(ci)) = (change_on_release, p.change) {
                     p.change_added = true;
-                    change_utxo = Some(FederationUtxo {
+                    let script =
+                        p.tx.output.get(ci as usize).map(|o| o.script_pubkey.clone()).unwrap_or_default();
+                    let utxo = FederationUtxo {
                         outpoint: OutPoint::new(signed_txid, ci),
                         value: p.change_value(),
                         height: 0,
-                    });
+                    };
+                    change_utxo = Some((utxo, script));
                 }
             }
         }
-        if let Some(u) = change_utxo {
-            self.utxos.insert(u.outpoint, u);
+        if let Some((u, script)) = change_utxo {
+            self.add_federation_coin(u, &script);
         }
         Ok(fx)
     }
@@ -1116,16 +1137,18 @@ impl BridgeState {
         self.pegout.pegouts.remove(&key);
         self.processed.insert(txid, self.block_number);
         let mut change = None;
-        if let (PegoutKind::Batch { .. }, Some(ci)) = (&p.kind, p.change) {
+        if let (PegoutKind::Batch { .. } | PegoutKind::Migration, Some(ci)) = (&p.kind, p.change) {
             let utxo = FederationUtxo { outpoint: OutPoint::new(txid, ci), value: p.change_value(), height };
             change = Some(utxo.value);
+            let script = p.tx.output.get(ci as usize).map(|o| o.script_pubkey.clone()).unwrap_or_default();
             if p.change_added {
-                // Added at release with an unknown height; record it now.
-                if let Some(u) = self.utxos.get_mut(&utxo.outpoint) {
-                    u.height = height;
+                // Added at release with an unknown height; record it now
+                // (unless it was spent since).
+                if self.is_available_coin(&utxo.outpoint) {
+                    self.add_federation_coin(utxo, &script);
                 }
             } else {
-                self.utxos.insert(utxo.outpoint, utxo);
+                self.add_federation_coin(utxo, &script);
             }
         }
         Ok(Registration {
@@ -1164,7 +1187,10 @@ impl BridgeState {
     /// The peg-out part of the conservation law: `(federation side,
     /// obligations)` in satoshis, and the first structural inconsistency.
     pub(crate) fn pegout_balances(&self) -> Result<(i128, i128), ([u8; 32], String)> {
-        let mut fed_side: i128 = self.utxos.values().map(|u| i128::from(u.value.to_sat())).sum();
+        let mut fed_side: i128 = self.utxos.values().map(|u| i128::from(u.value.to_sat())).sum::<i128>()
+            + i128::from(self.retiring_balance().to_sat())
+            + i128::from(self.fedchange.migration_fees_sat)
+            + i128::from(self.fedchange.stranded_sat);
         for (key, p) in &self.pegout.pegouts {
             let inputs: i128 = p.inputs.iter().map(|u| i128::from(u.value.to_sat())).sum();
             let outputs: i128 = p.tx.output.iter().map(|o| i128::from(o.value.to_sat())).sum();
@@ -1177,7 +1203,7 @@ impl BridgeState {
                 return Err((*key, "transaction inputs differ from the recorded UTXOs".into()));
             }
             for u in &p.inputs {
-                if self.utxos.contains_key(&u.outpoint) {
+                if self.is_available_coin(&u.outpoint) {
                     return Err((*key, format!("input {} is still available for selection", u.outpoint)));
                 }
                 if self.pegout.reserved.get(&u.outpoint) != Some(key) {
@@ -1191,6 +1217,14 @@ impl BridgeState {
                         *key,
                         format!("pays {paid} + dust raise {dust_raise} ≠ requested {requested}"),
                     ));
+                }
+                if !p.change_added {
+                    fed_side += i128::from(p.change_value().to_sat());
+                }
+            }
+            if let PegoutKind::Migration = &p.kind {
+                if p.change != Some(0) || p.tx.output.len() != 1 {
+                    return Err((*key, "a migration has exactly one output, the new federation's".into()));
                 }
                 if !p.change_added {
                     fed_side += i128::from(p.change_value().to_sat());

@@ -649,3 +649,45 @@ fn the_key_stays_inside_and_must_belong_to_the_federation() {
     assert_eq!(mainnet.bridge_address, BRIDGE_ADDRESS);
     assert_eq!(mainnet.pow_mode, PowMode::Real);
 }
+
+#[test]
+fn after_a_federation_change_the_device_signs_for_the_federation_the_input_spends() {
+    let secp = Secp256k1::new();
+    let (old, secrets) = federation(&secp, 3);
+    // The device (member 1) stays in the next federation; member 0 leaves.
+    let keys: Vec<_> = [secrets[1], secrets[2], secret("hsm-newcomer", 0)]
+        .iter()
+        .map(|s| bitcoin::secp256k1::PublicKey::from_secret_key(&secp, s))
+        .collect();
+    let new = Federation::p2sh_p2wsh_erp(&keys, old.emergency(), old.csv()).unwrap();
+    let tx = pegout_tx(&new, "new federation utxo", PAY);
+    let chain = chain_with_receipts(vec![receipt(vec![release_log(&tx, PAY)])]);
+    let (mut hsm, _) = hsm_with_ancestor_at_1(&chain);
+    let (r, p) = chain.receipt_and_proof(1, 0);
+    let cmd = |federation: Option<std::sync::Arc<Federation>>| HsmCommand::Sign {
+        tx: tx.clone(),
+        input: 0,
+        value: VALUE,
+        receipt: r.clone(),
+        receipt_proof: p.clone(),
+        federation,
+    };
+    // Named: the sighash is over the new federation's witness script.
+    let Ok(HsmResponse::Signature(sig)) = hsm.execute(cmd(Some(new.clone().into()))) else { panic!("signs") };
+    let pk = public_key(&mut hsm);
+    assert!(new.verify_signature(&secp, &tx, 0, VALUE, &pk, &sig));
+    assert!(!old.verify_signature(&secp, &tx, 0, VALUE, &pk, &sig));
+    // The input commits to the new federation's script: claiming the old
+    // one (of which the device is a member too) is refused.
+    assert_eq!(hsm.execute(cmd(Some(old.clone().into()))), Err(HsmError::ScriptMismatch { input: 0 }));
+    // A federation the device's key is not in.
+    let strangers: Vec<_> = (0..3)
+        .map(|i| bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &secret("stranger", i)))
+        .collect();
+    let other = Federation::p2sh_p2wsh_erp(&strangers, old.emergency(), old.csv()).unwrap();
+    assert_eq!(hsm.execute(cmd(Some(other.into()))), Err(HsmError::NotAFederationMember(pk)));
+    // Unnamed, the device uses the federation it was provisioned for: a
+    // signature that does not spend this input.
+    let Ok(HsmResponse::Signature(sig)) = hsm.execute(cmd(None)) else { panic!("signs") };
+    assert!(!new.verify_signature(&secp, &tx, 0, VALUE, &pk, &sig));
+}

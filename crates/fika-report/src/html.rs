@@ -417,6 +417,12 @@ fn invariants(out: &mut String, inp: &Inputs) {
             "Peg conservation (federation BTC + in flight = RBTC minted)".to_string()
         };
         badges.push((label, ok.map(|o| o && viol == 0.0)));
+        if let Some(off) = inp.f(&["powpeg", "hsm_signed_off_chain"]) {
+            badges.push(("PowHSMs sign only what the best chain requested".into(), Some(off == 0.0)));
+        }
+        if let Some(after) = inp.f(&["powpeg", "hsm_signatures_after_halt"]) {
+            badges.push(("Halted pegnatories sign nothing".into(), Some(after == 0.0)));
+        }
     }
     if badges.is_empty() {
         return;
@@ -666,6 +672,10 @@ fn powpeg(out: &mut String, inp: &Inputs) {
             ("peg-outs released", "pegouts_released"),
             ("peg-outs confirmed", "pegouts_confirmed"),
             ("PowHSM refusals", "hsm_refusals"),
+            ("federation changes", "federation_activations"),
+            ("migrations", "migrations"),
+            ("pegnatories halted", "pegnatories_halted"),
+            ("pegnatories' fee share (wei)", "pegnatory_fee_share_wei"),
         ] {
             if let Some(v) = f(key) {
                 items.push((label, fmt_num(v)));
@@ -720,6 +730,7 @@ fn powpeg(out: &mut String, inp: &Inputs) {
             ("reserved_btc", "reserved for peg-outs"),
             ("pegged_in_btc", "pegged in (cumulative)"),
             ("pegged_out_btc", "pegged out (cumulative)"),
+            ("retiring_btc", "retiring federation BTC"),
         ] {
             if c.col(col).is_some() {
                 p = p.series(label, thin(c.pairs("time_s", col), MAX_LINE_POINTS));

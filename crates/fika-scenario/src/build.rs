@@ -123,9 +123,11 @@ pub fn layout(s: &Scenario) -> Result<Layout, BuildError> {
                 let plain: Vec<u32> =
                     (0..n as u32).filter(|i| s.nodes[group[*i as usize]].role == "side").collect();
                 let servers = if plain.is_empty() { layers[1].clone() } else { plain };
-                // Only when users peg out, from their own stream: peg-in-only
+                // Only when users peg out or must learn a new federation
+                // address, from their own stream: other peg-in-only
                 // scenarios keep their topology.
-                let pegout = s.powpeg.as_ref().is_some_and(|p| p.pegout.is_some());
+                let pegout =
+                    s.powpeg.as_ref().is_some_and(|p| p.pegout.is_some() || p.federation_change.is_some());
                 let mut side_rng = derive_rng(s.seed, "user-side-links", 0);
                 for (i, g) in group.iter().enumerate() {
                     if !pegout || s.nodes[*g].role != "user" || servers.is_empty() {

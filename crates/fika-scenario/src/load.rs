@@ -979,6 +979,8 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
             "hsm_interval",
             "hsm_confirmations",
             "hsm_batch",
+            "federation_change",
+            "attack",
         ],
         errs,
     );
@@ -1077,6 +1079,78 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
     if count("miner") == 0 {
         errs.push("nodes", "a PowPeg network needs merge-mining pools: a group with role \"miner\"");
     }
+    // Node names by role.
+    let named = |role: &str| -> Vec<String> {
+        groups.iter().filter(|g| g.role == role).flat_map(|g| (0..g.count).map(|i| g.node_name(i))).collect()
+    };
+    let pegnatories = named("pegnatory");
+    let federation_change = s.sub("federation_change", errs).map(|c| {
+        c.deny_unknown(&["at", "join", "leave"], errs);
+        let at = c.duration("at", errs).unwrap_or(Duration::ZERO);
+        let join: Vec<String> = c.or("join", Vec::new(), errs);
+        let leave: Vec<String> = c.or("leave", Vec::new(), errs);
+        for (key, list) in [("join", &join), ("leave", &leave)] {
+            for n in list {
+                if !pegnatories.contains(n) {
+                    errs.push(c.at(key), format!("\"{n}\" is not a pegnatory of the scenario"));
+                }
+            }
+        }
+        if let Some(n) = join.iter().find(|n| leave.contains(n)) {
+            errs.push(c.at("leave"), format!("\"{n}\" cannot both join and leave"));
+        }
+        if join.is_empty() && leave.is_empty() {
+            errs.push(c.path.clone(), "a federation change needs pegnatories to `join` or `leave`");
+        }
+        let initial = pegnatories.iter().filter(|n| !join.contains(n)).count();
+        let next = initial - pegnatories.iter().filter(|n| leave.contains(n) && !join.contains(n)).count()
+            + join.len();
+        if initial == 0 {
+            errs.push(c.at("join"), "the initial federation would be empty");
+        }
+        if next < fika_peg::fedchange::MIN_PENDING_MEMBERS {
+            errs.push(
+                c.at("leave"),
+                format!(
+                    "the new federation would have {next} members; at least {} needed",
+                    fika_peg::fedchange::MIN_PENDING_MEMBERS
+                ),
+            );
+        }
+        FederationChangeSpec { at, join, leave }
+    });
+    let attack = s.sub("attack", errs).map(|a| {
+        a.deny_unknown(&["kind", "node", "start", "publish", "rate", "pegout"], errs);
+        let kind: String = a.or("kind", "private-fork".to_owned(), errs);
+        if kind != "private-fork" {
+            errs.push(a.at("kind"), format!("unknown attack \"{kind}\"; expected private-fork"));
+        }
+        let node: String = a.or("node", String::new(), errs);
+        let is_pegnatory = pegnatories.contains(&node);
+        if !is_pegnatory && !named("miner").contains(&node) {
+            errs.push(
+                a.at("node"),
+                format!("\"{node}\" is not a pool (role \"miner\") or a pegnatory of the scenario"),
+            );
+        }
+        let start = a.duration("start", errs).unwrap_or(Duration::ZERO);
+        let publish = a.duration("publish", errs);
+        if publish.is_some_and(|p| p <= start) {
+            errs.push(a.at("publish"), "expected a time after `start`");
+        }
+        if publish.is_some() && is_pegnatory {
+            errs.push(a.at("publish"), "only a pool publishes its fork");
+        }
+        let rate: f64 = a.or("rate", 0.1, errs);
+        if !(rate.is_finite() && rate > 0.0) {
+            errs.push(a.at("rate"), format!("{rate} is out of range; expected a rate > 0"));
+        }
+        let pegout: f64 = a.or("pegout", 0.5, errs);
+        if !(pegout.is_finite() && pegout > 0.0) {
+            errs.push(a.at("pegout"), format!("{pegout} is out of range; expected BTC > 0"));
+        }
+        ForkAttackSpec { node, start, publish, rate, pegout }
+    });
     Some(PowpegSpec {
         preset,
         params,
@@ -1086,5 +1160,7 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
         hsm_interval,
         hsm_confirmations,
         hsm_batch,
+        federation_change,
+        attack,
     })
 }

@@ -221,6 +221,47 @@ pub struct PowpegSpec {
     pub hsm_confirmations: u64,
     /// Headers per `advanceBlockchain` invocation.
     pub hsm_batch: u32,
+    /// A federation change voted during the run (`[powpeg.federation_change]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_change: Option<FederationChangeSpec>,
+    /// A private-fork attack on the sidechain (`[powpeg.attack]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<ForkAttackSpec>,
+}
+
+/// A federation change: pegnatories in `join` start outside the federation;
+/// from `at` the initial members (the federation-change authorisers) vote
+/// for the federation of the initial members less `leave` plus `join`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FederationChangeSpec {
+    /// When voting starts.
+    #[serde(with = "dur")]
+    pub at: Duration,
+    /// Pegnatories (node names) joining.
+    pub join: Vec<String>,
+    /// Pegnatories (node names) leaving.
+    pub leave: Vec<String>,
+}
+
+/// A private-fork attack on the sidechain by one node: a pool (`role =
+/// "miner"`) withholds its sidechain blocks from `start` and publishes them
+/// at `publish`; a pegnatory's host forks at `start`, requests a peg-out
+/// only its fork holds, mines its fork at `rate` times the network's block
+/// rate and asks its PowHSM to sign the fork's release.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForkAttackSpec {
+    /// The attacking node's name.
+    pub node: String,
+    /// When it forks.
+    #[serde(with = "dur")]
+    pub start: Duration,
+    /// When a pool publishes its fork, if ever.
+    #[serde(serialize_with = "dur::serialize_opt", skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Duration>,
+    /// A pegnatory attacker's block rate, relative to the network's.
+    pub rate: f64,
+    /// The peg-out a pegnatory attacker requests on its fork, in BTC.
+    pub pegout: f64,
 }
 
 /// Users pegging out: a value transfer of part of their RBTC to the Bridge.

@@ -75,6 +75,10 @@ pub struct ChainConfig {
     pub difficulty: DifficultyRule,
     /// Most orphan blocks kept.
     pub max_orphans: usize,
+    /// The system contract's fee recipients get `fees / fee_share_divisor`
+    /// of each block's fees (Rootstock's REMASC gives the federation 1 %:
+    /// 100); 0 for no share.
+    pub fee_share_divisor: u64,
     /// Genesis contents.
     pub genesis: Genesis,
 }
@@ -91,6 +95,7 @@ impl ChainConfig {
             pow_mode: PowMode::Simulated,
             difficulty: DifficultyRule::Fixed,
             max_orphans: 100,
+            fee_share_divisor: 0,
             genesis: Genesis::new(1_700_000_000, U256::from(1u8)),
         }
     }
@@ -341,6 +346,7 @@ struct Execution<S> {
     receipts: Arc<Vec<Receipt>>,
     tx_info: Arc<Vec<TxInfo>>,
     gas_used: u64,
+    fee_share: u128,
 }
 
 impl<S> Clone for Execution<S>
@@ -353,6 +359,7 @@ where
             receipts: Arc::clone(&self.receipts),
             tx_info: Arc::clone(&self.tx_info),
             gas_used: self.gas_used,
+            fee_share: self.fee_share,
         }
     }
 }
@@ -424,7 +431,13 @@ impl<S: SystemContract + Clone> SideChain<S> {
         let total_difficulty = block.header.difficulty;
         let entry = Entry {
             block: Arc::new(block),
-            exec: Execution { snapshot, receipts: Arc::default(), tx_info: Arc::default(), gas_used: 0 },
+            exec: Execution {
+                snapshot,
+                receipts: Arc::default(),
+                tx_info: Arc::default(),
+                gas_used: 0,
+                fee_share: 0,
+            },
             total_difficulty,
         };
         let mut blocks = BTreeMap::new();
@@ -523,7 +536,13 @@ impl<S: SystemContract + Clone> SideChain<S> {
         self.blocks.get(hash).map(|e| e.exec.tx_info.as_slice())
     }
 
-    /// The post-state of a block.
+    /// Wei a block paid its system contract's fee recipients (its share of
+    /// the block's fees).
+    pub fn fee_share_at(&self, hash: &[u8; 32]) -> Option<u128> {
+        self.blocks.get(hash).map(|e| e.exec.fee_share)
+    }
+
+    /// The post-state of a known block.
     pub fn state_at(&self, hash: &[u8; 32]) -> Option<&Snapshot<S>> {
         self.blocks.get(hash).map(|e| &e.exec.snapshot)
     }
@@ -681,6 +700,7 @@ impl<S: SystemContract + Clone> SideChain<S> {
             difficulty,
             parent_hash,
             block_hashes,
+            fee_share_divisor: self.config.fee_share_divisor,
         }
     }
 
@@ -730,6 +750,7 @@ impl<S: SystemContract + Clone> SideChain<S> {
             receipts: Arc::new(out.receipts),
             tx_info: Arc::new(out.tx_info),
             gas_used: out.gas_used,
+            fee_share: out.fee_share,
         };
         if self.templates.len() >= TEMPLATE_CACHE {
             self.templates.pop_front();
@@ -931,6 +952,7 @@ impl<S: SystemContract + Clone> SideChain<S> {
                     receipts: Arc::new(out.receipts),
                     tx_info: Arc::new(out.tx_info),
                     gas_used: out.gas_used,
+                    fee_share: out.fee_share,
                 }
             }
         };

@@ -99,6 +99,10 @@ pub struct ExecEnv {
     pub parent_hash: [u8; 32],
     /// Hashes of up to 256 ancestors by number, for `BLOCKHASH`.
     pub block_hashes: BTreeMap<u64, [u8; 32]>,
+    /// The share of the block's fees paid to the system contract's
+    /// [`fee_recipients`](SystemContract::fee_recipients): `fees /
+    /// fee_share_divisor` (0: no share).
+    pub fee_share_divisor: u64,
 }
 
 impl ExecEnv {
@@ -144,6 +148,8 @@ pub struct BlockOutput<S> {
     pub tx_info: Vec<TxInfo>,
     /// Total gas used.
     pub gas_used: u64,
+    /// Wei moved from the block's miner to the fee recipients.
+    pub fee_share: u128,
     /// In lenient mode, the skipped transactions (index in the input, why).
     pub rejected: Vec<(usize, TxExecError)>,
 }
@@ -440,11 +446,13 @@ pub fn execute<S: SystemContract + Clone>(
     let mut tx_info = Vec::with_capacity(txs.len());
     let mut rejected = Vec::new();
     let mut cumulative = 0u64;
+    let mut fees: u128 = 0;
     for (index, tx) in txs.iter().enumerate() {
         let tx_index = u32::try_from(out_txs.len()).unwrap_or(u32::MAX);
         match execute_one(env, &mut evm, tx, tx_index, cumulative) {
             Ok((receipt_gas, status, logs, info)) => {
                 cumulative = cumulative.saturating_add(receipt_gas);
+                fees = fees.saturating_add(u128::from(receipt_gas).saturating_mul(tx.tx.gas_price));
                 receipts.push(Receipt {
                     status,
                     cumulative_gas_used: cumulative,
@@ -460,16 +468,45 @@ pub fn execute<S: SystemContract + Clone>(
             },
         }
     }
-    let world = std::mem::take(&mut evm.ctx.db_mut().world);
+    let mut world = std::mem::take(&mut evm.ctx.db_mut().world);
     let system = evm.precompiles.sys;
+    let fee_share = share_fees(env, &mut world, &system, fees);
     Ok(BlockOutput {
         snapshot: Snapshot { world, system },
         transactions: out_txs,
         receipts,
         tx_info,
         gas_used: cumulative,
+        fee_share,
         rejected,
     })
+}
+
+/// Pays `fees / fee_share_divisor` of the block's `fees` (which the miner
+/// received) in equal parts to the system contract's fee recipients, the
+/// remainder of the division staying with the miner — Rootstock's REMASC
+/// share of the federation (1 %), paid at once rather than after REMASC's
+/// maturity delay. Returns the wei moved. Nothing moves if there are no
+/// recipients, no share, or the miner no longer holds it.
+fn share_fees<S: SystemContract>(env: &ExecEnv, world: &mut WorldState, system: &S, fees: u128) -> u128 {
+    if env.fee_share_divisor == 0 || fees == 0 {
+        return 0;
+    }
+    let recipients = system.fee_recipients();
+    let n = recipients.len() as u128;
+    if n == 0 {
+        return 0;
+    }
+    let each = fees / u128::from(env.fee_share_divisor) / n;
+    let total = each * n;
+    if each == 0 || world.balance(&env.coinbase) < U256::from(total) {
+        return 0;
+    }
+    world.update_account(&env.coinbase, |a| a.set_balance(a.balance().saturating_sub(U256::from(total))));
+    for r in &recipients {
+        world.credit(r, U256::from(each));
+    }
+    total
 }
 
 fn execute_one<S: SystemContract + Clone>(

@@ -114,6 +114,14 @@ pub trait SystemContract {
     /// A digest of the contract's state, folded into the block's state
     /// root so that nodes disagreeing on it reject each other's blocks.
     fn state_digest(&self) -> [u8; 32];
+
+    /// Accounts that share the block's fees, in equal parts, when the chain
+    /// has a fee share ([`ChainConfig::fee_share_divisor`](crate::ChainConfig::fee_share_divisor)):
+    /// in Rootstock, the PowPeg's members (REMASC's federation share). Read
+    /// from the state after the block's transactions. None by default.
+    fn fee_recipients(&self) -> Vec<[u8; 20]> {
+        Vec::new()
+    }
 }
 
 /// The address [`NoSystemContract`] claims (Rootstock's precompile range,

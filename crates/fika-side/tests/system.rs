@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use fika_side::{NoSystemContract, SideChain, U256, WEI_PER_RBTC, verify_receipt_proof};
+use fika_side::{BlockStatus, NoSystemContract, SideChain, U256, WEI_PER_RBTC, verify_receipt_proof};
 
 #[track_caller]
 fn run(chain: &mut SideChain<Counter>, t: fika_side::SignedTx) -> fika_side::ReceiptInfo {
@@ -186,4 +186,46 @@ fn a_chain_without_system_contract() {
     assert_eq!(chain.balance(&[9; 20]), 1);
     let out = chain.call(&fika_side::system::NO_SYSTEM_CONTRACT_ADDRESS, &[]).unwrap();
     assert!(!out.success);
+}
+
+#[test]
+fn fee_recipients_share_the_block_fees_at_block_processing() {
+    let sharers = vec![[0xa1; 20], [0xa2; 20], [0xa3; 20]];
+    let mut config = chain_config();
+    config.fee_share_divisor = 100;
+    let counter = Counter { sharers: sharers.clone(), ..Counter::default() };
+    let mut chain = SideChain::new(config.clone(), counter.clone());
+    let mut other = SideChain::new(config, counter);
+    let supply = |c: &SideChain<Counter>| -> U256 {
+        let s = c.state_at(&c.best_hash()).unwrap();
+        s.world.accounts().map(|(_, a)| a.balance).fold(U256::ZERO, |x, y| x + y)
+    };
+    let before = supply(&chain);
+    let txs = [
+        transfer(ALICE, 0, addr(BOB), 1),
+        transfer(ALICE, 1, addr(BOB), 1),
+        transfer(BOB, 0, addr(ALICE), 7),
+    ];
+    let tip = chain.best_hash();
+    let block = build(&mut chain, tip, &txs, 10);
+    let hash = chain.accept_block(block.clone()).unwrap().hash;
+    // Another node executing the block reaches the same state root.
+    assert_eq!(other.accept_block(block).unwrap().status, BlockStatus::Connected);
+    let fees = 3 * 21_000 * GWEI;
+    let each = fees / 100 / 3;
+    for s in &sharers {
+        assert_eq!(chain.balance(s), each, "1 % of the fees, in equal parts");
+    }
+    assert_eq!(chain.balance(&MINER), fees - 3 * each, "the miner keeps the rest");
+    assert_eq!(chain.fee_share_at(&hash), Some(3 * each));
+    assert_eq!(supply(&chain), before, "fees move, nothing is created");
+    // An empty block pays no share.
+    let empty = mine_tip(&mut chain, &[]);
+    assert_eq!(chain.fee_share_at(&empty), Some(0));
+    // Without a share the miner keeps everything.
+    let mut plain = SideChain::new(chain_config(), Counter { sharers, ..Counter::default() });
+    let tip = plain.best_hash();
+    let h = mine(&mut plain, tip, &txs);
+    assert_eq!(plain.balance(&MINER), fees);
+    assert_eq!(plain.fee_share_at(&h), Some(0));
 }

@@ -262,6 +262,17 @@ impl RunReport {
                     ),
                 )
                 .row(
+                    "federation changes / migrations / retiring BTC left",
+                    format!("{} / {} / {:.8}", p.federation_activations, p.migrations, p.retiring_btc_final),
+                )
+                .row(
+                    "pegnatories' fee share / halted / deepest sidechain reorg",
+                    format!(
+                        "{} wei / {} / {} blocks",
+                        p.pegnatory_fee_share_wei, p.pegnatories_halted, p.deepest_side_reorg
+                    ),
+                )
+                .row(
                     "peg conservation",
                     if p.conservation_ok {
                         "ok at every block".to_owned()

@@ -21,7 +21,8 @@ use fika_core::{Event, EventSink, NodeId, SimTime, Value, derive_rng};
 use fika_peg::contract::BridgeContract;
 use fika_peg::hsm::{HsmParams, PowHsm, min_cumulative_for};
 use fika_peg::network::{
-    MergeMiner, Peers, PegNode, PegUser, Pegnatory, PegoutWorkload, SideNode, SideSettings,
+    FederationChangePlan, ForkAttack, MergeMiner, Peers, PegNode, PegUser, Pegnatory, PegoutWorkload,
+    SideNode, SideSettings,
 };
 use fika_peg::{BridgeState, Checkpoint, Federation};
 use fika_scenario::{Layout, Scenario};
@@ -45,10 +46,27 @@ pub struct PegCollector {
     /// Digests of every signature a PowHSM produced.
     hsm_signatures: BTreeSet<[u8; 32]>,
     hsm_refusals: u64,
+    /// Transactions (txid, internal order) a PowHSM signed an input of.
+    hsm_signed_txids: BTreeSet<[u8; 32]>,
+    /// Pegnatories that halted peg-outs, with when.
+    halted: BTreeMap<NodeId, u64>,
+    /// Signatures a pegnatory's PowHSM produced after it halted.
+    signatures_after_halt: u64,
+    /// Deepest sidechain reorganisation any node saw.
+    deepest_reorg: u64,
+    /// Peg-outs an attacking pegnatory asked its PowHSM to sign.
+    attack_targets: BTreeSet<[u8; 32]>,
+    /// Blocks of attacking pegnatories' private forks.
+    attack_fork_blocks: u64,
+    /// Users that learned a new federation address.
+    users_switched: u64,
+    /// Fewest sidechain blocks (release block to the signer's tip) under
+    /// which a PowHSM signed.
+    min_work_signed: Option<u64>,
 }
 
 impl EventSink for PegCollector {
-    fn record(&mut self, at: SimTime, _node: Option<NodeId>, event: &Event) {
+    fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event) {
         match event.kind {
             "side.block.mined" => {
                 if let Some(Value::Hash(h)) = event.field("hash") {
@@ -82,8 +100,34 @@ impl EventSink for PegCollector {
                 if let Some(Value::Hash(h)) = event.field("sig") {
                     self.hsm_signatures.insert(*h);
                 }
+                if let Some(Value::Hash(h)) = event.field("txid") {
+                    self.hsm_signed_txids.insert(*h);
+                }
+                if let Some(Value::U64(w)) = event.field("work_blocks") {
+                    self.min_work_signed = Some(self.min_work_signed.map_or(*w, |m| m.min(*w)));
+                }
+                if node.is_some_and(|n| self.halted.contains_key(&n)) {
+                    self.signatures_after_halt += 1;
+                }
             }
             "peg.hsm.refused" => self.hsm_refusals += 1,
+            "peg.halted" => {
+                if let Some(n) = node {
+                    self.halted.entry(n).or_insert(at.as_nanos());
+                }
+            }
+            "side.reorg" => {
+                if let Some(Value::U64(d)) = event.field("depth") {
+                    self.deepest_reorg = self.deepest_reorg.max(*d);
+                }
+            }
+            "peg.attack.target" => {
+                if let Some(Value::Hash(h)) = event.field("txid") {
+                    self.attack_targets.insert(*h);
+                }
+            }
+            "peg.attack.fork_block" => self.attack_fork_blocks += 1,
+            "peg.user.federation" => self.users_switched += 1,
             _ => {}
         }
     }
@@ -99,6 +143,8 @@ pub struct Built {
     pub btc_relays: usize,
     /// The federation.
     pub federation: Federation,
+    /// The federation voted in during the run, if any.
+    pub next_federation: Option<Federation>,
     /// Unix time at virtual time zero.
     pub start_unix: u64,
 }
@@ -127,9 +173,29 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
     let emergency: Vec<_> = (0..4u64)
         .map(|k| secret_key_from_rng(&mut derive_rng(s.seed, "emergency-key", k)).public_key(&secp))
         .collect();
-    let members: Vec<_> = peg_keys.iter().map(|k| k.public_key(&secp)).collect();
+    // With a federation change, pegnatories that `join` start outside the
+    // federation; the initial members are the change's authorised voters.
+    let change = peg.federation_change.as_ref();
+    let named = |list: fn(&fika_scenario::FederationChangeSpec) -> &Vec<String>, i: usize| {
+        change.is_some_and(|c| list(c).contains(&layout.names[i]))
+    };
+    let joins = |i: usize| named(|c| &c.join, i);
+    let leaves = |i: usize| named(|c| &c.leave, i);
+    let public = |k: usize| peg_keys[k].public_key(&secp);
+    let initial: Vec<usize> = (0..peg_ids.len()).filter(|k| !joins(peg_ids[*k])).collect();
+    let members: Vec<_> = initial.iter().map(|k| public(*k)).collect();
     let federation = Federation::p2sh_p2wsh_erp(&members, &emergency, peg.params.erp_csv)
         .map_err(|e| bad(format!("federation: {e}")))?;
+    let next_federation = match change {
+        Some(_) => {
+            let keys: Vec<_> = (0..peg_ids.len()).filter(|k| !leaves(peg_ids[*k])).map(public).collect();
+            Some(
+                Federation::p2sh_p2wsh_erp(&keys, &emergency, peg.params.erp_csv)
+                    .map_err(|e| bad(format!("the next federation: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let fed_script: ScriptBuf = federation.script_pubkey().clone();
     let fed_for_hsm = federation.clone();
     // Users: legacy P2PKH wallets (the sender key gives the sidechain address).
@@ -151,15 +217,21 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
     let genesis = db.borrow().rec(0).data.block.clone();
     // The Bridge, from Bitcoin's genesis as its checkpoint.
     let checkpoint = Checkpoint::genesis(&params).map_err(|e| bad(format!("checkpoint: {e}")))?;
+    let authorizers = federation.member_addresses();
     let bridge = BridgeState::new(peg.params.clone(), params.clone(), checkpoint, federation)
-        .map_err(|e| bad(format!("bridge: {e}")))?;
+        .map_err(|e| bad(format!("bridge: {e}")))?
+        .with_federation_change_authorizers(if change.is_some() { authorizers } else { Vec::new() });
     let bridge_min_pegout = bridge.minimum_pegout().0.to_sat();
     let contract = BridgeContract::new(bridge);
     let mut genesis_alloc = Genesis::new(u64::from(relay.start_unix), U256::from(1u8)).with_bridge_fund();
     for k in &peg_keys {
         genesis_alloc = genesis_alloc.with_balance(fika_side::address_of_secret(k), fika_side::WEI_PER_RBTC);
     }
-    let side_config = ChainConfig { genesis: genesis_alloc, ..ChainConfig::regtest() };
+    let side_config = ChainConfig {
+        genesis: genesis_alloc,
+        fee_share_divisor: peg.params.federation_fee_divisor,
+        ..ChainConfig::regtest()
+    };
     let settings = Rc::new(SideSettings {
         block_interval: peg.side_block_interval,
         start_unix: u64::from(relay.start_unix),
@@ -176,7 +248,22 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             amount_fraction: w.amount_fraction,
             min_sat: bridge_min_pegout,
         }),
+        federation_change: change
+            .zip(next_federation.as_ref())
+            .map(|(c, f)| FederationChangePlan { at: c.at, members: f.members().to_vec() }),
+        halt_reorg_depth: peg.params.pegout_confirmations.max(1),
+        // With a federation change, users look the address up once per
+        // peg-in interval (on average, a user pegs in once with what it knew).
+        address_refresh: change.map(|_| peg.pegin.interval.max(Duration::from_secs(1))),
     });
+    let attack = |i: usize| {
+        peg.attack.as_ref().filter(|a| a.node == layout.names[i]).map(|a| ForkAttack {
+            start: a.start,
+            publish: a.publish,
+            rate: a.rate,
+            pegout_sat: to_sat(a.pegout).to_sat(),
+        })
+    };
     // Each PowHSM starts from the sidechain's genesis and wants
     // `hsm_confirmations` blocks of the chain's (fixed) difficulty on top.
     let side_genesis = fika_side::SideChain::new(side_config.clone(), contract.clone()).genesis_hash();
@@ -228,7 +315,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                 let spv = SpvClient::new(params.clone(), w);
                 let wn = WalletNode::new(spv, relay.start_unix, Some(workload.clone()), Vec::new());
                 let wallet = BtcNode::Wallet(Box::new(wn));
-                if settings.pegout.is_some() {
+                if settings.pegout.is_some() || settings.address_refresh.is_some() {
                     PegNode::User(
                         Box::new(PegUser::new(wallet, sk)),
                         Peers { btc: btc_peers, side: side_peers },
@@ -252,7 +339,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                 )));
                 let side = SideNode::new(side_config.clone(), contract.clone());
                 PegNode::Miner(
-                    Box::new(MergeMiner { btc, side, share, address }),
+                    Box::new(MergeMiner { btc, side, share, address, attack: attack(i), fork_point: 0 }),
                     Peers { btc: btc_peers, side: side_peers },
                     Rc::clone(&settings),
                 )
@@ -263,7 +350,13 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
             _ => {
                 let k = peg_ids.iter().position(|p| *p == i).unwrap_or(0);
                 let side = SideNode::new(side_config.clone(), contract.clone());
-                let hsm = PowHsm::new(peg_keys[k], hsm_params.clone())
+                // A joining pegnatory's device is provisioned for the next
+                // federation.
+                let mut device = hsm_params.clone();
+                if let (true, Some(next)) = (joins(i), &next_federation) {
+                    device.federation = next.clone();
+                }
+                let hsm = PowHsm::new(peg_keys[k], device)
                     .map_err(|e| bad(format!("PowHSM of pegnatory {k}: {e}")))?;
                 let mut p = Pegnatory::new(
                     side,
@@ -275,6 +368,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
                     genesis.header,
                 );
                 p.set_censor(s.nodes[layout.group[i]].censor.unwrap_or(false));
+                p.set_attack(attack(i));
                 PegNode::Pegnatory(
                     Box::new(p),
                     Peers { btc: btc_peers, side: side_peers },
@@ -285,7 +379,14 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, RunError> {
         nodes.push(node);
     }
     let btc_relays = (0..n).filter(|i| btc_layer(*i)).count();
-    Ok(Built { nodes, db, btc_relays, federation: fed_for_hsm, start_unix: u64::from(relay.start_unix) })
+    Ok(Built {
+        nodes,
+        db,
+        btc_relays,
+        federation: fed_for_hsm,
+        next_federation,
+        start_unix: u64::from(relay.start_unix),
+    })
 }
 
 /// The peg's results.
@@ -336,9 +437,9 @@ pub struct PegReport {
     /// Fee per request, satoshis: median.
     pub pegout_fee_per_request_sat: Option<f64>,
     /// Released transactions whose every input spends a federation coin
-    /// (a registered peg-in or earlier peg-out) through the federation's
+    /// (a registered peg-in or earlier peg-out) through a federation's
     /// script, and which pay every request of their batch to the
-    /// requester's P2PKH.
+    /// requester's P2PKH (or, for a migration, pay the new federation).
     pub pegout_txs_well_formed: u64,
     /// Signatures in the released transactions / of those produced by a PowHSM.
     pub release_signatures: [u64; 2],
@@ -347,16 +448,69 @@ pub struct PegReport {
     /// BTC at federation addresses by the Bridge, including change of
     /// released peg-outs not yet registered back.
     pub federation_btc_final: f64,
+    /// Federation changes activated.
+    pub federation_activations: u64,
+    /// Whether a retiring federation still exists at the end.
+    pub retiring_federation_live: bool,
+    /// BTC still held by the retiring federation at the end.
+    pub retiring_btc_final: f64,
+    /// Credited peg-ins that paid the retiring federation.
+    pub pegins_to_retiring: u64,
+    /// Migration transactions the Bridge created.
+    pub migrations: u64,
+    /// Bitcoin fees the federation paid for migrations, BTC.
+    pub migration_fees_btc: f64,
+    /// BTC left at a retired federation (too small to migrate).
+    pub stranded_btc: f64,
+    /// Users that learned a new federation address and switched to it.
+    pub users_switched_federation: u64,
+    /// Sidechain fees paid to the federation's members (REMASC-like
+    /// share), in wei, along the best chain.
+    pub pegnatory_fee_share_wei: u64,
+    /// Deepest sidechain reorganisation any node saw, in blocks.
+    pub deepest_side_reorg: u64,
+    /// Pegnatories that halted peg-outs after a reorganisation deeper than
+    /// peg-out finality.
+    pub pegnatories_halted: u64,
+    /// PowHSM signatures of a halted pegnatory after it halted (must be 0).
+    pub hsm_signatures_after_halt: u64,
+    /// Transactions a PowHSM signed that the best chain never asked for
+    /// (no `release_requested` names them; must be 0).
+    pub hsm_signed_off_chain: u64,
+    /// Peg-outs an attacking pegnatory asked its PowHSM to sign / of those,
+    /// unknown to the best chain / of those, signed by the PowHSM.
+    pub attack_targets: [u64; 3],
+    /// Blocks of the attacking pegnatories' private forks.
+    pub attack_fork_blocks: u64,
+    /// The fewest sidechain blocks, from a release's block to the signing
+    /// node's tip, under which any PowHSM signature was made (at least the
+    /// PowHSM's required confirmations: nothing is signed without the work).
+    pub hsm_min_work_signed: Option<u64>,
+    /// Sidechain block of the last federation commit (the active
+    /// federation's creation block), if the federation changed.
+    pub federation_commit_block: Option<u64>,
+    /// First sidechain block at which the new federation was active.
+    pub federation_active_block: Option<u64>,
 }
 
 /// Computes the peg report from the first sidechain node's view; writes `pegins.csv`.
 pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Result<PegReport, RunError> {
-    let side = built.nodes.iter().find_map(|n| match n {
-        PegNode::Side(s, _) => Some(&**s),
-        PegNode::Pegnatory(p, _, _) => Some(&p.side),
-        PegNode::Miner(m, _, _) => Some(&m.side),
-        PegNode::Btc(..) | PegNode::User(..) => None,
-    });
+    // A plain sidechain node if there is one, else a node not mining a
+    // private fork.
+    let side = built
+        .nodes
+        .iter()
+        .find_map(|n| match n {
+            PegNode::Side(s, _) => Some(&**s),
+            _ => None,
+        })
+        .or_else(|| {
+            built.nodes.iter().find_map(|n| match n {
+                PegNode::Pegnatory(p, _, _) if !p.side.is_private() => Some(&p.side),
+                PegNode::Miner(m, _, _) if !m.side.is_private() => Some(&m.side),
+                _ => None,
+            })
+        });
     let Some(side) = side else {
         return Err(RunError::Build(fika_scenario::BuildError::Topology("no sidechain node".into())));
     };
@@ -386,7 +540,52 @@ pub fn report(built: &Built, collector: &PegCollector, dir: Option<&Path>) -> Re
         chain.logs(Some(fika_peg::BRIDGE_ADDRESS.0), Some(fika_peg::abi::event_topic(sig))).len() as u64
     };
     let po = pegout_report(built, chain, collector);
+    // Every transaction the best chain asked to be signed (internal order).
+    let requested: BTreeSet<[u8; 32]> = chain
+        .logs(
+            Some(fika_peg::BRIDGE_ADDRESS.0),
+            Some(fika_peg::abi::event_topic(fika_peg::abi::RELEASE_REQUESTED_SIGNATURE)),
+        )
+        .iter()
+        .filter_map(|l| l.log.topics.get(2).map(display_to_internal))
+        .collect();
+    let off_chain = |set: &BTreeSet<[u8; 32]>| set.iter().filter(|t| !requested.contains(*t)).count() as u64;
+    let fork_only: BTreeSet<[u8; 32]> =
+        collector.attack_targets.iter().filter(|t| !requested.contains(*t)).copied().collect();
+    let fee_share: u128 =
+        (0..=chain.best_number()).filter_map(|n| chain.hash_at(n).and_then(|h| chain.fee_share_at(&h))).sum();
+    let halted =
+        built.nodes.iter().filter(|n| matches!(n, PegNode::Pegnatory(p, _, _) if p.is_halted())).count()
+            as u64;
     let report = PegReport {
+        federation_activations: bridge.federation_activations(),
+        retiring_federation_live: bridge.retiring_federation().is_some(),
+        retiring_btc_final: bridge.retiring_balance().to_sat() as f64 / 1e8,
+        pegins_to_retiring: bridge.retiring_pegins(),
+        migrations: bridge.migrations(),
+        migration_fees_btc: bridge.migration_fees().to_sat() as f64 / 1e8,
+        stranded_btc: bridge.stranded().to_sat() as f64 / 1e8,
+        users_switched_federation: collector.users_switched,
+        pegnatory_fee_share_wei: u64::try_from(fee_share).unwrap_or(u64::MAX),
+        deepest_side_reorg: collector.deepest_reorg,
+        pegnatories_halted: halted,
+        hsm_signatures_after_halt: collector.signatures_after_halt,
+        hsm_signed_off_chain: off_chain(&collector.hsm_signed_txids),
+        attack_targets: [
+            collector.attack_targets.len() as u64,
+            fork_only.len() as u64,
+            fork_only.iter().filter(|t| collector.hsm_signed_txids.contains(*t)).count() as u64,
+        ],
+        attack_fork_blocks: collector.attack_fork_blocks,
+        hsm_min_work_signed: collector.min_work_signed,
+        federation_commit_block: (bridge.federation_activations() > 0)
+            .then(|| bridge.get_federation_creation_block_number()),
+        federation_active_block: (0..=chain.best_number()).find(|n| {
+            chain
+                .hash_at(*n)
+                .and_then(|h| chain.state_at(&h))
+                .is_some_and(|st| st.system.state().federation_activations() > 0)
+        }),
         pegouts_sent: collector.pegout_sent.len() as u64,
         pegouts_requested: po.requested,
         pegouts_rejected: count(fika_peg::abi::RELEASE_REQUEST_REJECTED_SIGNATURE),
@@ -500,7 +699,11 @@ fn pegout_report(built: &Built, chain: &SideChain<BridgeContract>, c: &PegCollec
         funded.insert(tx.compute_txid().to_byte_array());
     }
     n.txs[1] = released.len() as u64;
-    let redeem = built.federation.redeem_script().as_bytes().to_vec();
+    // The witness scripts of every federation of the run.
+    let redeems: Vec<Vec<u8>> = std::iter::once(&built.federation)
+        .chain(built.next_federation.as_ref())
+        .map(|f| f.redeem_script().as_bytes().to_vec())
+        .collect();
     let mut release_lat = Vec::new();
     let mut confirm_lat = Vec::new();
     let mut per_request_fee = Vec::new();
@@ -534,14 +737,21 @@ fn pegout_report(built: &Built, chain: &SideChain<BridgeContract>, c: &PegCollec
         let requests = batches.get(&txid).cloned().unwrap_or_default();
         let spends_federation = tx.input.iter().all(|i| {
             funded.contains(&i.previous_output.txid.to_byte_array())
-                && i.witness.last().is_some_and(|w| w == redeem.as_slice())
+                && i.witness.last().is_some_and(|w| redeems.iter().any(|r| w == r.as_slice()))
         });
-        let pays_all = !requests.is_empty()
-            && requests.iter().all(|r| {
+        // A batch pays each of its requests; a migration (no requests)
+        // pays a federation.
+        let pays_all = match requests.is_empty() {
+            false => requests.iter().all(|r| {
                 destination
                     .get(r)
                     .is_some_and(|d| !d.is_empty() && tx.output.iter().any(|o| o.script_pubkey == *d))
-            });
+            }),
+            true => built
+                .next_federation
+                .as_ref()
+                .is_some_and(|f| tx.output.len() == 1 && tx.output[0].script_pubkey == *f.script_pubkey()),
+        };
         if spends_federation && pays_all {
             n.well_formed += 1;
         }
@@ -587,8 +797,9 @@ fn pegout_report(built: &Built, chain: &SideChain<BridgeContract>, c: &PegCollec
 /// The federation's BTC by the Bridge along the reporting node's best
 /// chain, about 2,000 samples.
 fn federation_csv(chain: &SideChain<BridgeContract>, start_unix: u64) -> String {
-    let mut out =
-        String::from("side_block,time_s,federation_btc,reserved_btc,pegged_in_btc,pegged_out_btc\n");
+    let mut out = String::from(
+        "side_block,time_s,federation_btc,reserved_btc,pegged_in_btc,pegged_out_btc,retiring_btc,federation_changes\n",
+    );
     let best = chain.best_number();
     let step = (best / 2000).max(1);
     let mut k = 0;
@@ -598,13 +809,15 @@ fn federation_csv(chain: &SideChain<BridgeContract>, start_unix: u64) -> String 
                 let b = st.system.state();
                 let reserved: u64 = b.reserved_utxos().map(|u| u.value.to_sat()).sum();
                 out += &format!(
-                    "{},{},{:.8},{:.8},{:.8},{:.8}\n",
+                    "{},{},{:.8},{:.8},{:.8},{:.8},{:.8},{}\n",
                     k,
                     hd.timestamp.saturating_sub(start_unix),
                     b.federation_balance().to_sat() as f64 / 1e8,
                     reserved as f64 / 1e8,
                     b.pegged_in().to_sat() as f64 / 1e8,
                     b.pegged_out().to_sat() as f64 / 1e8,
+                    b.retiring_balance().to_sat() as f64 / 1e8,
+                    b.federation_activations(),
                 );
             }
         }

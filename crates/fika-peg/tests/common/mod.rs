@@ -258,6 +258,15 @@ impl World {
     /// accepts it (full validation, scripts through Core's engine).
     #[track_caller]
     pub fn mine_on(&mut self, parent: BlockHash, txs: Vec<Transaction>) -> Block {
+        match self.try_mine_on(parent, txs) {
+            Ok(b) => b,
+            Err(e) => panic!("block invalid: {e}"),
+        }
+    }
+
+    /// Mines a block on `parent` with `txs` if the Bitcoin chain accepts it
+    /// (full validation); otherwise the reason, and nothing changes.
+    pub fn try_mine_on(&mut self, parent: BlockHash, txs: Vec<Transaction>) -> Result<Block, String> {
         let extends_tip = parent == self.btc.tip_hash();
         let entry = self.btc.entry(&parent).expect("known parent");
         let height = entry.height + 1;
@@ -274,14 +283,16 @@ impl World {
             nonce: 0,
         };
         let block = assemble_block(header, coinbase, txs);
-        let out = self.btc.accept_block(block.clone(), NOW).expect("block accepted");
-        assert!(out.accepted, "block invalid: {:?}", out.invalid);
+        let out = self.btc.accept_block(block.clone(), NOW).map_err(|e| e.to_string())?;
+        if !out.accepted {
+            return Err(format!("{:?}", out.invalid));
+        }
         let cb = &block.txdata[0];
         if extends_tip {
             self.faucet_coins.push((OutPoint::new(cb.compute_txid(), 0), cb.output[0].clone(), height, true));
         }
         self.blocks.insert(block.block_hash(), block.clone());
-        block
+        Ok(block)
     }
 
     /// The best-chain headers of the Bitcoin chain in `from..=to`.

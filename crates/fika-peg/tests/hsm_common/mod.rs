@@ -324,6 +324,7 @@ pub fn sign(
         value,
         receipt: receipt.clone(),
         receipt_proof: proof.clone(),
+        federation: None,
     };
     match hsm.execute(cmd)? {
         HsmResponse::Signature(s) => Ok(s),

@@ -57,6 +57,8 @@ pub struct Counter {
     /// What the last successful call saw: its own balance, `tx.origin` and
     /// the origin's public key.
     pub last_seen: Option<(u128, [u8; 20], Option<[u8; 33]>)>,
+    /// Accounts sharing the block fees (when the chain has a fee share).
+    pub sharers: Vec<[u8; 20]>,
 }
 
 fn word(v: u64) -> Vec<u8> {
@@ -134,6 +136,10 @@ impl SystemContract for Counter {
             buf.extend_from_slice(pubkey.as_ref().map_or(&[][..], |p| &p[..]));
         }
         keccak256(&buf)
+    }
+
+    fn fee_recipients(&self) -> Vec<[u8; 20]> {
+        self.sharers.clone()
     }
 }
 
