@@ -55,7 +55,7 @@ use fika_scenario::ProtocolKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_at;
-use crate::process::{NodeProcessConfig, ProcessLine, ProcessReport, peak_rss_kib, unix_ms};
+use crate::process::{NodeProcessConfig, ProcessLine, ProcessReport, peak_rss_kib, private_rss_kib, unix_ms};
 use crate::{EmuError, build, netns};
 
 /// How to run an emulation.
@@ -200,8 +200,13 @@ pub struct NodeReport {
     pub startup_ms: Option<f64>,
     /// Wall time from spawning the process to all its peers connected, ms.
     pub connected_ms: Option<f64>,
-    /// Peak resident set size (VmHWM), KiB.
+    /// Peak resident set size (VmHWM), KiB. It counts the pages of the
+    /// executable and shared libraries, which every node process shares.
     pub peak_rss_kib: Option<u64>,
+    /// Largest private (anonymous) resident memory sampled (RssAnon), KiB:
+    /// what one more node process costs.
+    #[serde(default)]
+    pub peak_private_kib: Option<u64>,
     /// How the process ended (`"exit status: 0"`, `"killed"`, …).
     pub exit: String,
     /// What the process reported at its end (counters, final chain state).
@@ -416,16 +421,51 @@ impl Drop for NodeProc {
     }
 }
 
-/// `n` distinct free loopback ports (all bound at once, then released).
+/// `n` distinct free loopback ports (all bound at once, then released),
+/// outside the kernel's ephemeral range: a port taken from that range
+/// could be handed to some node's outgoing connection before the node it
+/// was meant for binds it (with hundreds of processes dialling each other,
+/// that happens). The search starts at an offset from the process id so
+/// concurrent emulations tend to use different ports; it falls back to
+/// ephemeral ports if too few others are free.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, EmuError> {
+    let (lo, hi) = ephemeral_range();
+    let mut ports = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    // Candidates: 10000..lo and hi+1..=65535, from a per-process offset.
+    let candidates: Vec<u16> =
+        (10_000..lo).chain(hi.saturating_add(1)..=u16::MAX).filter(|p| *p >= 10_000).collect();
+    if !candidates.is_empty() {
+        let start = (std::process::id() as usize).wrapping_mul(7_919) % candidates.len();
+        for k in 0..candidates.len() {
+            if ports.len() == n {
+                break;
+            }
+            let port = candidates[(start + k) % candidates.len()];
+            if let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+                held.push(l);
+                ports.push(port);
+            }
+        }
+    }
     let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind(any).map_err(|source| EmuError::Bind { addr: any, source }))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).map_err(|source| EmuError::Bind { addr: any, source }))
-        .collect()
+    while ports.len() < n {
+        let l = TcpListener::bind(any).map_err(|source| EmuError::Bind { addr: any, source })?;
+        ports.push(l.local_addr().map_err(|source| EmuError::Bind { addr: any, source })?.port());
+        held.push(l);
+    }
+    drop(held);
+    Ok(ports)
+}
+
+/// The kernel's ephemeral port range (Linux's default if unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = text.split_whitespace().filter_map(|v| v.parse::<u16>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+        _ => (32_768, 60_999),
+    }
 }
 
 fn ms_since(t: Instant, since: Instant) -> f64 {
@@ -548,9 +588,12 @@ pub fn emulate(
     } else {
         None
     };
-    let ports = if plan.is_some() { vec![NETNS_PORT; n] } else { free_ports(n)? };
-    // RPC on loopback (inside each node's namespace with --netns).
-    let rpc_ports = if options.rpc { free_ports(n)? } else { Vec::new() };
+    // One call for every port, so no two are the same; RPC on loopback
+    // (inside each node's namespace with --netns).
+    let wanted = if plan.is_some() { 0 } else { n } + if options.rpc { n } else { 0 };
+    let mut free = free_ports(wanted)?;
+    let rpc_ports = if options.rpc { free.split_off(free.len() - n) } else { Vec::new() };
+    let ports = if plan.is_some() { vec![NETNS_PORT; n] } else { free };
     let rpc_addr =
         |i: usize| -> Option<SocketAddr> { options.rpc.then(|| (Ipv4Addr::LOCALHOST, rpc_ports[i]).into()) };
     let (rpc_user, rpc_password) = crate::rpc::new_cookie();
@@ -634,6 +677,7 @@ pub fn emulate(
 
     let mut seen = Seen { listening: vec![None; n], connected: vec![None; n], reports: vec![None; n] };
     let mut rss: Vec<Option<u64>> = vec![None; n];
+    let mut private: Vec<Option<u64>> = vec![None; n];
 
     // Start-up: every node listening and connected to its peers.
     let deadline = Instant::now() + options.startup_timeout;
@@ -700,11 +744,14 @@ pub fn emulate(
     let end = start_i.checked_add(run_wall).unwrap_or(start_i + Duration::from_secs(86_400 * 365));
 
     // Run: watch memory until the end (nodes stop by themselves then).
-    let poll_rss = |procs: &mut [NodeProc], rss: &mut [Option<u64>]| {
+    let poll_rss = |procs: &mut [NodeProc], rss: &mut [Option<u64>], private: &mut [Option<u64>]| {
         for (i, p) in procs.iter_mut().enumerate() {
             if !p.poll_exit() {
                 if let Some(k) = peak_rss_kib(p.child.id()) {
                     rss[i] = Some(rss[i].map_or(k, |r| r.max(k)));
+                }
+                if let Some(k) = private_rss_kib(p.child.id()) {
+                    private[i] = Some(private[i].map_or(k, |r| r.max(k)));
                 }
             }
         }
@@ -722,7 +769,7 @@ pub fn emulate(
         && !interrupted()
         && (procs.iter_mut().any(|p| !p.poll_exit()) || !planned.is_empty())
     {
-        poll_rss(&mut procs, &mut rss);
+        poll_rss(&mut procs, &mut rss, &mut private);
         while planned.last().is_some_and(|f| f.at <= Instant::now()) {
             let Some(f) = planned.pop() else { break };
             let i = f.node;
@@ -809,7 +856,7 @@ pub fn emulate(
         }
     }
     drop(line_tx);
-    poll_rss(&mut procs, &mut rss);
+    poll_rss(&mut procs, &mut rss, &mut private);
 
     // Stop: close every standard input, wait, kill stragglers.
     for p in &mut procs {
@@ -848,6 +895,7 @@ pub fn emulate(
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 },
+                peak_private_kib: private[i],
                 exit: procs[i].exit.clone().unwrap_or_default(),
                 report: seen.reports[i].take(),
                 restarts: restarts[i],
@@ -940,10 +988,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_ports_are_distinct() {
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
         let p = free_ports(8).expect("ports");
         let set: std::collections::BTreeSet<_> = p.iter().collect();
         assert_eq!(set.len(), 8);
+        let (lo, hi) = ephemeral_range();
+        if lo > 10_000 {
+            assert!(p.iter().all(|x| !(lo..=hi).contains(x)), "{p:?} in {lo}..={hi}");
+        }
     }
 
     #[test]

@@ -273,6 +273,16 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Private (anonymous) resident memory of process `pid` now (RssAnon), KiB.
+pub fn private_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Reads control lines from standard input on a thread of its own, into `tx`.
 fn stdin_control(tx: mpsc::UnboundedSender<Control>) {
     std::thread::spawn(move || {
@@ -458,6 +468,14 @@ mod tests {
         let r = ProcessReport { node: 3, name: "x".into(), ..Default::default() };
         let line = format!("fika-emu done {}", serde_json::to_string(&r).expect("json"));
         assert_eq!(ProcessLine::parse(&line), Some(ProcessLine::Done(Box::new(r))));
+    }
+
+    #[test]
+    fn own_private_memory_is_readable_and_below_the_peak() {
+        let id = std::process::id();
+        let private = private_rss_kib(id).expect("RssAnon");
+        let peak = peak_rss_kib(id).expect("VmHWM");
+        assert!(private > 0 && private <= peak, "{private} KiB private, {peak} KiB peak");
     }
 
     #[test]

@@ -216,6 +216,14 @@ fn main() -> ExitCode {
                             format!("{:.1} MB / {:.1} MB", mean / 1024.0, *max as f64 / 1024.0),
                         );
                     }
+                    let private: Vec<u64> = r.nodes.iter().filter_map(|n| n.peak_private_kib).collect();
+                    if let Some(max) = private.iter().max() {
+                        let mean = private.iter().sum::<u64>() as f64 / private.len() as f64;
+                        t.row(
+                            "private memory per node (mean / max)",
+                            format!("{:.1} MB / {:.1} MB", mean / 1024.0, *max as f64 / 1024.0),
+                        );
+                    }
                     let starts: Vec<f64> = r.nodes.iter().filter_map(|n| n.connected_ms).collect();
                     if let Some(max) = starts.iter().cloned().reduce(f64::max) {
                         t.row("all peers connected after", format!("{max:.0} ms"));
