@@ -46,7 +46,7 @@ use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -425,9 +425,11 @@ impl Drop for NodeProc {
 /// outside the kernel's ephemeral range: a port taken from that range
 /// could be handed to some node's outgoing connection before the node it
 /// was meant for binds it (with hundreds of processes dialling each other,
-/// that happens). The search starts at an offset from the process id so
-/// concurrent emulations tend to use different ports; it falls back to
-/// ephemeral ports if too few others are free.
+/// that happens). The search starts at an offset from the process id, so
+/// concurrent emulations tend to use different ports, moved past whatever
+/// earlier calls in this process handed out (concurrent callers in one
+/// process never get the same ports); it falls back to ephemeral ports if
+/// too few others are free.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, EmuError> {
     let (lo, hi) = ephemeral_range();
     let mut ports = Vec::with_capacity(n);
@@ -436,7 +438,11 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, EmuError> {
     let candidates: Vec<u16> =
         (10_000..lo).chain(hi.saturating_add(1)..=u16::MAX).filter(|p| *p >= 10_000).collect();
     if !candidates.is_empty() {
-        let start = (std::process::id() as usize).wrapping_mul(7_919) % candidates.len();
+        // Each call in this process starts past the ports earlier calls
+        // handed out (they may be released but not yet bound by their node).
+        static HANDED_OUT: AtomicUsize = AtomicUsize::new(0);
+        let before = HANDED_OUT.fetch_add(n + 16, Ordering::Relaxed);
+        let start = (std::process::id() as usize).wrapping_mul(7_919).wrapping_add(before) % candidates.len();
         for k in 0..candidates.len() {
             if ports.len() == n {
                 break;
@@ -992,6 +998,10 @@ mod tests {
         let p = free_ports(8).expect("ports");
         let set: std::collections::BTreeSet<_> = p.iter().collect();
         assert_eq!(set.len(), 8);
+        // A second call in the same process (the first's ports released
+        // but not yet bound by their nodes) gets other ports.
+        let q = free_ports(8).expect("ports");
+        assert!(q.iter().all(|x| !set.contains(x)), "{p:?} then {q:?}");
         let (lo, hi) = ephemeral_range();
         if lo > 10_000 {
             assert!(p.iter().all(|x| !(lo..=hi).contains(x)), "{p:?} in {lo}..={hi}");
