@@ -27,6 +27,7 @@ use crate::template::{COINBASE_RESERVED_WEIGHT, assemble_block, coinbase_tx};
 use crate::utxo::{Coin, CoinView};
 
 mod attacks;
+mod hot;
 pub use attacks::RaceRecord;
 
 /// The shared store, as nodes hold it.
@@ -261,10 +262,16 @@ impl Payout {
 }
 
 /// A full node, optionally mining.
+///
+/// Laid out in declaration order so that `hot`, what every block
+/// announcement reads, is the node's first cache line.
+#[repr(C)]
 pub struct FullNode {
+    /// Block statuses, announcers, the filter flag (see [`hot`]); Core does
+    /// not announce a block back to a peer known to have it.
+    hot: hot::Hot,
     db: SharedDb,
     cfg: Rc<RelayConfig>,
-    blocks: Vec<u8>,
     tip: BlockId,
     orphans: Vec<BlockId>,
     mempool: NodeMempool,
@@ -276,9 +283,6 @@ pub struct FullNode {
     /// Blocks whose parent the store does not have yet (emulation only: in
     /// simulation the shared store has every block).
     detached: Vec<Arc<SimBlock>>,
-    /// For the last few blocks announced to us, the peers that announced
-    /// them: Core does not announce a block back to a peer known to have it.
-    announced: Vec<(BlockId, Vec<NodeId>)>,
     /// Light wallets and the scripts they watch.
     wallets: Vec<(NodeId, Vec<ScriptBuf>)>,
     hashrate: f64,
@@ -304,10 +308,12 @@ impl FullNode {
     /// A node with `hashrate` hashes per second (0 for none), paying block
     /// rewards to `payout`.
     pub fn new(db: SharedDb, cfg: Rc<RelayConfig>, hashrate: f64, payout: Payout) -> Self {
+        let mut hot = hot::Hot::default();
+        hot.set_status(0, HAVE);
         FullNode {
+            hot,
             db,
             cfg,
-            blocks: vec![HAVE],
             tip: 0,
             orphans: Vec::new(),
             mempool: NodeMempool::default(),
@@ -316,7 +322,6 @@ impl FullNode {
             trickle: None,
             hb_to: Vec::new(),
             detached: Vec::new(),
-            announced: Vec::new(),
             wallets: Vec::new(),
             hashrate,
             payout,
@@ -374,7 +379,7 @@ impl FullNode {
 
     /// Whether this node has received block `id`.
     pub fn has_block(&self, id: BlockId) -> bool {
-        get(&self.blocks, id) == HAVE
+        self.hot.status(id) == HAVE
     }
 
     /// Its hashrate (hashes per second).
@@ -434,23 +439,23 @@ impl FullNode {
             self.on_block(cx, from, child);
             return;
         }
-        let st = get(&self.blocks, id);
+        let st = self.hot.status(id);
         if st == HAVE || st == INVALID {
             return;
         }
         // Node-local rule: not more than the future limit ahead of our clock.
         let max_time = u64::from(self.now_unix(cx)) + self.db.borrow().params().max_future_block_time_secs;
         if u64::from(data.block.header.time) > max_time {
-            *slot(&mut self.blocks, id) = UNKNOWN;
+            self.hot.set_status(id, UNKNOWN);
             return;
         }
-        *slot(&mut self.blocks, id) = HAVE;
+        self.hot.set_status(id, HAVE);
         cx.emit(Event::new("btc.block.received").with("hash", data.hash.to_byte_array()));
         let parent = self.db.borrow().rec(id).parent.unwrap_or(0);
-        if get(&self.blocks, parent) != HAVE {
+        if self.hot.status(parent) != HAVE {
             self.orphans.push(id);
-            if get(&self.blocks, parent) == UNKNOWN {
-                *slot(&mut self.blocks, parent) = REQUESTED;
+            if self.hot.status(parent) == UNKNOWN {
+                self.hot.set_status(parent, REQUESTED);
                 if let Some(p) = from {
                     let ph = self.db.borrow().rec(parent).data.hash;
                     cx.send(p, BtcMsg::GetData(vec![Inv::Block(ph)]));
@@ -476,7 +481,7 @@ impl FullNode {
                     }
                 }
                 Err(e) => {
-                    *slot(&mut self.blocks, b) = INVALID;
+                    self.hot.set_status(b, INVALID);
                     let hash = self.db.borrow().rec(b).data.hash;
                     cx.emit(
                         Event::new("btc.block.invalid")
@@ -625,11 +630,10 @@ impl FullNode {
         }
         let data = Arc::clone(&self.db.borrow().rec(id).data);
         let inv: Arc<[Inv]> = Arc::new([Inv::Block(data.hash)]);
-        let knowers: &[NodeId] = self.announced.iter().find(|(b, _)| *b == id).map_or(&[], |(_, v)| v);
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
             if Some(p) == from
-                || knowers.contains(&p)
+                || self.hot.announced_by(id, k)
                 || self.wallets.iter().any(|(w, _)| *w == p)
                 || self.cut_off(cx.now(), p)
             {
@@ -1071,7 +1075,7 @@ impl FullNode {
         let fork = locator
             .iter()
             .filter_map(|h| db.id_of(h))
-            .find(|id| get(&self.blocks, *id) == HAVE && db.ancestor(self.tip, db.rec(*id).height) == *id)
+            .find(|id| self.hot.status(*id) == HAVE && db.ancestor(self.tip, db.rec(*id).height) == *id)
             .unwrap_or(0);
         let start = db.rec(fork).height + 1;
         if start > tip_h {
@@ -1084,7 +1088,7 @@ impl FullNode {
 
     /// Handles a message.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
-        let msg = if self.attack.is_some() && self.cut_off(cx.now(), from) {
+        let msg = if self.hot.filtered && self.cut_off(cx.now(), from) {
             match Self::filter_from_victim(msg) {
                 Some(m) => m,
                 None => return,
@@ -1101,9 +1105,9 @@ impl FullNode {
                     for h in &headers {
                         let hash = h.block_hash();
                         match db.id_of(&hash) {
-                            Some(id) if get(&self.blocks, id) != UNKNOWN => {}
+                            Some(id) if self.hot.status(id) != UNKNOWN => {}
                             Some(id) => {
-                                *slot(&mut self.blocks, id) = REQUESTED;
+                                self.hot.set_status(id, REQUESTED);
                                 want.push(Inv::Block(hash));
                             }
                             None => want.push(Inv::Block(hash)),
@@ -1123,13 +1127,14 @@ impl FullNode {
                             Inv::Block(h) | Inv::CmpctBlock(h) => {
                                 let ask =
                                     if self.cfg.compact_blocks { Inv::CmpctBlock(h) } else { Inv::Block(h) };
-                                if let Some(id) = db.id_of(&h) {
-                                    note_announcer(&mut self.announced, id, from);
+                                let id = db.id_of(&h);
+                                if let (Some(id), Some(k)) = (id, cx.peer_index(from)) {
+                                    self.hot.note_announcer(id, k);
                                 }
-                                match db.id_of(&h) {
-                                    Some(id) if get(&self.blocks, id) != UNKNOWN => {}
+                                match id {
+                                    Some(id) if self.hot.status(id) != UNKNOWN => {}
                                     Some(id) => {
-                                        *slot(&mut self.blocks, id) = REQUESTED;
+                                        self.hot.set_status(id, REQUESTED);
                                         want.push(ask);
                                     }
                                     None => want.push(ask),
@@ -1156,7 +1161,7 @@ impl FullNode {
                     match inv {
                         Inv::Block(h) | Inv::CmpctBlock(h) => {
                             let compact = matches!(inv, Inv::CmpctBlock(_));
-                            if let Some(id) = db.id_of(&h).filter(|id| get(&self.blocks, *id) == HAVE) {
+                            if let Some(id) = db.id_of(&h).filter(|id| self.hot.status(*id) == HAVE) {
                                 let data = Arc::clone(&db.rec(id).data);
                                 // Compact only for the tip's neighbourhood; old blocks go in full.
                                 let msg = if compact && db.rec(id).height + 1 >= db.rec(self.tip).height {
@@ -1208,7 +1213,7 @@ impl FullNode {
             BtcMsg::GetBlockTxn(req) => {
                 let (block, indexes) = *req;
                 let db = self.db.borrow();
-                if let Some(id) = db.id_of(&block).filter(|id| get(&self.blocks, *id) == HAVE) {
+                if let Some(id) = db.id_of(&block).filter(|id| self.hot.status(*id) == HAVE) {
                     let data = Arc::clone(&db.rec(id).data);
                     let txs = indexes
                         .iter()
@@ -1257,9 +1262,10 @@ impl FullNode {
     /// announcements, the mining timer; the chain and mempool are kept (a
     /// node persists them).
     pub fn crash(&mut self) {
-        for s in self.blocks.iter_mut().chain(self.txs.iter_mut()) {
-            if *s == REQUESTED {
-                *s = UNKNOWN;
+        self.hot.replace_status(REQUESTED, UNKNOWN);
+        for s in self.txs.iter_mut() {
+            if *s == TX_REQUESTED {
+                *s = TX_UNKNOWN;
             }
         }
         self.inv_queue.clear();
@@ -1267,7 +1273,7 @@ impl FullNode {
         self.mining = None;
         self.mining_key = None;
         self.hb_to.clear();
-        self.announced.clear();
+        self.hot.forget_announcers();
         self.wallets.clear();
     }
 
@@ -1331,7 +1337,7 @@ impl FullNode {
             let id = inserted.map_err(|e| RestoreError::Block { hash: data.hash, reason: e.to_string() })?;
             let verdict = self.db.borrow_mut().validate(id);
             verdict.map_err(|e| RestoreError::Invalid { hash: data.hash, reason: e.to_string() })?;
-            *slot(&mut self.blocks, id) = HAVE;
+            self.hot.set_status(id, HAVE);
         }
         let id =
             self.db.borrow().id_of(&tip).filter(|id| self.has_block(*id)).ok_or(RestoreError::NoTip(tip))?;
@@ -1392,24 +1398,6 @@ impl FullNode {
         }
         if !self.inv_queue.is_empty() {
             self.schedule_trickle(cx);
-        }
-    }
-}
-
-/// Remembers that `peer` announced block `id` (for the few latest blocks).
-fn note_announcer(announced: &mut Vec<(BlockId, Vec<NodeId>)>, id: BlockId, peer: NodeId) {
-    const KEEP: usize = 4;
-    match announced.iter_mut().find(|(b, _)| *b == id) {
-        Some((_, v)) => {
-            if !v.contains(&peer) {
-                v.push(peer);
-            }
-        }
-        None => {
-            if announced.len() >= KEEP {
-                announced.remove(0);
-            }
-            announced.push((id, vec![peer]));
         }
     }
 }

@@ -96,6 +96,12 @@ pub trait Context<M> {
     fn peer_count(&self) -> usize;
     /// The `i`-th peer (`i < peer_count()`), in a stable order.
     fn peer(&self, i: usize) -> NodeId;
+    /// The index `i` with `peer(i) == peer`, if `peer` is a peer. A node's
+    /// peers are fixed for its life, so an index stays valid; runtimes
+    /// that keep peers sorted answer by binary search.
+    fn peer_index(&self, peer: NodeId) -> Option<usize> {
+        (0..self.peer_count()).find(|&i| self.peer(i) == peer)
+    }
     /// Sends `msg` to peer `to`. Delivery follows the link model (latency,
     /// bandwidth, loss, partitions); a message to a non-peer is dropped.
     fn send(&mut self, to: NodeId, msg: M);

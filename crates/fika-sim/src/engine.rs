@@ -338,6 +338,10 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         self.last_peer.set(p);
         NodeId(p)
     }
+    fn peer_index(&self, peer: NodeId) -> Option<usize> {
+        // Net keeps each node's peers sorted.
+        self.world.net.peers(self.id).binary_search(&peer.0).ok()
+    }
     fn send(&mut self, to: NodeId, msg: M) {
         let w = &mut *self.world;
         let bytes = msg.wire_size();

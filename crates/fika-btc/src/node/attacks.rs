@@ -88,6 +88,8 @@ impl FullNode {
             Strategy::Eclipse(p) => self.attack = Some(Attack::Eclipse(p)),
             Strategy::Censor(p) => self.attack = Some(Attack::Censor(p)),
         }
+        // `message` consults `cut_off` only when this is set.
+        self.hot.filtered = matches!(self.attack, Some(Attack::Eclipse(_)));
     }
 
     /// The name of the strategy this node follows.

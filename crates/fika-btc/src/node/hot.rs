@@ -1,0 +1,230 @@
+//! The part of a full node's state that every block announcement touches,
+//! packed into one cache line.
+//!
+//! In a large simulation most messages are `inv`s for a block the node
+//! already has or has asked for, and each is handled by a different node
+//! than the one before. What such a message reads — whether the node is
+//! filtering a victim, the block's status, who announced it — therefore
+//! sits together at the front of the node, so that handling it costs one
+//! memory access instead of one per heap allocation.
+
+use crate::blockdb::BlockId;
+
+/// Block statuses kept inline: the newest ids seen.
+const WINDOW: usize = 16;
+/// Blocks whose announcers are remembered (the latest announced).
+const KEEP: usize = 4;
+/// Peers by index below this are remembered in a bit set, the rest in a list.
+const BITS: usize = 32;
+
+/// The hot state of a full node: a filter flag, per-block statuses, and who
+/// announced the last few blocks.
+///
+/// Statuses behave as a `Vec<u8>` indexed by block id with 0 for ids never
+/// set; the newest [`WINDOW`] ids live inline and older ones in `older`.
+/// Announcers are kept by peer index (see `Context::peer_index`): bit `i`
+/// of a block's set means peer `i` announced it.
+#[repr(C, align(64))]
+#[derive(Clone, Debug)]
+pub(super) struct Hot {
+    /// Messages must pass the attacker's filter (an eclipse attacker).
+    pub filtered: bool,
+    /// Number of blocks in `ids`.
+    len: u8,
+    /// The id of `window[0]`; `older` holds every id below it.
+    base: BlockId,
+    /// Statuses of ids `base .. base + WINDOW`.
+    window: [u8; WINDOW],
+    /// Blocks whose announcers are kept, oldest first.
+    ids: [BlockId; KEEP],
+    /// For each of `ids`, the announcing peers with an index below [`BITS`].
+    bits: [u32; KEEP],
+    /// Statuses of ids below `base` (`older.len() == base`).
+    older: Vec<u8>,
+    /// Announcers with an index of [`BITS`] or more: (block, peer index).
+    spill: Vec<(BlockId, u32)>,
+}
+
+impl Default for Hot {
+    fn default() -> Self {
+        Hot {
+            filtered: false,
+            len: 0,
+            base: 0,
+            window: [0; WINDOW],
+            ids: [0; KEEP],
+            bits: [0; KEEP],
+            older: Vec::new(),
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl Hot {
+    /// The status of block `id` (0 if never set).
+    #[inline]
+    pub fn status(&self, id: BlockId) -> u8 {
+        match id.checked_sub(self.base) {
+            Some(off) => self.window.get(off as usize).copied().unwrap_or(0),
+            None => self.older[id as usize],
+        }
+    }
+
+    /// Sets the status of block `id`.
+    #[inline]
+    pub fn set_status(&mut self, id: BlockId, status: u8) {
+        if id < self.base {
+            self.older[id as usize] = status;
+            return;
+        }
+        let off = (id - self.base) as usize;
+        if off >= WINDOW {
+            self.slide(id);
+        }
+        let off = (id - self.base) as usize;
+        self.window[off] = status;
+    }
+
+    /// Moves the window so that `id` is its last entry.
+    #[cold]
+    fn slide(&mut self, id: BlockId) {
+        let new_base = id + 1 - WINDOW as BlockId;
+        let shift = (new_base - self.base) as usize;
+        let kept = WINDOW.saturating_sub(shift);
+        self.older.extend_from_slice(&self.window[..WINDOW - kept]);
+        self.older.resize(new_base as usize, 0);
+        self.window.copy_within(WINDOW - kept.., 0);
+        self.window[kept..].fill(0);
+        self.base = new_base;
+    }
+
+    /// Every status that equals `from` becomes `to`.
+    pub fn replace_status(&mut self, from: u8, to: u8) {
+        for s in self.older.iter_mut().chain(self.window.iter_mut()) {
+            if *s == from {
+                *s = to;
+            }
+        }
+    }
+
+    /// Remembers that the peer with index `peer` announced block `id`; only
+    /// the [`KEEP`] blocks most recently first announced are remembered.
+    #[inline]
+    pub fn note_announcer(&mut self, id: BlockId, peer: usize) {
+        let len = usize::from(self.len);
+        let k = match self.ids[..len].iter().position(|b| *b == id) {
+            Some(k) => k,
+            None => self.start_block(id),
+        };
+        if peer < BITS {
+            self.bits[k] |= 1 << peer;
+        } else if !self.spill.contains(&(id, peer as u32)) {
+            self.spill.push((id, peer as u32));
+        }
+    }
+
+    /// Starts the announcer set of `id`, forgetting the oldest if full.
+    fn start_block(&mut self, id: BlockId) -> usize {
+        let len = usize::from(self.len);
+        if len == KEEP {
+            let gone = self.ids[0];
+            self.spill.retain(|(b, _)| *b != gone);
+            self.ids.copy_within(1.., 0);
+            self.bits.copy_within(1.., 0);
+            self.ids[KEEP - 1] = id;
+            self.bits[KEEP - 1] = 0;
+            KEEP - 1
+        } else {
+            self.ids[len] = id;
+            self.bits[len] = 0;
+            self.len += 1;
+            len
+        }
+    }
+
+    /// Whether the peer with index `peer` announced block `id` (as far as
+    /// remembered).
+    #[inline]
+    pub fn announced_by(&self, id: BlockId, peer: usize) -> bool {
+        let len = usize::from(self.len);
+        let Some(k) = self.ids[..len].iter().position(|b| *b == id) else {
+            return false;
+        };
+        if peer < BITS { self.bits[k] & (1 << peer) != 0 } else { self.spill.contains(&(id, peer as u32)) }
+    }
+
+    /// Forgets every announcer (a crash).
+    pub fn forget_announcers(&mut self) {
+        self.len = 0;
+        self.spill.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Statuses read back exactly as a plain vector indexed by id.
+        #[test]
+        fn statuses_match_a_vector(ops in prop::collection::vec((0u32..200, 0u8..4), 0..300)) {
+            let mut hot = Hot::default();
+            let mut plain: Vec<u8> = Vec::new();
+            for (id, s) in ops {
+                hot.set_status(id, s);
+                if plain.len() <= id as usize {
+                    plain.resize(id as usize + 1, 0);
+                }
+                plain[id as usize] = s;
+                for probe in 0..210 {
+                    prop_assert_eq!(hot.status(probe), plain.get(probe as usize).copied().unwrap_or(0));
+                }
+            }
+            hot.replace_status(1, 0);
+            for s in &mut plain {
+                if *s == 1 {
+                    *s = 0;
+                }
+            }
+            for probe in 0..210 {
+                prop_assert_eq!(hot.status(probe), plain.get(probe as usize).copied().unwrap_or(0));
+            }
+        }
+
+        /// Announcers read back as a list of the latest four blocks' sets.
+        #[test]
+        fn announcers_match_a_list(ops in prop::collection::vec((0u32..8, 0usize..70), 0..200)) {
+            let mut hot = Hot::default();
+            let mut plain: Vec<(BlockId, Vec<usize>)> = Vec::new();
+            for (id, peer) in ops {
+                hot.note_announcer(id, peer);
+                match plain.iter_mut().find(|(b, _)| *b == id) {
+                    Some((_, v)) => {
+                        if !v.contains(&peer) {
+                            v.push(peer);
+                        }
+                    }
+                    None => {
+                        if plain.len() >= KEEP {
+                            plain.remove(0);
+                        }
+                        plain.push((id, vec![peer]));
+                    }
+                }
+                for b in 0..8 {
+                    for p in 0..70 {
+                        let want = plain.iter().any(|(x, v)| *x == b && v.contains(&p));
+                        prop_assert_eq!(hot.announced_by(b, p), want, "block {} peer {}", b, p);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hot_part_is_one_cache_line() {
+        assert!(std::mem::offset_of!(Hot, bits) + std::mem::size_of::<[u32; KEEP]>() <= 64);
+        assert_eq!(std::mem::align_of::<Hot>(), 64);
+    }
+}
