@@ -86,6 +86,11 @@ fn tx_bytes(tx: &Transaction) -> u32 {
 }
 
 impl Message for BtcMsg {
+    fn warm(&self) {
+        if let BtcMsg::Inv(items) = self {
+            std::hint::black_box(items.first().map(|i| matches!(i, Inv::Tx(_))));
+        }
+    }
     fn wire_size(&self) -> u32 {
         let payload = match self {
             BtcMsg::Inv(items) => varint(items.len()) + INV_ENTRY_BYTES * items.len() as u32,

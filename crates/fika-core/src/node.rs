@@ -52,6 +52,9 @@ pub trait Message: Clone + 'static {
     fn wire_size(&self) -> u32;
     /// A short name of the message type, e.g. `"inv"` (for statistics).
     fn kind(&self) -> &'static str;
+    /// A hint that the message is handled soon: read the shared payload its
+    /// receiver reads first (see [`Node::warm`]). The default does nothing.
+    fn warm(&self) {}
 }
 
 /// A protocol state machine.
@@ -82,6 +85,12 @@ pub trait Node {
     fn on_restart(&mut self, cx: &mut dyn Context<Self::Msg>) {
         self.on_start(cx);
     }
+
+    /// A hint that an event for this node comes soon: read what handling
+    /// one reads first, so that it is in cache by then (a simulator with
+    /// many nodes waits on memory more than it computes). Changes nothing;
+    /// the default does nothing.
+    fn warm(&self) {}
 }
 
 /// What a node may do to the world.
@@ -129,5 +138,8 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     }
     fn on_restart(&mut self, cx: &mut dyn Context<M>) {
         (**self).on_restart(cx);
+    }
+    fn warm(&self) {
+        (**self).warm();
     }
 }

@@ -114,7 +114,14 @@ pub struct Simulation<N: Node, S: EventSink> {
     nodes: Vec<N>,
     rngs: Vec<NodeRng>,
     world: World<N::Msg, S>,
+    /// Events left before the next batch of nodes is warmed.
+    until_warm: usize,
 }
+
+/// The engine warms the nodes of upcoming events (see [`Node::warm`]) in
+/// batches of this many, one batch ahead: the reads of a batch are
+/// independent, so they wait on memory together.
+const WARM_BATCH: usize = 8;
 
 impl<N: Node, S: EventSink> Simulation<N, S> {
     /// Builds a simulation; every node starts at time zero, in id order.
@@ -134,6 +141,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         Simulation {
             nodes,
             rngs,
+            until_warm: 0,
             world: World {
                 now: SimTime::ZERO,
                 queue,
@@ -224,6 +232,10 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     #[inline]
     fn handle(&mut self, t: SimTime, item: Pending<N::Msg>) {
         debug_assert!(t >= self.world.now, "time never goes back");
+        self.until_warm = self.until_warm.saturating_sub(1);
+        if self.until_warm == 0 {
+            self.warm_ahead();
+        }
         self.world.now = t;
         self.world.stats.events += 1;
         match item {
@@ -245,6 +257,26 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 }
             }
             Pending::Fault(i) => self.apply_fault(i as usize),
+        }
+    }
+
+    /// Warms the nodes of the events one batch ahead.
+    fn warm_ahead(&mut self) {
+        self.until_warm = WARM_BATCH;
+        for ahead in WARM_BATCH..2 * WARM_BATCH {
+            let n = match self.world.queue.peek_ahead(ahead) {
+                Some(Pending::Deliver { to, msg, .. }) => {
+                    msg.warm();
+                    *to
+                }
+                Some(Pending::Timer { node, .. }) => *node,
+                Some(_) => continue,
+                None => return,
+            };
+            if let Some(node) = self.nodes.get(n as usize) {
+                node.warm();
+                std::hint::black_box(self.world.net.peers(n).first());
+            }
         }
     }
 

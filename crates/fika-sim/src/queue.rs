@@ -561,6 +561,16 @@ impl<T> EventQueue<T> {
         self.seen_live += live;
     }
 
+    /// The item `ahead` places behind the next one in the run being
+    /// consumed (0: the next one), if the run holds that many and the item
+    /// is live. For reading ahead only: items pushed later may come first.
+    #[inline]
+    pub fn peek_ahead(&self, ahead: usize) -> Option<&T> {
+        let i = self.order.len().checked_sub(ahead + 1)?;
+        let key = self.run.get(!self.order[i] as u32 as usize)?;
+        self.items.get((key.slot & !CANCELLABLE) as usize)?.as_ref()
+    }
+
     /// The earliest key of the run.
     #[inline]
     fn run_front(&self) -> Option<Key> {
