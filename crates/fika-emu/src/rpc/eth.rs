@@ -364,3 +364,347 @@ pub fn handle(
         _ => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("the method {method} does not exist/is not available"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use bitcoin::secp256k1::SecretKey;
+    use fika_core::{Event, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
+    use fika_peg::BRIDGE_ADDRESS;
+    use fika_peg::abi::{BridgeCall, encode_call};
+    use fika_peg::network::PegNode;
+    use fika_side::{MergeMiningProof, UnsignedTx};
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// A context recording what the sidechain node sends.
+    struct SideCx {
+        rng: NodeRng,
+        sent: Vec<(NodeId, SideMsg)>,
+    }
+
+    impl Context<SideMsg> for SideCx {
+        fn id(&self) -> NodeId {
+            NodeId(2)
+        }
+        fn now(&self) -> SimTime {
+            SimTime::ZERO
+        }
+        fn rng(&mut self) -> &mut NodeRng {
+            &mut self.rng
+        }
+        fn peer_count(&self) -> usize {
+            2
+        }
+        fn peer(&self, i: usize) -> NodeId {
+            NodeId(i as u32)
+        }
+        fn send(&mut self, to: NodeId, msg: SideMsg) {
+            self.sent.push((to, msg));
+        }
+        fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
+            TimerKey { slot: 0, generation: 0 }
+        }
+        fn cancel_timer(&mut self, _key: TimerKey) {}
+        fn emit(&mut self, _event: Event) {}
+    }
+
+    /// The sidechain node `rsk` of the powpeg-emu scenario (the account of
+    /// private key 1 holds 10 RBTC at genesis), and a context.
+    fn setup() -> (SideNode, SideCx) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/tests/powpeg-emu.toml");
+        let s = fika_scenario::load_file(std::path::Path::new(path)).expect("scenario loads");
+        let l = fika_scenario::layout(&s).expect("layout");
+        let id = l.id_of("rsk").expect("rsk");
+        let built = fika_scenario::peg::build(&s, &l).expect("builds");
+        let Some(PegNode::Side(node, _)) = built.nodes.into_iter().nth(id.index()) else {
+            panic!("rsk is a sidechain node")
+        };
+        (*node, SideCx { rng: derive_rng(1, "node", 2), sent: Vec::new() })
+    }
+
+    fn key1() -> SecretKey {
+        let mut k = [0u8; 32];
+        k[31] = 1;
+        SecretKey::from_slice(&k).expect("key 1")
+    }
+
+    const KEY1_ADDRESS: &str = "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf";
+
+    /// A merge-mining proof from a one-transaction Bitcoin block committing
+    /// to `hash` (the regtest sidechain simulates proof of work).
+    fn proof(hash: &[u8; 32]) -> MergeMiningProof {
+        let coinbase = fika_btc::template::coinbase_tx(
+            1,
+            &fika_side::merge_mining_tag(hash),
+            bitcoin::Amount::ZERO,
+            b"",
+        );
+        let mut block = bitcoin::Block {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::from_consensus(0x2000_0000),
+                prev_blockhash: bitcoin::BlockHash::all_zeros(),
+                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+                nonce: 0,
+            },
+            txdata: vec![coinbase],
+        };
+        block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
+        MergeMiningProof::from_bitcoin_block(&block).expect("a coinbase")
+    }
+
+    fn mine(node: &mut SideNode, cx: &mut SideCx) {
+        let time = node.chain().best_header().timestamp + 5;
+        node.produce_block(cx, [7; 20], time, proof);
+    }
+
+    fn call(node: &mut SideNode, cx: &mut SideCx, method: &str, params: Value) -> Result<Value, RpcError> {
+        let Value::Array(p) = params else { panic!("positional params") };
+        handle(node, cx, method, &Params::Positional(p)).map(|j| {
+            serde_json::from_str(&j.to_text()).expect("answers are JSON")
+        })
+    }
+
+    fn transfer(nonce: u64, to: [u8; 20], value: u128, data: Vec<u8>) -> String {
+        let tx = UnsignedTx { nonce, gas_price: 1, gas_limit: 100_000, to: Some(to), value, data, chain_id: Some(33) }
+            .sign(&key1());
+        format!("0x{}", hex(&tx.encode()))
+    }
+
+    #[test]
+    fn quantities_and_data_are_ethereums() {
+        assert_eq!(quantity(0), Json::Str("0x0".into()));
+        assert_eq!(quantity(1024), Json::Str("0x400".into()));
+        assert_eq!(data(&[0, 1, 0xab]), Json::Str("0x0001ab".into()));
+        assert_eq!(parse_quantity(&json!("0x400"), "q"), Ok(1024));
+        for bad in [json!("400"), json!("0x"), json!("0xg"), json!(5), json!(format!("0x1{}", "0".repeat(32)))] {
+            assert_eq!(parse_quantity(&bad, "q").map_err(|e| e.code), Err(code::INVALID_PARAMS), "{bad}");
+        }
+        assert_eq!(parse_data(&json!("0x00ff"), "d"), Ok(vec![0, 255]));
+        assert!(parse_data(&json!("0x0"), "d").is_err_and(|e| e.message.contains("odd length")));
+        assert_eq!(parse_block(Some(&json!("latest")), 9, "b"), Ok(9));
+        assert_eq!(parse_block(Some(&json!("earliest")), 9, "b"), Ok(0));
+        assert_eq!(parse_block(Some(&json!("0x3")), 9, "b"), Ok(3));
+        assert!(parse_block(Some(&json!("newest")), 9, "b").is_err());
+    }
+
+    #[test]
+    fn eth_block_number_follows_the_best_chain() {
+        let (mut n, mut cx) = setup();
+        assert_eq!(call(&mut n, &mut cx, "eth_blockNumber", json!([])), Ok(json!("0x0")));
+        mine(&mut n, &mut cx);
+        mine(&mut n, &mut cx);
+        assert_eq!(call(&mut n, &mut cx, "eth_blockNumber", json!([])), Ok(json!("0x2")));
+        assert_eq!(call(&mut n, &mut cx, "eth_chainId", json!([])), Ok(json!("0x21")));
+        let e = call(&mut n, &mut cx, "eth_mining", json!([])).expect_err("unknown");
+        assert_eq!(e.code, code::METHOD_NOT_FOUND);
+        let e = handle(&mut n, &mut cx, "eth_blockNumber", &Params::Named(Default::default())).expect_err("named");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn eth_get_balance_reads_any_block_of_the_best_chain() {
+        let (mut n, mut cx) = setup();
+        let ten_rbtc = json!("0x8ac7230489e80000");
+        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "latest"])), Ok(ten_rbtc.clone()));
+        let to = [0x55; 20];
+        call(&mut n, &mut cx, "eth_sendRawTransaction", json!([transfer(0, to, 1000, Vec::new())])).expect("sent");
+        mine(&mut n, &mut cx);
+        let other = format!("0x{}", hex(&to));
+        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([other, "latest"])), Ok(json!("0x3e8")));
+        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([other, "0x0"])), Ok(json!("0x0")));
+        // 10 RBTC less the value and 21,000 gas at 1 wei.
+        let left = 10_000_000_000_000_000_000u128 - 1000 - 21_000;
+        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS])), Ok(json!(format!("0x{left:x}"))));
+        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "earliest"])), Ok(ten_rbtc));
+        assert_eq!(call(&mut n, &mut cx, "eth_getTransactionCount", json!([KEY1_ADDRESS, "latest"])), Ok(json!("0x1")));
+        let e = call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "0x9"])).expect_err("no block 9");
+        assert_eq!(e.code, SERVER_ERROR);
+        let e = call(&mut n, &mut cx, "eth_getBalance", json!(["0x1234"])).expect_err("short address");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+        let e = call(&mut n, &mut cx, "eth_getBalance", json!([])).expect_err("no address");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn eth_call_runs_the_bridges_read_methods() {
+        let (mut n, mut cx) = setup();
+        let bridge = format!("0x{}", hex(&BRIDGE_ADDRESS.0));
+        let input = format!("0x{}", hex(&encode_call(&BridgeCall::GetMinimumLockTxValue)));
+        let got = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "input": input}, "latest"])).expect("call");
+        let min = n.chain().system().state().get_minimum_lock_tx_value().to_sat();
+        assert_eq!(got, json!(format!("0x{}{:016x}", "0".repeat(48), min)));
+        // `data` is `input`'s older name.
+        let again = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "data": input}])).expect("call");
+        assert_eq!(again, got);
+        // A selector the Bridge does not have reverts.
+        let e = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "data": "0xdeadbeef"}])).expect_err("reverts");
+        assert_eq!((e.code, e.message.as_str()), (EXECUTION_REVERTED, "execution reverted"));
+        let e = call(&mut n, &mut cx, "eth_call", json!([{"data": "0x"}])).expect_err("no to");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn eth_send_raw_transaction_pools_relays_and_refuses_what_the_pool_would() {
+        let (mut n, mut cx) = setup();
+        let raw = transfer(0, [1; 20], 5, Vec::new());
+        let hash = call(&mut n, &mut cx, "eth_sendRawTransaction", json!([raw])).expect("taken");
+        let tx = SignedTx::decode(&parse_data(&json!(raw), "tx").expect("hex")).expect("tx");
+        assert_eq!(hash, json!(format!("0x{}", hex(&tx.tx_hash()))));
+        assert_eq!(n.pool_len(), 1);
+        assert_eq!(cx.sent.len(), 2, "relayed to both peers");
+        assert!(cx.sent.iter().all(|(_, m)| matches!(m, SideMsg::Tx(t) if t.tx_hash() == tx.tx_hash())));
+        let refused = |n: &mut SideNode, cx: &mut SideCx, raw: String| {
+            call(n, cx, "eth_sendRawTransaction", json!([raw])).expect_err("refused")
+        };
+        let e = refused(&mut n, &mut cx, raw);
+        assert_eq!((e.code, e.message.as_str()), (SERVER_ERROR, "already known"));
+        let e = refused(&mut n, &mut cx, transfer(1, [1; 20], u128::MAX / 2, Vec::new()));
+        assert!(e.code == SERVER_ERROR && e.message.starts_with("insufficient funds"), "{e}");
+        let other_chain = UnsignedTx { nonce: 1, gas_price: 1, gas_limit: 21_000, to: Some([1; 20]), value: 1, data: Vec::new(), chain_id: Some(30) }.sign(&key1());
+        let e = refused(&mut n, &mut cx, format!("0x{}", hex(&other_chain.encode())));
+        assert!(e.code == SERVER_ERROR && e.message.contains("chain id 30"), "{e}");
+        mine(&mut n, &mut cx);
+        let e = refused(&mut n, &mut cx, transfer(0, [2; 20], 5, Vec::new()));
+        assert!(e.code == SERVER_ERROR && e.message.starts_with("nonce too low"), "{e}");
+        let e = refused(&mut n, &mut cx, "0xc0".into());
+        assert_eq!(e.code, code::INVALID_PARAMS);
+    }
+
+    /// A contract whose every call logs `Ping(address)` with the caller as
+    /// data and returns the caller as a word: init code (copy the runtime,
+    /// return it), then the runtime (CALLER, MSTORE, LOG1, RETURN).
+    fn ping_contract() -> Vec<u8> {
+        let mut runtime = vec![0x33, 0x60, 0x00, 0x52, 0x7f];
+        runtime.extend_from_slice(&ping_topic());
+        runtime.extend_from_slice(&[0x60, 0x20, 0x60, 0x00, 0xa1, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+        let n = runtime.len() as u8;
+        let mut code = vec![0x60, n, 0x60, 0x0c, 0x60, 0x00, 0x39, 0x60, n, 0x60, 0x00, 0xf3];
+        code.extend(runtime);
+        code
+    }
+
+    fn ping_topic() -> [u8; 32] {
+        fika_side::keccak256(b"Ping(address)")
+    }
+
+    fn word(address: &[u8; 20]) -> String {
+        format!("0x{}{}", "0".repeat(24), hex(address))
+    }
+
+    /// Deploys the ping contract (nonce 0) and calls it (nonce 1) in block
+    /// 1; returns the contract's address and the two transactions' hashes.
+    fn deploy_and_ping(n: &mut SideNode, cx: &mut SideCx) -> ([u8; 20], Value, Value) {
+        let create = UnsignedTx {
+            nonce: 0,
+            gas_price: 1,
+            gas_limit: 200_000,
+            to: None,
+            value: 0,
+            data: ping_contract(),
+            chain_id: Some(33),
+        }
+        .sign(&key1());
+        let deploy = call(n, cx, "eth_sendRawTransaction", json!([format!("0x{}", hex(&create.encode()))])).expect("deploy");
+        let contract = fika_side::contract_address(&fika_side::address_of_secret(&key1()), 0);
+        let ping = call(n, cx, "eth_sendRawTransaction", json!([transfer(1, contract, 0, vec![1, 2, 3])])).expect("ping");
+        mine(n, cx);
+        (contract, deploy, ping)
+    }
+
+    #[test]
+    fn eth_get_transaction_receipt_has_ethereums_fields() {
+        let (mut n, mut cx) = setup();
+        let (contract, deploy, ping) = deploy_and_ping(&mut n, &mut cx);
+        let r = call(&mut n, &mut cx, "eth_getTransactionReceipt", json!([deploy])).expect("receipt");
+        assert_eq!(r["status"], json!("0x1"), "{r}");
+        assert_eq!(r["contractAddress"], json!(format!("0x{}", hex(&contract))));
+        assert_eq!(r["to"], Value::Null);
+        let code = call(&mut n, &mut cx, "eth_getCode", json!([r["contractAddress"], "latest"])).expect("code");
+        assert_eq!(code, json!(format!("0x{}", hex(&ping_contract()[12..]))));
+        let r = call(&mut n, &mut cx, "eth_getTransactionReceipt", json!([ping])).expect("receipt");
+        assert_eq!(r["status"], json!("0x1"), "{r}");
+        assert_eq!(r["blockNumber"], json!("0x1"));
+        assert_eq!(r["blockHash"], json!(format!("0x{}", hex(&n.chain().best_hash()))));
+        assert_eq!(r["transactionHash"], ping);
+        assert_eq!(r["transactionIndex"], json!("0x1"));
+        assert_eq!(r["from"], json!(KEY1_ADDRESS));
+        assert_eq!(r["to"], json!(format!("0x{}", hex(&contract))));
+        assert_eq!(r["contractAddress"], Value::Null);
+        assert_eq!(r["type"], json!("0x0"));
+        assert_eq!(r["effectiveGasPrice"], json!("0x1"));
+        let gas = |k: &str| parse_quantity(&r[k], k).expect("quantity");
+        assert!(gas("gasUsed") > 21_000 && gas("cumulativeGasUsed") > gas("gasUsed"), "{r}");
+        let logs = r["logs"].as_array().expect("logs");
+        assert_eq!(logs.len(), 1, "{r}");
+        assert_eq!(logs[0]["topics"], json!([format!("0x{}", hex(&ping_topic()))]));
+        assert_eq!(logs[0]["data"], json!(word(&fika_side::address_of_secret(&key1()))));
+        assert_eq!(logs[0]["transactionHash"], ping);
+        assert_eq!(logs[0]["logIndex"], json!("0x0"));
+        // The bloom holds the contract's address and the topic: 3 bits each.
+        let bloom = parse_data(&r["logsBloom"], "bloom").expect("hex");
+        assert_eq!(bloom.len(), 256);
+        assert_eq!(bloom.iter().map(|b| b.count_ones()).sum::<u32>(), 6);
+        let hash = parse_fixed::<32>(&ping, "h").expect("hash");
+        let logs = n.chain().receipt(&hash).expect("mined").receipt.logs;
+        assert_eq!(bloom, logs_bloom(&logs).to_vec());
+        // Unknown: null; malformed: invalid params.
+        let unknown = format!("0x{}", "ab".repeat(32));
+        assert_eq!(call(&mut n, &mut cx, "eth_getTransactionReceipt", json!([unknown])), Ok(Value::Null));
+        let e = call(&mut n, &mut cx, "eth_getTransactionReceipt", json!(["0x12"])).expect_err("short");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+    }
+
+    #[test]
+    fn eth_call_runs_a_contract_as_the_caller_says() {
+        let (mut n, mut cx) = setup();
+        let (contract, _, _) = deploy_and_ping(&mut n, &mut cx);
+        let to = format!("0x{}", hex(&contract));
+        let from = [0x42; 20];
+        let got = call(&mut n, &mut cx, "eth_call", json!([{"from": format!("0x{}", hex(&from)), "to": to}, "latest"]));
+        assert_eq!(got, Ok(json!(word(&from))));
+        // Before the contract existed: no code, empty output.
+        assert_eq!(call(&mut n, &mut cx, "eth_call", json!([{"to": to}, "0x0"])), Ok(json!("0x")));
+    }
+
+    #[test]
+    fn eth_get_logs_filters_by_range_address_and_topics() {
+        let (mut n, mut cx) = setup();
+        mine(&mut n, &mut cx);
+        let (contract, _, ping) = deploy_and_ping(&mut n, &mut cx);
+        mine(&mut n, &mut cx);
+        let address = format!("0x{}", hex(&contract));
+        let topic = format!("0x{}", hex(&ping_topic()));
+        let logs = |n: &mut SideNode, cx: &mut SideCx, f: Value| call(n, cx, "eth_getLogs", json!([f]));
+        let all = logs(&mut n, &mut cx, json!({"fromBlock": "earliest"})).expect("logs");
+        assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+        assert_eq!(all[0]["blockNumber"], json!("0x2"));
+        assert_eq!(all[0]["address"], json!(address));
+        assert_eq!(all[0]["transactionHash"], ping);
+        assert_eq!(all[0]["transactionIndex"], json!("0x1"));
+        assert_eq!(all[0]["removed"], json!(false));
+        let f = json!({"fromBlock": "0x0", "toBlock": "latest", "address": [address], "topics": [[topic], null]});
+        assert_eq!(logs(&mut n, &mut cx, f), Ok(all.clone()));
+        let by_hash = json!({"blockHash": all[0]["blockHash"], "address": address});
+        assert_eq!(logs(&mut n, &mut cx, by_hash), Ok(all.clone()));
+        // Another range, address or topic: nothing.
+        assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x3"})), Ok(json!([])));
+        let other = format!("0x{}", "11".repeat(20));
+        assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "address": other})), Ok(json!([])));
+        let t = format!("0x{}", "22".repeat(32));
+        assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "topics": [t]})), Ok(json!([])));
+        // A second topic the log does not have: nothing.
+        assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "topics": [null, topic]})), Ok(json!([])));
+        // The default range is the best block only.
+        assert_eq!(logs(&mut n, &mut cx, json!({})), Ok(json!([])));
+        let e = logs(&mut n, &mut cx, json!({"fromBlock": "0x3", "toBlock": "0x1"})).expect_err("reversed");
+        assert_eq!(e.code, code::INVALID_PARAMS);
+        let e = logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "toBlock": "0x2710"})).expect_err("too wide");
+        assert_eq!(e.code, LIMIT_EXCEEDED);
+        let e = logs(&mut n, &mut cx, json!({"fromBlok": "0x0"})).expect_err("typo");
+        assert!(e.code == code::INVALID_PARAMS && e.message.contains("fromBlok"), "{e}");
+    }
+}
