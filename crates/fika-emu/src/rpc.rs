@@ -78,15 +78,17 @@ pub fn serve_peg(
     let bind = |source| EmuError::Bind { addr, source };
     listener.set_nonblocking(true).map_err(bind)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
-    let dispatch: server::Dispatch<PegNode, PegMsg> = Rc::new(|node: &mut PegNode, cx, _net, method, params| {
-        let kind = node.kind();
-        node.with_side(cx, |side, scx| eth::handle(side, scx, method, params)).unwrap_or_else(|| {
+    let dispatch: server::Dispatch<PegNode, PegMsg> = Rc::new(
+        |node: &mut PegNode, cx, _net, method, params| {
+            let kind = node.kind();
+            node.with_side(cx, |side, scx| eth::handle(side, scx, method, params)).unwrap_or_else(|| {
             Err(jsonrpc::RpcError::new(
                 jsonrpc::code::METHOD_NOT_FOUND,
                 format!("the method {method} does not exist/is not available (a {kind} node runs no sidechain)"),
             ))
         })
-    });
+        },
+    );
     server::spawn(listener, cfg, caller, dispatch);
     Ok(())
 }

@@ -628,7 +628,12 @@ async fn write_loop<M: WireMessage>(
 }
 
 /// Runs an established connection until it ends.
-async fn run_conn<M: WireMessage>(shared: Rc<NetShared<M>>, mut reader: FrameReader, w: OwnedWriteHalf, info: PeerInfo) {
+async fn run_conn<M: WireMessage>(
+    shared: Rc<NetShared<M>>,
+    mut reader: FrameReader,
+    w: OwnedWriteHalf,
+    info: PeerInfo,
+) {
     let (peer, version) = (info.peer, info.version);
     let conn = shared.next_conn.get();
     shared.next_conn.set(conn + 1);
@@ -879,7 +884,11 @@ fn on_net<N: Node>(
 /// Runs `node` as configured until its duration ends or it is told to
 /// stop; returns its counters. Blocks the calling thread (a current-thread
 /// tokio runtime runs inside); run several nodes on several threads.
-pub fn run_node<N: Node + 'static>(node: &mut N, cfg: &RuntimeConfig, hooks: Hooks) -> Result<RunStats, EmuError>
+pub fn run_node<N: Node + 'static>(
+    node: &mut N,
+    cfg: &RuntimeConfig,
+    hooks: Hooks,
+) -> Result<RunStats, EmuError>
 where
     N::Msg: WireMessage,
 {

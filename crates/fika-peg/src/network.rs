@@ -284,7 +284,10 @@ impl SideNode {
             return Err(OfferError::InsufficientFunds { cost, balance });
         }
         if tx.tx.gas_limit > self.chain.config().block_gas_limit {
-            return Err(OfferError::GasLimit { got: tx.tx.gas_limit, limit: self.chain.config().block_gas_limit });
+            return Err(OfferError::GasLimit {
+                got: tx.tx.gas_limit,
+                limit: self.chain.config().block_gas_limit,
+            });
         }
         self.submit(cx, None, Arc::new(tx));
         Ok(hash)

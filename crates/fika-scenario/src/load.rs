@@ -1,9 +1,9 @@
 //! Reading a scenario file: TOML syntax, presets, then every field checked,
 //! with all errors reported together, each with its path and expectation.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fika_gossip::GossipConfig;

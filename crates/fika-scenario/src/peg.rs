@@ -291,4 +291,3 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, BuildError> {
         start_unix: u64::from(relay.start_unix),
     })
 }
-

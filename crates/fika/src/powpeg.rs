@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-use bitcoin::{ScriptBuf, Transaction};
 use bitcoin::hashes::Hash;
+use bitcoin::{ScriptBuf, Transaction};
 use fika_core::{Event, EventSink, NodeId, SimTime, Value};
 use fika_peg::contract::BridgeContract;
 use fika_peg::network::PegNode;

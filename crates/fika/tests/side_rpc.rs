@@ -94,7 +94,16 @@ fn sidechain_transactions_over_eth_rpc_are_mined_in_emulation() {
     let _ = std::fs::remove_dir_all(&out);
     let out_s = out.to_string_lossy().into_owned();
     let child = Command::new(env!("CARGO_BIN_EXE_fika"))
-        .args(["emulate", &scenario.to_string_lossy(), "--speed", "10", "--duration", "1200", "--out", &out_s])
+        .args([
+            "emulate",
+            &scenario.to_string_lossy(),
+            "--speed",
+            "10",
+            "--duration",
+            "1200",
+            "--out",
+            &out_s,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -192,7 +201,8 @@ fn sidechain_transactions_over_eth_rpc_are_mined_in_emulation() {
     let r = v2(&rsk, json!({"jsonrpc": "2.0", "id": 7, "method": "eth_mining", "params": []}));
     assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!(7), json!(-32601)), "{r}");
     let again = signed(0, Some(to), 12_345, Vec::new());
-    let r = v2(&rsk, json!({"jsonrpc": "2.0", "id": 8, "method": "eth_sendRawTransaction", "params": [again]}));
+    let r =
+        v2(&rsk, json!({"jsonrpc": "2.0", "id": 8, "method": "eth_sendRawTransaction", "params": [again]}));
     assert_eq!(r["error"]["code"], json!(-32000), "{r}");
     // A Bitcoin node runs no sidechain.
     let r = v2(&rpc("btc"), json!({"jsonrpc": "2.0", "id": 9, "method": "eth_blockNumber"}));

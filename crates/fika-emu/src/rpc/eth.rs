@@ -78,20 +78,27 @@ fn positional<'a>(method: &str, params: &'a Params) -> Result<&'a [Value], RpcEr
 }
 
 fn arg<'a>(args: &'a [Value], i: usize, name: &str) -> Result<&'a Value, RpcError> {
-    args.get(i).filter(|v| !v.is_null()).ok_or_else(|| invalid(format!("missing value for required argument {i} ({name})")))
+    args.get(i)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| invalid(format!("missing value for required argument {i} ({name})")))
 }
 
 /// Hex bytes with a `0x` prefix (an even number of digits).
 pub fn parse_data(v: &Value, what: &str) -> Result<Vec<u8>, RpcError> {
-    let s = v.as_str().ok_or_else(|| invalid(format!("{what}: expected a 0x-prefixed hex string, got {v}")))?;
-    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).ok_or_else(|| invalid(format!("{what}: hex string without 0x prefix: {s:?}")))?;
+    let s =
+        v.as_str().ok_or_else(|| invalid(format!("{what}: expected a 0x-prefixed hex string, got {v}")))?;
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .ok_or_else(|| invalid(format!("{what}: hex string without 0x prefix: {s:?}")))?;
     if digits.len() % 2 != 0 {
         return Err(invalid(format!("{what}: hex string of odd length: {s:?}")));
     }
     let mut out = Vec::with_capacity(digits.len() / 2);
     for pair in digits.as_bytes().chunks(2) {
         let text = std::str::from_utf8(pair).unwrap_or("zz");
-        let b = u8::from_str_radix(text, 16).map_err(|_| invalid(format!("{what}: invalid hex string: {s:?}")))?;
+        let b = u8::from_str_radix(text, 16)
+            .map_err(|_| invalid(format!("{what}: invalid hex string: {s:?}")))?;
         out.push(b);
     }
     Ok(out)
@@ -106,7 +113,10 @@ fn parse_fixed<const N: usize>(v: &Value, what: &str) -> Result<[u8; N], RpcErro
 /// A hex quantity (`0x` and 1 to 32 digits) as a `u128` (at most 2¹²⁸ − 1).
 pub fn parse_quantity(v: &Value, what: &str) -> Result<u128, RpcError> {
     let s = v.as_str().ok_or_else(|| invalid(format!("{what}: expected a hex quantity, got {v}")))?;
-    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).ok_or_else(|| invalid(format!("{what}: hex quantity without 0x prefix: {s:?}")))?;
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .ok_or_else(|| invalid(format!("{what}: hex quantity without 0x prefix: {s:?}")))?;
     if digits.is_empty() || digits.len() > 32 {
         return Err(invalid(format!("{what}: not a hex quantity: {s:?}")));
     }
@@ -119,7 +129,9 @@ pub fn parse_quantity(v: &Value, what: &str) -> Result<u128, RpcError> {
 pub fn parse_block(v: Option<&Value>, best: u64, what: &str) -> Result<u64, RpcError> {
     match v {
         None | Some(Value::Null) => Ok(best),
-        Some(Value::String(s)) if matches!(s.as_str(), "latest" | "pending" | "safe" | "finalized") => Ok(best),
+        Some(Value::String(s)) if matches!(s.as_str(), "latest" | "pending" | "safe" | "finalized") => {
+            Ok(best)
+        }
         Some(Value::String(s)) if s == "earliest" => Ok(0),
         Some(v) => {
             let n = parse_quantity(v, what)?;
@@ -130,7 +142,13 @@ pub fn parse_block(v: Option<&Value>, best: u64, what: &str) -> Result<u64, RpcE
 
 fn block_hash_at(side: &SideNode, number: u64) -> Result<[u8; 32], RpcError> {
     side.chain().hash_at(number).ok_or_else(|| {
-        RpcError::new(SERVER_ERROR, format!("header not found: block {number} is above the best block {}", side.chain().best_number()))
+        RpcError::new(
+            SERVER_ERROR,
+            format!(
+                "header not found: block {number} is above the best block {}",
+                side.chain().best_number()
+            ),
+        )
     })
 }
 
@@ -207,7 +225,10 @@ impl LogFilter {
                 let hash = parse_fixed::<32>(h, "blockHash")?;
                 let header = side.chain().header(&hash).filter(|_| side.chain().is_on_best_chain(&hash));
                 let n = header.map(|h| h.number).ok_or_else(|| {
-                    RpcError::new(SERVER_ERROR, format!("unknown block 0x{} (not on the best chain)", hex(&hash)))
+                    RpcError::new(
+                        SERVER_ERROR,
+                        format!("unknown block 0x{} (not on the best chain)", hex(&hash)),
+                    )
                 })?;
                 (n, n)
             }
@@ -220,7 +241,10 @@ impl LogFilter {
             return Err(invalid(format!("invalid block range: fromBlock {from} is after toBlock {to}")));
         }
         if to - from >= MAX_LOG_BLOCKS {
-            return Err(RpcError::new(LIMIT_EXCEEDED, format!("query exceeds the maximum block range of {MAX_LOG_BLOCKS}")));
+            return Err(RpcError::new(
+                LIMIT_EXCEEDED,
+                format!("query exceeds the maximum block range of {MAX_LOG_BLOCKS}"),
+            ));
         }
         let addresses = match o.get("address") {
             None | Some(Value::Null) => Vec::new(),
@@ -299,9 +323,13 @@ fn call(side: &SideNode, args: &[Value]) -> Result<Json, RpcError> {
     };
     let number = parse_block(args.get(1), side.chain().best_number(), "block")?;
     let block = block_hash_at(side, number)?;
-    let out = side.chain().call_at(&block, from, to, value, &input).map_err(|e| RpcError::new(SERVER_ERROR, e.to_string()))?;
+    let out = side
+        .chain()
+        .call_at(&block, from, to, value, &input)
+        .map_err(|e| RpcError::new(SERVER_ERROR, e.to_string()))?;
     if !out.success {
-        return Err(RpcError::new(EXECUTION_REVERTED, "execution reverted").with_data(format!("0x{}", hex(&out.output))));
+        return Err(RpcError::new(EXECUTION_REVERTED, "execution reverted")
+            .with_data(format!("0x{}", hex(&out.output))));
     }
     Ok(data(&out.output))
 }
@@ -327,7 +355,10 @@ pub fn handle(
             let pending = tag.and_then(Value::as_str) == Some("pending");
             let number = parse_block(tag, best, "block")?;
             let hash = block_hash_at(side, number)?;
-            let world = &chain.state_at(&hash).ok_or_else(|| RpcError::new(SERVER_ERROR, "state not available"))?.world;
+            let world = &chain
+                .state_at(&hash)
+                .ok_or_else(|| RpcError::new(SERVER_ERROR, "state not available"))?
+                .world;
             Ok(match method {
                 "eth_getBalance" => quantity(u128::try_from(world.balance(&address)).unwrap_or(u128::MAX)),
                 "eth_getTransactionCount" => {
@@ -354,14 +385,20 @@ pub fn handle(
             for r in chain.logs_in_range(f.from, f.to, None, None) {
                 if f.matches(&r.log) {
                     if out.len() == MAX_LOGS {
-                        return Err(RpcError::new(LIMIT_EXCEEDED, format!("query returned more than {MAX_LOGS} results")));
+                        return Err(RpcError::new(
+                            LIMIT_EXCEEDED,
+                            format!("query returned more than {MAX_LOGS} results"),
+                        ));
                     }
                     out.push(log_json(&r));
                 }
             }
             Ok(Json::Array(out))
         }
-        _ => Err(RpcError::new(code::METHOD_NOT_FOUND, format!("the method {method} does not exist/is not available"))),
+        _ => Err(RpcError::new(
+            code::METHOD_NOT_FOUND,
+            format!("the method {method} does not exist/is not available"),
+        )),
     }
 }
 
@@ -463,14 +500,21 @@ mod tests {
 
     fn call(node: &mut SideNode, cx: &mut SideCx, method: &str, params: Value) -> Result<Value, RpcError> {
         let Value::Array(p) = params else { panic!("positional params") };
-        handle(node, cx, method, &Params::Positional(p)).map(|j| {
-            serde_json::from_str(&j.to_text()).expect("answers are JSON")
-        })
+        handle(node, cx, method, &Params::Positional(p))
+            .map(|j| serde_json::from_str(&j.to_text()).expect("answers are JSON"))
     }
 
     fn transfer(nonce: u64, to: [u8; 20], value: u128, data: Vec<u8>) -> String {
-        let tx = UnsignedTx { nonce, gas_price: 1, gas_limit: 100_000, to: Some(to), value, data, chain_id: Some(33) }
-            .sign(&key1());
+        let tx = UnsignedTx {
+            nonce,
+            gas_price: 1,
+            gas_limit: 100_000,
+            to: Some(to),
+            value,
+            data,
+            chain_id: Some(33),
+        }
+        .sign(&key1());
         format!("0x{}", hex(&tx.encode()))
     }
 
@@ -480,7 +524,9 @@ mod tests {
         assert_eq!(quantity(1024), Json::Str("0x400".into()));
         assert_eq!(data(&[0, 1, 0xab]), Json::Str("0x0001ab".into()));
         assert_eq!(parse_quantity(&json!("0x400"), "q"), Ok(1024));
-        for bad in [json!("400"), json!("0x"), json!("0xg"), json!(5), json!(format!("0x1{}", "0".repeat(32)))] {
+        for bad in
+            [json!("400"), json!("0x"), json!("0xg"), json!(5), json!(format!("0x1{}", "0".repeat(32)))]
+        {
             assert_eq!(parse_quantity(&bad, "q").map_err(|e| e.code), Err(code::INVALID_PARAMS), "{bad}");
         }
         assert_eq!(parse_data(&json!("0x00ff"), "d"), Ok(vec![0, 255]));
@@ -501,7 +547,8 @@ mod tests {
         assert_eq!(call(&mut n, &mut cx, "eth_chainId", json!([])), Ok(json!("0x21")));
         let e = call(&mut n, &mut cx, "eth_mining", json!([])).expect_err("unknown");
         assert_eq!(e.code, code::METHOD_NOT_FOUND);
-        let e = handle(&mut n, &mut cx, "eth_blockNumber", &Params::Named(Default::default())).expect_err("named");
+        let e = handle(&mut n, &mut cx, "eth_blockNumber", &Params::Named(Default::default()))
+            .expect_err("named");
         assert_eq!(e.code, code::INVALID_PARAMS);
     }
 
@@ -509,19 +556,30 @@ mod tests {
     fn eth_get_balance_reads_any_block_of_the_best_chain() {
         let (mut n, mut cx) = setup();
         let ten_rbtc = json!("0x8ac7230489e80000");
-        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "latest"])), Ok(ten_rbtc.clone()));
+        assert_eq!(
+            call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "latest"])),
+            Ok(ten_rbtc.clone())
+        );
         let to = [0x55; 20];
-        call(&mut n, &mut cx, "eth_sendRawTransaction", json!([transfer(0, to, 1000, Vec::new())])).expect("sent");
+        call(&mut n, &mut cx, "eth_sendRawTransaction", json!([transfer(0, to, 1000, Vec::new())]))
+            .expect("sent");
         mine(&mut n, &mut cx);
         let other = format!("0x{}", hex(&to));
         assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([other, "latest"])), Ok(json!("0x3e8")));
         assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([other, "0x0"])), Ok(json!("0x0")));
         // 10 RBTC less the value and 21,000 gas at 1 wei.
         let left = 10_000_000_000_000_000_000u128 - 1000 - 21_000;
-        assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS])), Ok(json!(format!("0x{left:x}"))));
+        assert_eq!(
+            call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS])),
+            Ok(json!(format!("0x{left:x}")))
+        );
         assert_eq!(call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "earliest"])), Ok(ten_rbtc));
-        assert_eq!(call(&mut n, &mut cx, "eth_getTransactionCount", json!([KEY1_ADDRESS, "latest"])), Ok(json!("0x1")));
-        let e = call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "0x9"])).expect_err("no block 9");
+        assert_eq!(
+            call(&mut n, &mut cx, "eth_getTransactionCount", json!([KEY1_ADDRESS, "latest"])),
+            Ok(json!("0x1"))
+        );
+        let e =
+            call(&mut n, &mut cx, "eth_getBalance", json!([KEY1_ADDRESS, "0x9"])).expect_err("no block 9");
         assert_eq!(e.code, SERVER_ERROR);
         let e = call(&mut n, &mut cx, "eth_getBalance", json!(["0x1234"])).expect_err("short address");
         assert_eq!(e.code, code::INVALID_PARAMS);
@@ -534,14 +592,16 @@ mod tests {
         let (mut n, mut cx) = setup();
         let bridge = format!("0x{}", hex(&BRIDGE_ADDRESS.0));
         let input = format!("0x{}", hex(&encode_call(&BridgeCall::GetMinimumLockTxValue)));
-        let got = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "input": input}, "latest"])).expect("call");
+        let got = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "input": input}, "latest"]))
+            .expect("call");
         let min = n.chain().system().state().get_minimum_lock_tx_value().to_sat();
         assert_eq!(got, json!(format!("0x{}{:016x}", "0".repeat(48), min)));
         // `data` is `input`'s older name.
         let again = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "data": input}])).expect("call");
         assert_eq!(again, got);
         // A selector the Bridge does not have reverts.
-        let e = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "data": "0xdeadbeef"}])).expect_err("reverts");
+        let e = call(&mut n, &mut cx, "eth_call", json!([{"to": bridge, "data": "0xdeadbeef"}]))
+            .expect_err("reverts");
         assert_eq!((e.code, e.message.as_str()), (EXECUTION_REVERTED, "execution reverted"));
         let e = call(&mut n, &mut cx, "eth_call", json!([{"data": "0x"}])).expect_err("no to");
         assert_eq!(e.code, code::INVALID_PARAMS);
@@ -564,7 +624,16 @@ mod tests {
         assert_eq!((e.code, e.message.as_str()), (SERVER_ERROR, "already known"));
         let e = refused(&mut n, &mut cx, transfer(1, [1; 20], u128::MAX / 2, Vec::new()));
         assert!(e.code == SERVER_ERROR && e.message.starts_with("insufficient funds"), "{e}");
-        let other_chain = UnsignedTx { nonce: 1, gas_price: 1, gas_limit: 21_000, to: Some([1; 20]), value: 1, data: Vec::new(), chain_id: Some(30) }.sign(&key1());
+        let other_chain = UnsignedTx {
+            nonce: 1,
+            gas_price: 1,
+            gas_limit: 21_000,
+            to: Some([1; 20]),
+            value: 1,
+            data: Vec::new(),
+            chain_id: Some(30),
+        }
+        .sign(&key1());
         let e = refused(&mut n, &mut cx, format!("0x{}", hex(&other_chain.encode())));
         assert!(e.code == SERVER_ERROR && e.message.contains("chain id 30"), "{e}");
         mine(&mut n, &mut cx);
@@ -608,9 +677,11 @@ mod tests {
             chain_id: Some(33),
         }
         .sign(&key1());
-        let deploy = call(n, cx, "eth_sendRawTransaction", json!([format!("0x{}", hex(&create.encode()))])).expect("deploy");
+        let deploy = call(n, cx, "eth_sendRawTransaction", json!([format!("0x{}", hex(&create.encode()))]))
+            .expect("deploy");
         let contract = fika_side::contract_address(&fika_side::address_of_secret(&key1()), 0);
-        let ping = call(n, cx, "eth_sendRawTransaction", json!([transfer(1, contract, 0, vec![1, 2, 3])])).expect("ping");
+        let ping = call(n, cx, "eth_sendRawTransaction", json!([transfer(1, contract, 0, vec![1, 2, 3])]))
+            .expect("ping");
         mine(n, cx);
         (contract, deploy, ping)
     }
@@ -623,7 +694,8 @@ mod tests {
         assert_eq!(r["status"], json!("0x1"), "{r}");
         assert_eq!(r["contractAddress"], json!(format!("0x{}", hex(&contract))));
         assert_eq!(r["to"], Value::Null);
-        let code = call(&mut n, &mut cx, "eth_getCode", json!([r["contractAddress"], "latest"])).expect("code");
+        let code =
+            call(&mut n, &mut cx, "eth_getCode", json!([r["contractAddress"], "latest"])).expect("code");
         assert_eq!(code, json!(format!("0x{}", hex(&ping_contract()[12..]))));
         let r = call(&mut n, &mut cx, "eth_getTransactionReceipt", json!([ping])).expect("receipt");
         assert_eq!(r["status"], json!("0x1"), "{r}");
@@ -664,7 +736,12 @@ mod tests {
         let (contract, _, _) = deploy_and_ping(&mut n, &mut cx);
         let to = format!("0x{}", hex(&contract));
         let from = [0x42; 20];
-        let got = call(&mut n, &mut cx, "eth_call", json!([{"from": format!("0x{}", hex(&from)), "to": to}, "latest"]));
+        let got = call(
+            &mut n,
+            &mut cx,
+            "eth_call",
+            json!([{"from": format!("0x{}", hex(&from)), "to": to}, "latest"]),
+        );
         assert_eq!(got, Ok(json!(word(&from))));
         // Before the contract existed: no code, empty output.
         assert_eq!(call(&mut n, &mut cx, "eth_call", json!([{"to": to}, "0x0"])), Ok(json!("0x")));
@@ -686,7 +763,8 @@ mod tests {
         assert_eq!(all[0]["transactionHash"], ping);
         assert_eq!(all[0]["transactionIndex"], json!("0x1"));
         assert_eq!(all[0]["removed"], json!(false));
-        let f = json!({"fromBlock": "0x0", "toBlock": "latest", "address": [address], "topics": [[topic], null]});
+        let f =
+            json!({"fromBlock": "0x0", "toBlock": "latest", "address": [address], "topics": [[topic], null]});
         assert_eq!(logs(&mut n, &mut cx, f), Ok(all.clone()));
         let by_hash = json!({"blockHash": all[0]["blockHash"], "address": address});
         assert_eq!(logs(&mut n, &mut cx, by_hash), Ok(all.clone()));
@@ -697,12 +775,16 @@ mod tests {
         let t = format!("0x{}", "22".repeat(32));
         assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "topics": [t]})), Ok(json!([])));
         // A second topic the log does not have: nothing.
-        assert_eq!(logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "topics": [null, topic]})), Ok(json!([])));
+        assert_eq!(
+            logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "topics": [null, topic]})),
+            Ok(json!([]))
+        );
         // The default range is the best block only.
         assert_eq!(logs(&mut n, &mut cx, json!({})), Ok(json!([])));
         let e = logs(&mut n, &mut cx, json!({"fromBlock": "0x3", "toBlock": "0x1"})).expect_err("reversed");
         assert_eq!(e.code, code::INVALID_PARAMS);
-        let e = logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "toBlock": "0x2710"})).expect_err("too wide");
+        let e =
+            logs(&mut n, &mut cx, json!({"fromBlock": "0x0", "toBlock": "0x2710"})).expect_err("too wide");
         assert_eq!(e.code, LIMIT_EXCEEDED);
         let e = logs(&mut n, &mut cx, json!({"fromBlok": "0x0"})).expect_err("typo");
         assert!(e.code == code::INVALID_PARAMS && e.message.contains("fromBlok"), "{e}");

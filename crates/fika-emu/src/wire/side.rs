@@ -257,44 +257,46 @@ mod tests {
             proptest::option::of((any::<u32>(), proptest::collection::vec(any::<[u8; 32]>(), 0..4))),
             proptest::collection::vec(arb_tx(), 0..3),
         )
-            .prop_map(|(parent, number, timestamp, coinbase, roots, (gu, gl, d), mm, transactions)| {
-                let merge_mining = mm.map(|(nonce, branch)| {
-                    let btc_coinbase = fika_btc::template::coinbase_tx(
-                        7,
-                        &fika_side::merge_mining_tag(&parent),
-                        bitcoin::Amount::from_sat(5),
-                        b"",
-                    );
-                    MergeMiningProof {
-                        btc_header: bitcoin::block::Header {
-                            version: bitcoin::block::Version::from_consensus(0x2000_0000),
-                            prev_blockhash: bitcoin::BlockHash::all_zeros(),
-                            merkle_root: bitcoin::TxMerkleNode::all_zeros(),
-                            time: 1,
-                            bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
-                            nonce,
+            .prop_map(
+                |(parent, number, timestamp, coinbase, roots, (gu, gl, d), mm, transactions)| {
+                    let merge_mining = mm.map(|(nonce, branch)| {
+                        let btc_coinbase = fika_btc::template::coinbase_tx(
+                            7,
+                            &fika_side::merge_mining_tag(&parent),
+                            bitcoin::Amount::from_sat(5),
+                            b"",
+                        );
+                        MergeMiningProof {
+                            btc_header: bitcoin::block::Header {
+                                version: bitcoin::block::Version::from_consensus(0x2000_0000),
+                                prev_blockhash: bitcoin::BlockHash::all_zeros(),
+                                merkle_root: bitcoin::TxMerkleNode::all_zeros(),
+                                time: 1,
+                                bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+                                nonce,
+                            },
+                            btc_coinbase,
+                            coinbase_branch: branch,
+                        }
+                    });
+                    SideBlock {
+                        header: SideHeader {
+                            parent_hash: parent,
+                            number,
+                            timestamp,
+                            coinbase,
+                            state_root: roots[0],
+                            transactions_root: roots[1],
+                            receipts_root: roots[2],
+                            gas_used: gu,
+                            gas_limit: gl,
+                            difficulty: U256::from(d),
+                            merge_mining,
                         },
-                        btc_coinbase,
-                        coinbase_branch: branch,
+                        transactions,
                     }
-                });
-                SideBlock {
-                    header: SideHeader {
-                        parent_hash: parent,
-                        number,
-                        timestamp,
-                        coinbase,
-                        state_root: roots[0],
-                        transactions_root: roots[1],
-                        receipts_root: roots[2],
-                        gas_used: gu,
-                        gas_limit: gl,
-                        difficulty: U256::from(d),
-                        merge_mining,
-                    },
-                    transactions,
-                }
-            })
+                },
+            )
     }
 
     fn arb_side() -> impl Strategy<Value = SideMsg> {
@@ -408,7 +410,9 @@ mod tests {
         // A PowPeg connection takes both, each under its own protocol id.
         let (f, _) = round_trip(PegMsg::Btc(BtcMsg::SendCmpct));
         assert_eq!(f.protocol, PROTOCOL_BITCOIN);
-        assert!(matches!(decode_frame_as::<PegMsg>(&side, DEFAULT_MAX_PAYLOAD), Ok((_, n)) if n == side.len()));
+        assert!(
+            matches!(decode_frame_as::<PegMsg>(&side, DEFAULT_MAX_PAYLOAD), Ok((_, n)) if n == side.len())
+        );
         let mut bad = side.clone();
         bad[4] = 9;
         assert!(matches!(
