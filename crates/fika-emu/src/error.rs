@@ -41,7 +41,7 @@ pub enum EmuError {
         source: fika_scenario::BuildError,
     },
     /// The scenario is not one the emulator runs.
-    #[error("{scenario}: protocol = \"{protocol}\": the emulator runs bitcoin scenarios only")]
+    #[error("{scenario}: protocol = \"{protocol}\": the emulator runs bitcoin and powpeg scenarios only")]
     Unsupported {
         /// The scenario (file or name).
         scenario: String,

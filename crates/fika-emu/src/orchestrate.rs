@@ -547,7 +547,12 @@ pub fn emulate(
     if let Some(seed) = options.seed {
         s.seed = seed;
     }
-    if s.protocol != ProtocolKind::Bitcoin || s.bitcoin.is_none() {
+    let supported = match s.protocol {
+        ProtocolKind::Bitcoin => s.bitcoin.is_some(),
+        ProtocolKind::Powpeg => s.bitcoin.is_some() && s.powpeg.is_some(),
+        ProtocolKind::Gossip => false,
+    };
+    if !supported {
         return Err(EmuError::Unsupported {
             scenario: scenario_path.display().to_string(),
             protocol: format!("{:?}", s.protocol).to_lowercase(),

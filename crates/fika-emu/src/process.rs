@@ -13,6 +13,12 @@
 //! fika-emu done {"node":0,"name":"server1",...}
 //! ```
 //!
+//! A node of a PowPeg scenario ([`fika_scenario::peg`]: Bitcoin nodes,
+//! merge-mining pools, sidechain nodes, pegnatories, users) runs the same
+//! way over PowPeg connections ([`fika_peg::network::PegMsg`]), in memory
+//! only (its `data_dir` is not used), and serves the Ethereum-style
+//! methods of [`crate::rpc::eth`] if it runs a sidechain node.
+//!
 //! With a `data_dir`, the node keeps its state in a durable store there
 //! ([`crate::store`], committed every step by [`crate::durable`]); started
 //! again with the same directory it resumes from it (the `resumed` line:
@@ -30,6 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fika_btc::node::{BtcNode, SharedDb};
 use fika_core::NodeId;
+use fika_peg::network::PegNode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -222,6 +229,42 @@ pub struct ProcessReport {
     /// Its store's commit counters and file size, if it has a data directory.
     #[serde(default)]
     pub store: Option<crate::store::StoreStats>,
+    /// The node's sidechain at the end, if it runs a sidechain node.
+    #[serde(default)]
+    pub side: Option<SideSummary>,
+}
+
+/// The state of a PowPeg node's sidechain at the end of its run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideSummary {
+    /// The node's role (`side`, `miner`, `pegnatory`).
+    pub kind: String,
+    /// Number of its best sidechain block.
+    pub best_number: u64,
+    /// Hash of its best sidechain block, `0x` hex.
+    pub best_hash: String,
+    /// Sidechain blocks it knows (all branches).
+    pub blocks: usize,
+    /// Transactions waiting in its pool.
+    pub pool_txs: usize,
+    /// Blocks at which the peg's conservation law failed (must be 0).
+    pub conservation_violations: u32,
+}
+
+impl SideSummary {
+    /// Summarizes a PowPeg node's sidechain, if it runs one.
+    pub fn of(node: &PegNode) -> Option<Self> {
+        let side = node.side()?;
+        let chain = side.chain();
+        Some(SideSummary {
+            kind: node.kind().to_owned(),
+            best_number: chain.best_number(),
+            best_hash: format!("0x{}", crate::rpc::core_json::hex(&chain.best_hash())),
+            blocks: chain.block_count(),
+            pool_txs: side.pool_len(),
+            conservation_violations: side.violations(),
+        })
+    }
 }
 
 /// A status line of a node process, parsed.
@@ -340,6 +383,9 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
         }
         None => return Err(EmuError::NoSuchNode { id, nodes: layout.names.len() }),
     }
+    if s.protocol == fika_scenario::ProtocolKind::Powpeg {
+        return run_peg_process(config, &rt, &s, &layout, id);
+    }
     let (mut node, db) = build::build_btc_node_with_db(&s, &layout, id)?;
     // Bind the RPC port before anything is reported, so a port taken is an error at once.
     let rpc = match config.rpc_port {
@@ -392,6 +438,7 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
                 peak_rss_kib: peak_rss_kib(std::process::id()),
                 resumed: d.resumed().cloned(),
                 store: Some(d.stats()),
+                side: None,
             }
         }
         Runner::Memory(node) => {
@@ -405,8 +452,69 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
                 peak_rss_kib: peak_rss_kib(std::process::id()),
                 resumed: None,
                 store: None,
+                side: None,
             }
         }
+    };
+    if let Ok(json) = serde_json::to_string(&report) {
+        say(format_args!("done {json}"));
+    }
+    Ok(report)
+}
+
+fn status_hook() -> crate::runtime::StatusFn {
+    Box::new(|st: &Status| match st {
+        Status::Listening(a) => say(format_args!("listening {a}")),
+        Status::Connected { after } => say(format_args!("connected {:.3}", after.as_secs_f64() * 1e3)),
+        Status::Started => say(format_args!("started")),
+        Status::Stopping => {}
+    })
+}
+
+/// Runs node `id` of a PowPeg scenario: rebuilt as the simulator builds it
+/// (the whole network is derived, this process keeps its own node), in
+/// memory, with the sidechain JSON-RPC methods if it has an RPC port.
+fn run_peg_process(
+    config: &NodeProcessConfig,
+    rt: &RuntimeConfig,
+    s: &fika_scenario::Scenario,
+    layout: &fika_scenario::Layout,
+    id: NodeId,
+) -> Result<ProcessReport, EmuError> {
+    let built = fika_scenario::peg::build(s, layout)
+        .map_err(|source| EmuError::Layout { file: config.scenario.clone(), source })?;
+    let mut nodes = built.nodes;
+    if nodes.len() != layout.names.len() || id.index() >= nodes.len() {
+        return Err(EmuError::NoSuchNode { id, nodes: nodes.len() });
+    }
+    let mut node = nodes.swap_remove(id.index());
+    drop(nodes);
+    let rpc = match config.rpc_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let l = std::net::TcpListener::bind(addr).map_err(|source| EmuError::Bind { addr, source })?;
+            Some((l, crate::rpc::ServerConfig::new(&config.rpc_user, &config.rpc_password)))
+        }
+    };
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    if config.stdin_control {
+        stdin_control(ctl_tx);
+    } else {
+        drop(ctl_tx);
+    }
+    let hooks = Hooks { control: Some(ctl_rx), status: Some(status_hook()) };
+    let stats = runtime::run_node_with(&mut node, rt, hooks, |caller| match rpc {
+        Some((listener, cfg)) => crate::rpc::serve_peg(listener, cfg, caller),
+        None => Ok(()),
+    })?;
+    let report = ProcessReport {
+        node: config.node_id,
+        name: config.name.clone(),
+        stats,
+        side: SideSummary::of(&node),
+        peak_rss_kib: peak_rss_kib(std::process::id()),
+        ..Default::default()
     };
     if let Ok(json) = serde_json::to_string(&report) {
         say(format_args!("done {json}"));

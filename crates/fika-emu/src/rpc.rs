@@ -13,12 +13,15 @@
 //! * [`json`]: answers with Core's field order and 8-decimal amounts;
 //! * [`core_json`]: blocks, headers and transactions in Core's shapes;
 //! * [`methods`]: the methods of full and wallet nodes;
+//! * [`eth`]: the Ethereum-style methods of sidechain nodes (PowPeg
+//!   scenarios), JSON-RPC 2.0 error codes;
 //! * [`server`]: the tokio tasks serving connections beside the node loop;
 //! * [`client`]: a blocking client for the command line and tests.
 
 pub mod args;
 pub mod client;
 pub mod core_json;
+pub mod eth;
 pub mod http;
 pub mod json;
 pub mod jsonrpc;
@@ -26,6 +29,8 @@ pub mod methods;
 pub mod server;
 
 use std::rc::Rc;
+
+use fika_peg::network::{PegMsg, PegNode};
 
 use crate::EmuError;
 use crate::service::{BtcHost, Caller};
@@ -55,6 +60,35 @@ pub fn serve_btc<N: BtcHost>(
         );
         answer.unwrap_or_else(|| Err(jsonrpc::RpcError::new(-1, "the node has stopped taking input")))
     });
+    server::spawn(listener, cfg, caller, dispatch);
+    Ok(())
+}
+
+/// Serves the sidechain's JSON-RPC methods ([`eth`]) of a PowPeg node on
+/// `listener`, like [`serve_btc`]; a node without a sidechain node answers
+/// every method with `-32601`.
+pub fn serve_peg(
+    listener: std::net::TcpListener,
+    cfg: ServerConfig,
+    caller: Caller<PegNode, PegMsg>,
+) -> Result<(), EmuError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| EmuError::Bind { addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)), source })?;
+    let bind = |source| EmuError::Bind { addr, source };
+    listener.set_nonblocking(true).map_err(bind)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
+    let dispatch: server::Dispatch<PegNode, PegMsg> = Rc::new(
+        |node: &mut PegNode, cx, _net, method, params| {
+            let kind = node.kind();
+            node.with_side(cx, |side, scx| eth::handle(side, scx, method, params)).unwrap_or_else(|| {
+            Err(jsonrpc::RpcError::new(
+                jsonrpc::code::METHOD_NOT_FOUND,
+                format!("the method {method} does not exist/is not available (a {kind} node runs no sidechain)"),
+            ))
+        })
+        },
+    );
     server::spawn(listener, cfg, caller, dispatch);
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Driving one sans-IO node in real time over TCP.
 //!
-//! [`run_node`] runs a current-thread tokio runtime around one
-//! [`Node`]`<Msg = BtcMsg>`: it listens on the node's address, dials its
+//! [`run_node`] runs a current-thread tokio runtime around one [`Node`]
+//! whose message type has a wire codec ([`WireMessage`]: Bitcoin's
+//! [`BtcMsg`](fika_btc::msg::BtcMsg), the sidechain's, the PowPeg's): it listens on the node's address, dials its
 //! peers of lower id (each pair of peers has exactly one dialer, so no
 //! duplicate connections), retrying with backoff until they answer, and
 //! identifies every connection by the [`Hello`] handshake. The node sees
@@ -42,7 +43,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use fika_btc::msg::BtcMsg;
 use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,7 +54,7 @@ use tokio::time::Instant;
 use crate::EmuError;
 use crate::error::io_at;
 use crate::service::{Caller, NetView, PeerView};
-use crate::wire::{self, Body, Frame, Hello, WireError};
+use crate::wire::{self, Body, Frame, Hello, WireError, WireMessage};
 
 /// When the node starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,10 +279,10 @@ pub enum HandshakeError {
     #[error("closed before the hello")]
     Closed,
     /// The first frame was not a hello.
-    #[error("expected a hello, got a {} frame", wire::type_name(*.msg_type))]
+    #[error("expected a hello, got a {msg_type} frame")]
     NotHello {
-        /// Its message type.
-        msg_type: u8,
+        /// Its message type's name.
+        msg_type: &'static str,
     },
     /// The peer dialed is someone else.
     #[error("dialed node {expected} but {got} ({name}) answered")]
@@ -486,28 +486,28 @@ struct PeerInfo {
     version: u16,
 }
 
-enum NetEvent {
-    Up { info: PeerInfo, conn: u64, tx: mpsc::Sender<BtcMsg>, counters: Rc<ConnCounters> },
-    Msg { peer: NodeId, conn: u64, msg: BtcMsg },
+enum NetEvent<M> {
+    Up { info: PeerInfo, conn: u64, tx: mpsc::Sender<M>, counters: Rc<ConnCounters> },
+    Msg { peer: NodeId, conn: u64, msg: M },
     Down { peer: NodeId, conn: u64, reason: String },
     Refused { addr: SocketAddr, reason: String },
 }
 
 /// What the connection tasks share.
-struct NetShared {
+struct NetShared<M> {
     me: NodeId,
     hello: Hello,
     peers: BTreeMap<NodeId, SocketAddr>,
     max_payload: u32,
     send_queue: usize,
-    events: mpsc::Sender<NetEvent>,
+    events: mpsc::Sender<NetEvent<M>>,
     next_conn: Cell<u64>,
     bytes_sent: Cell<u64>,
     bytes_received: Cell<u64>,
     unencodable: Cell<u64>,
 }
 
-impl NetShared {
+impl<M> NetShared<M> {
     async fn refused(&self, addr: SocketAddr, e: HandshakeError) {
         let _ = self.events.send(NetEvent::Refused { addr, reason: e.to_string() }).await;
     }
@@ -537,9 +537,9 @@ impl FrameReader {
     }
 
     /// The next frame; `None` when the peer closed between frames.
-    async fn next(&mut self, received: &Cell<u64>) -> Result<Option<Frame>, ConnError> {
+    async fn next<M: WireMessage>(&mut self, received: &Cell<u64>) -> Result<Option<Frame<M>>, ConnError> {
         loop {
-            match wire::decode_frame_limited(&self.buf[self.start..], self.max_payload) {
+            match wire::decode_frame_as::<M>(&self.buf[self.start..], self.max_payload) {
                 Ok((frame, used)) => {
                     self.start += used;
                     return Ok(Some(frame));
@@ -566,21 +566,21 @@ impl FrameReader {
 }
 
 /// Exchanges hellos: the dialer (`expect` = the peer dialed) speaks first.
-async fn handshake(
-    shared: &NetShared,
+async fn handshake<M: WireMessage>(
+    shared: &NetShared<M>,
     stream: TcpStream,
     expect: Option<NodeId>,
 ) -> Result<(FrameReader, OwnedWriteHalf, Hello, u16), HandshakeError> {
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = FrameReader::new(r, shared.max_payload);
-    let ours = wire::encode_frame(&Frame::hello(shared.hello.clone()))?;
+    let ours = wire::encode_frame(&Frame::<M>::hello_of(shared.hello.clone()))?;
     if expect.is_some() {
         w.write_all(&ours).await?;
     }
-    let theirs = match reader.next(&shared.bytes_received).await? {
+    let theirs = match reader.next::<M>(&shared.bytes_received).await? {
         Some(Frame { body: Body::Hello(h), .. }) => h,
-        Some(f) => return Err(HandshakeError::NotHello { msg_type: f.msg_type() }),
+        Some(f) => return Err(HandshakeError::NotHello { msg_type: f.type_name() }),
         None => return Err(HandshakeError::Closed),
     };
     if expect.is_none() {
@@ -597,10 +597,10 @@ async fn handshake(
     Ok((reader, w, theirs, version))
 }
 
-async fn write_loop(
+async fn write_loop<M: WireMessage>(
     mut w: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<BtcMsg>,
-    shared: Rc<NetShared>,
+    mut rx: mpsc::Receiver<M>,
+    shared: Rc<NetShared<M>>,
     version: u16,
     counters: Rc<ConnCounters>,
 ) {
@@ -609,7 +609,7 @@ async fn write_loop(
         buf.clear();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
-            if wire::encode_frame_into(&Frame::btc(shared.me, version, msg), &mut buf, shared.max_payload)
+            if wire::encode_frame_into(&Frame::message(shared.me, version, msg), &mut buf, shared.max_payload)
                 .is_err()
             {
                 shared.unencodable.set(shared.unencodable.get() + 1);
@@ -628,7 +628,12 @@ async fn write_loop(
 }
 
 /// Runs an established connection until it ends.
-async fn run_conn(shared: Rc<NetShared>, mut reader: FrameReader, w: OwnedWriteHalf, info: PeerInfo) {
+async fn run_conn<M: WireMessage>(
+    shared: Rc<NetShared<M>>,
+    mut reader: FrameReader,
+    w: OwnedWriteHalf,
+    info: PeerInfo,
+) {
     let (peer, version) = (info.peer, info.version);
     let conn = shared.next_conn.get();
     shared.next_conn.set(conn + 1);
@@ -643,7 +648,7 @@ async fn run_conn(shared: Rc<NetShared>, mut reader: FrameReader, w: OwnedWriteH
         return;
     }
     let reason = loop {
-        let next = reader.next(&shared.bytes_received).await;
+        let next = reader.next::<M>(&shared.bytes_received).await;
         counters.received.set(reader.total);
         match next {
             Ok(Some(f)) if f.sender != peer => {
@@ -652,7 +657,7 @@ async fn run_conn(shared: Rc<NetShared>, mut reader: FrameReader, w: OwnedWriteH
             Ok(Some(f)) if f.version != version => {
                 break format!("frame of version {} after agreeing on {version}", f.version);
             }
-            Ok(Some(Frame { body: Body::Btc(msg), .. })) => {
+            Ok(Some(Frame { body: Body::Msg(msg), .. })) => {
                 if shared.events.send(NetEvent::Msg { peer, conn, msg }).await.is_err() {
                     writer.abort();
                     return;
@@ -667,7 +672,7 @@ async fn run_conn(shared: Rc<NetShared>, mut reader: FrameReader, w: OwnedWriteH
     let _ = shared.events.send(NetEvent::Down { peer, conn, reason }).await;
 }
 
-async fn dial_loop(shared: Rc<NetShared>, peer: NodeId, addr: SocketAddr) {
+async fn dial_loop<M: WireMessage>(shared: Rc<NetShared<M>>, peer: NodeId, addr: SocketAddr) {
     let mut backoff = BACKOFF_MIN;
     loop {
         if let Ok(stream) = TcpStream::connect(addr).await {
@@ -686,7 +691,7 @@ async fn dial_loop(shared: Rc<NetShared>, peer: NodeId, addr: SocketAddr) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Rc<NetShared>) {
+async fn accept_loop<M: WireMessage>(listener: TcpListener, shared: Rc<NetShared<M>>) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
@@ -738,19 +743,19 @@ async fn signals(tx: mpsc::UnboundedSender<Control>) {
 
 // ----- the node's context ---------------------------------------------------
 
-struct Conn {
+struct Conn<M> {
     id: u64,
-    tx: mpsc::Sender<BtcMsg>,
+    tx: mpsc::Sender<M>,
     info: PeerInfo,
     since_unix: u64,
     counters: Rc<ConnCounters>,
 }
 
 /// The node loop's state, apart from the node.
-struct State {
+struct State<M> {
     id: NodeId,
     peers: Vec<NodeId>,
-    conns: BTreeMap<NodeId, Conn>,
+    conns: BTreeMap<NodeId, Conn<M>>,
     timers: Timers,
     rng: NodeRng,
     log: EventLog,
@@ -759,12 +764,12 @@ struct State {
     last_now: SimTime,
 }
 
-struct Cx<'a> {
+struct Cx<'a, M> {
     now: SimTime,
-    st: &'a mut State,
+    st: &'a mut State<M>,
 }
 
-impl State {
+impl<M> State<M> {
     /// The node's time now (zero before it starts), never decreasing.
     fn now(&mut self) -> SimTime {
         if let Some(c) = self.clock {
@@ -773,7 +778,7 @@ impl State {
         self.last_now
     }
 
-    fn cx(&mut self) -> Cx<'_> {
+    fn cx(&mut self) -> Cx<'_, M> {
         let now = self.now();
         Cx { now, st: self }
     }
@@ -785,7 +790,7 @@ impl State {
     }
 }
 
-impl Context<BtcMsg> for Cx<'_> {
+impl<M> Context<M> for Cx<'_, M> {
     fn id(&self) -> NodeId {
         self.st.id
     }
@@ -801,7 +806,7 @@ impl Context<BtcMsg> for Cx<'_> {
     fn peer(&self, i: usize) -> NodeId {
         self.st.peers[i]
     }
-    fn send(&mut self, to: NodeId, msg: BtcMsg) {
+    fn send(&mut self, to: NodeId, msg: M) {
         let st = &mut *self.st;
         if st.peers.binary_search(&to).is_err() {
             st.stats.dropped_unlinked += 1;
@@ -832,17 +837,17 @@ impl Context<BtcMsg> for Cx<'_> {
     }
 }
 
-fn deliver<N: Node<Msg = BtcMsg>>(node: &mut N, st: &mut State, from: NodeId, msg: BtcMsg) {
+fn deliver<N: Node>(node: &mut N, st: &mut State<N::Msg>, from: NodeId, msg: N::Msg) {
     st.stats.messages_received += 1;
     let mut cx = st.cx();
     node.on_message(&mut cx, from, msg);
 }
 
-fn on_net<N: Node<Msg = BtcMsg>>(
+fn on_net<N: Node>(
     node: &mut N,
-    st: &mut State,
-    pending: &mut VecDeque<(NodeId, BtcMsg)>,
-    ev: NetEvent,
+    st: &mut State<N::Msg>,
+    pending: &mut VecDeque<(NodeId, N::Msg)>,
+    ev: NetEvent<N::Msg>,
 ) {
     match ev {
         NetEvent::Up { info, conn, tx, counters } => {
@@ -879,23 +884,29 @@ fn on_net<N: Node<Msg = BtcMsg>>(
 /// Runs `node` as configured until its duration ends or it is told to
 /// stop; returns its counters. Blocks the calling thread (a current-thread
 /// tokio runtime runs inside); run several nodes on several threads.
-pub fn run_node<N: Node<Msg = BtcMsg> + 'static>(
+pub fn run_node<N: Node + 'static>(
     node: &mut N,
     cfg: &RuntimeConfig,
     hooks: Hooks,
-) -> Result<RunStats, EmuError> {
-    run_node_with(node, cfg, hooks, |_: Caller<N>| Ok(()))
+) -> Result<RunStats, EmuError>
+where
+    N::Msg: WireMessage,
+{
+    run_node_with(node, cfg, hooks, |_: Caller<N, N::Msg>| Ok(()))
 }
 
 /// [`run_node`] with services beside the node: `services` is called once
 /// inside the runtime (so it may `spawn_local` tasks) with a [`Caller`]
 /// into the node loop, before the node starts; its error ends the run.
-pub fn run_node_with<N: Node<Msg = BtcMsg> + 'static>(
+pub fn run_node_with<N: Node + 'static>(
     node: &mut N,
     cfg: &RuntimeConfig,
     hooks: Hooks,
-    services: impl FnOnce(Caller<N>) -> Result<(), EmuError>,
-) -> Result<RunStats, EmuError> {
+    services: impl FnOnce(Caller<N, N::Msg>) -> Result<(), EmuError>,
+) -> Result<RunStats, EmuError>
+where
+    N::Msg: WireMessage,
+{
     cfg.validate()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EmuError::Runtime)?;
     let local = tokio::task::LocalSet::new();
@@ -905,12 +916,15 @@ pub fn run_node_with<N: Node<Msg = BtcMsg> + 'static>(
     result
 }
 
-async fn drive<N: Node<Msg = BtcMsg> + 'static>(
+async fn drive<N: Node + 'static>(
     node: &mut N,
     cfg: &RuntimeConfig,
     hooks: Hooks,
-    services: impl FnOnce(Caller<N>) -> Result<(), EmuError>,
-) -> Result<RunStats, EmuError> {
+    services: impl FnOnce(Caller<N, N::Msg>) -> Result<(), EmuError>,
+) -> Result<RunStats, EmuError>
+where
+    N::Msg: WireMessage,
+{
     let t0 = Instant::now();
     let Hooks { control, status } = hooks;
     let mut status = status;
@@ -926,7 +940,7 @@ async fn drive<N: Node<Msg = BtcMsg> + 'static>(
     let (net_tx, mut net_rx) = mpsc::channel(1024);
     let shared = Rc::new(NetShared {
         me: cfg.id,
-        hello: Hello::bitcoin(cfg.id, cfg.name.clone()),
+        hello: Hello::new(N::Msg::PROTOCOL, cfg.id, cfg.name.clone()),
         peers: cfg.peers.iter().copied().collect(),
         max_payload: cfg.max_payload,
         send_queue: cfg.send_queue,
@@ -973,7 +987,7 @@ async fn drive<N: Node<Msg = BtcMsg> + 'static>(
         clock: None,
         last_now: SimTime::ZERO,
     };
-    let mut pending: VecDeque<(NodeId, BtcMsg)> = VecDeque::new();
+    let mut pending: VecDeque<(NodeId, N::Msg)> = VecDeque::new();
     let mut planned = match cfg.start {
         StartRule::At(t) => Some(instant_of(t)),
         _ => None,
@@ -1086,7 +1100,12 @@ fn unix_secs(t: SystemTime) -> u64 {
 }
 
 /// What a [`crate::service::NodeCall`] sees of the runtime.
-fn net_view(st: &mut State, cfg: &RuntimeConfig, shared: &NetShared, runtime_started_unix: u64) -> NetView {
+fn net_view<M>(
+    st: &mut State<M>,
+    cfg: &RuntimeConfig,
+    shared: &NetShared<M>,
+    runtime_started_unix: u64,
+) -> NetView {
     let mut stats = st.stats.clone();
     stats.end_ns = st.now().as_nanos();
     stats.bytes_sent = shared.bytes_sent.get();

@@ -36,9 +36,9 @@ impl BtcHost for BtcNode {
     }
 }
 
-/// Work for the node loop: runs with the node, its context and the network
-/// view, on the loop's thread.
-pub type NodeCall<N> = Box<dyn FnOnce(&mut N, &mut dyn Context<BtcMsg>, &NetView)>;
+/// Work for the node loop: runs with the node, its context (for messages
+/// `M`) and the network view, on the loop's thread.
+pub type NodeCall<N, M = BtcMsg> = Box<dyn FnOnce(&mut N, &mut dyn Context<M>, &NetView)>;
 
 /// Calls queued for the loop before callers wait.
 pub const CALL_QUEUE: usize = 64;
@@ -96,20 +96,21 @@ pub enum CallError {
     Stopped,
 }
 
-/// Hands work to the node loop (cheap to clone; one per service task).
-pub struct Caller<N> {
-    tx: mpsc::Sender<NodeCall<N>>,
+/// Hands work to the node loop (cheap to clone; one per service task) of a
+/// node `N` speaking messages `M`.
+pub struct Caller<N, M = BtcMsg> {
+    tx: mpsc::Sender<NodeCall<N, M>>,
 }
 
-impl<N> Clone for Caller<N> {
+impl<N, M> Clone for Caller<N, M> {
     fn clone(&self) -> Self {
         Caller { tx: self.tx.clone() }
     }
 }
 
-impl<N: 'static> Caller<N> {
+impl<N: 'static, M: 'static> Caller<N, M> {
     /// A caller and the receiving end the loop polls.
-    pub fn channel() -> (Self, mpsc::Receiver<NodeCall<N>>) {
+    pub fn channel() -> (Self, mpsc::Receiver<NodeCall<N, M>>) {
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
         (Caller { tx }, rx)
     }
@@ -117,10 +118,10 @@ impl<N: 'static> Caller<N> {
     /// Runs `f` on the node loop and returns its result.
     pub async fn call<R: 'static>(
         &self,
-        f: impl FnOnce(&mut N, &mut dyn Context<BtcMsg>, &NetView) -> R + 'static,
+        f: impl FnOnce(&mut N, &mut dyn Context<M>, &NetView) -> R + 'static,
     ) -> Result<R, CallError> {
         let (tx, rx) = oneshot::channel();
-        let call: NodeCall<N> = Box::new(move |node, cx, net| {
+        let call: NodeCall<N, M> = Box::new(move |node, cx, net| {
             let _ = tx.send(f(node, cx, net));
         });
         self.tx.send(call).await.map_err(|_| CallError::Stopped)?;

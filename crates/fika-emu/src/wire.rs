@@ -1,12 +1,12 @@
 //! The emulator's wire format: length-prefixed, versioned frames carrying
-//! Bitcoin's real P2P payload encodings.
+//! Bitcoin's real P2P payload encodings, and the sidechain's (see [`side`]).
 //!
 //! # Frame
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 4 | magic, `b"fika"` |
-//! | 1 | protocol id ([`PROTOCOL_BITCOIN`] = 1) |
+//! | 1 | protocol id ([`PROTOCOL_BITCOIN`] = 1, [`PROTOCOL_SIDECHAIN`] = 2) |
 //! | 2 | wire version, little endian |
 //! | 4 | sender node id, little endian |
 //! | 1 | message type ([`msg_type`]) |
@@ -19,6 +19,17 @@
 //! its own. Both then use the highest version both support ([`negotiate`])
 //! and refuse the connection with a [`WireError`] naming both ranges when
 //! there is none. Every later frame carries the negotiated version.
+//!
+//! # Codecs
+//!
+//! What a connection carries is a node's message type, a [`WireMessage`]:
+//! [`BtcMsg`] (protocol 1), the sidechain's [`SideMsg`](fika_peg::network::SideMsg)
+//! (protocol 2) and the PowPeg's [`PegMsg`](fika_peg::network::PegMsg),
+//! whose hello announces [`PROTOCOL_POWPEG`] = 3 and whose frames carry
+//! protocol 1 or 2 by the part of the message they hold. The frame
+//! functions that name no message type ([`decode_frame`],
+//! [`decode_frame_limited`], [`fuzz_decode`]'s first pass) are Bitcoin's;
+//! [`decode_frame_as`] decodes any.
 //!
 //! # Payloads (version 1)
 //!
@@ -65,10 +76,16 @@ use fika_btc::blockdb::SimBlock;
 use fika_btc::msg::{BtcMsg, FilteredBlock, Inv};
 use fika_core::NodeId;
 
+pub mod side;
+
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"fika";
 /// Protocol id of the Bitcoin-like protocol.
 pub const PROTOCOL_BITCOIN: u8 = 1;
+/// Protocol id of the sidechain's protocol.
+pub const PROTOCOL_SIDECHAIN: u8 = 2;
+/// Protocol id a PowPeg node's hello announces (its frames carry 1 or 2).
+pub const PROTOCOL_POWPEG: u8 = 3;
 /// Oldest wire version this build speaks.
 pub const VERSION_MIN: u16 = 1;
 /// Newest wire version this build speaks.
@@ -155,10 +172,20 @@ pub enum WireError {
         found: Vec<u8>,
     },
     /// A data frame of a protocol this build does not speak.
-    #[error("unknown protocol id {protocol} (this build speaks {PROTOCOL_BITCOIN} = bitcoin)")]
+    #[error(
+        "unknown protocol id {protocol} (this build speaks {PROTOCOL_BITCOIN} = bitcoin, {PROTOCOL_SIDECHAIN} = sidechain)"
+    )]
     UnknownProtocol {
         /// The protocol id found.
         protocol: u8,
+    },
+    /// A data frame of a protocol this build speaks, but not on this connection.
+    #[error("a frame of protocol {protocol} on a {connection} connection")]
+    UnexpectedProtocol {
+        /// The protocol id found.
+        protocol: u8,
+        /// The connection's protocol.
+        connection: &'static str,
     },
     /// A data frame of a version this build does not speak.
     #[error("unsupported wire version {version} (this build speaks {min}..={max})")]
@@ -273,7 +300,80 @@ pub struct Hello {
 impl Hello {
     /// A hello for this build's Bitcoin protocol and versions.
     pub fn bitcoin(node_id: NodeId, name: impl Into<String>) -> Self {
-        Hello { node_id, name: name.into(), protocol: PROTOCOL_BITCOIN, versions: [VERSION_MIN, VERSION_MAX] }
+        Hello::new(PROTOCOL_BITCOIN, node_id, name)
+    }
+
+    /// A hello for `protocol` (a [`WireMessage::PROTOCOL`]) and this build's versions.
+    pub fn new(protocol: u8, node_id: NodeId, name: impl Into<String>) -> Self {
+        Hello { node_id, name: name.into(), protocol, versions: [VERSION_MIN, VERSION_MAX] }
+    }
+}
+
+/// A node's message type as the wire carries it: which protocol and type
+/// code each message travels under, and its payload codec.
+///
+/// Decoding never panics and never allocates more than a constant factor
+/// of the payload it is given; everything [`WireMessage::encode_payload`]
+/// accepts decodes back to an equal message.
+pub trait WireMessage: Clone + std::fmt::Debug + Sized + 'static {
+    /// The protocol id the connection's hello announces.
+    const PROTOCOL: u8;
+    /// The protocol's name, for errors.
+    const NAME: &'static str;
+    /// The frame header's protocol id and message type code of this message.
+    fn header(&self) -> (u8, u8);
+    /// Whether a frame header of `protocol` and type `code` can carry this
+    /// message type (checked before the payload arrives).
+    fn accepts(protocol: u8, code: u8) -> Result<(), WireError>;
+    /// The command name of type `code` of `protocol`.
+    fn type_name(protocol: u8, code: u8) -> &'static str;
+    /// Appends the payload; fails, without a partial promise, if the
+    /// message breaks a limit its decoder checks.
+    fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), WireError>;
+    /// Decodes a whole payload of type `code` of `protocol`.
+    fn decode_payload(protocol: u8, code: u8, payload: &[u8]) -> Result<Self, WireError>;
+}
+
+/// The refusal of a frame of `protocol` on a connection of `M`.
+pub(crate) fn protocol_refused<M: WireMessage>(protocol: u8) -> WireError {
+    match protocol {
+        PROTOCOL_BITCOIN | PROTOCOL_SIDECHAIN => {
+            WireError::UnexpectedProtocol { protocol, connection: M::NAME }
+        }
+        _ => WireError::UnknownProtocol { protocol },
+    }
+}
+
+impl WireMessage for BtcMsg {
+    const PROTOCOL: u8 = PROTOCOL_BITCOIN;
+    const NAME: &'static str = "bitcoin";
+
+    fn header(&self) -> (u8, u8) {
+        (PROTOCOL_BITCOIN, btc_type(self))
+    }
+
+    fn accepts(protocol: u8, code: u8) -> Result<(), WireError> {
+        if code > msg_type::LAST {
+            return Err(WireError::UnknownMessageType { msg_type: code });
+        }
+        if protocol != PROTOCOL_BITCOIN {
+            return Err(protocol_refused::<Self>(protocol));
+        }
+        Ok(())
+    }
+
+    fn type_name(_protocol: u8, code: u8) -> &'static str {
+        type_name(code)
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        encode_btc(self, out)
+    }
+
+    fn decode_payload(_protocol: u8, code: u8, payload: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader { buf: payload, pos: 0, msg: type_name(code) };
+        let m = decode_btc(code, &mut r)?;
+        r.finish(m)
     }
 }
 
@@ -293,16 +393,16 @@ pub fn negotiate(ours: &Hello, theirs: &Hello) -> Result<u16, WireError> {
 
 /// What a frame carries.
 #[derive(Clone, Debug)]
-pub enum Body {
+pub enum Body<M = BtcMsg> {
     /// The handshake.
     Hello(Hello),
-    /// A Bitcoin message.
-    Btc(BtcMsg),
+    /// A protocol message (Bitcoin's unless another type is named).
+    Msg(M),
 }
 
 /// One decoded frame.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct Frame<M = BtcMsg> {
     /// Protocol id from the header.
     pub protocol: u8,
     /// Wire version from the header.
@@ -310,7 +410,45 @@ pub struct Frame {
     /// The sending node.
     pub sender: NodeId,
     /// The message.
-    pub body: Body,
+    pub body: Body<M>,
+}
+
+impl<M: WireMessage> Frame<M> {
+    /// A hello frame (its header carries the hello's protocol, its newest
+    /// version and its node id).
+    pub fn hello_of(hello: Hello) -> Self {
+        Frame {
+            protocol: hello.protocol,
+            version: hello.versions[1],
+            sender: hello.node_id,
+            body: Body::Hello(hello),
+        }
+    }
+
+    /// A message frame from `sender` at wire `version` (its protocol id is
+    /// the message's).
+    pub fn message(sender: NodeId, version: u16, msg: M) -> Self {
+        Frame { protocol: msg.header().0, version, sender, body: Body::Msg(msg) }
+    }
+
+    /// The message type code of the body.
+    pub fn type_code(&self) -> u8 {
+        match &self.body {
+            Body::Hello(_) => msg_type::HELLO,
+            Body::Msg(m) => m.header().1,
+        }
+    }
+
+    /// The command name of the body.
+    pub fn type_name(&self) -> &'static str {
+        match &self.body {
+            Body::Hello(_) => "hello",
+            Body::Msg(m) => {
+                let (p, c) = m.header();
+                M::type_name(p, c)
+            }
+        }
+    }
 }
 
 impl Frame {
@@ -327,15 +465,12 @@ impl Frame {
 
     /// A Bitcoin message frame from `sender` at wire `version`.
     pub fn btc(sender: NodeId, version: u16, msg: BtcMsg) -> Self {
-        Frame { protocol: PROTOCOL_BITCOIN, version, sender, body: Body::Btc(msg) }
+        Frame { protocol: PROTOCOL_BITCOIN, version, sender, body: Body::Msg(msg) }
     }
 
     /// The message type code of the body.
     pub fn msg_type(&self) -> u8 {
-        match &self.body {
-            Body::Hello(_) => msg_type::HELLO,
-            Body::Btc(m) => btc_type(m),
-        }
+        self.type_code()
     }
 }
 
@@ -430,16 +565,12 @@ fn put_sim_block(out: &mut Vec<u8>, msg: &'static str, b: &SimBlock) -> Result<(
     Ok(())
 }
 
-fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
-    let msg = match body {
-        Body::Hello(_) => "hello",
-        Body::Btc(m) => type_name(btc_type(m)),
-    };
+fn encode_payload<M: WireMessage>(body: &Body<M>, out: &mut Vec<u8>) -> Result<(), WireError> {
     match body {
         Body::Hello(h) => {
             if h.name.len() > MAX_NAME_BYTES {
                 return Err(WireError::Unencodable {
-                    msg,
+                    msg: "hello",
                     reason: format!("name of {} bytes exceeds {MAX_NAME_BYTES}", h.name.len()),
                 });
             }
@@ -449,12 +580,20 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
             out.push(h.protocol);
             out.extend_from_slice(&h.versions[0].to_le_bytes());
             out.extend_from_slice(&h.versions[1].to_le_bytes());
+            Ok(())
         }
-        Body::Btc(BtcMsg::Inv(items)) => put_invs(out, msg, items)?,
-        Body::Btc(BtcMsg::GetData(items)) => put_invs(out, msg, items)?,
-        Body::Btc(BtcMsg::Block(b)) => put_sim_block(out, msg, b)?,
-        Body::Btc(BtcMsg::Tx(tx)) => put(out, tx.as_ref()),
-        Body::Btc(BtcMsg::GetHeaders(locator)) => {
+        Body::Msg(m) => m.encode_payload(out),
+    }
+}
+
+fn encode_btc(m: &BtcMsg, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let msg = type_name(btc_type(m));
+    match m {
+        BtcMsg::Inv(items) => put_invs(out, msg, items)?,
+        BtcMsg::GetData(items) => put_invs(out, msg, items)?,
+        BtcMsg::Block(b) => put_sim_block(out, msg, b)?,
+        BtcMsg::Tx(tx) => put(out, tx.as_ref()),
+        BtcMsg::GetHeaders(locator) => {
             check_limit(msg, "locator hashes", locator.len(), MAX_LOCATOR)?;
             out.extend_from_slice(&P2P_PROTOCOL_VERSION.to_le_bytes());
             put_count(out, locator.len());
@@ -463,7 +602,7 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
             }
             out.extend_from_slice(&[0u8; 32]);
         }
-        Body::Btc(BtcMsg::Headers(headers)) => {
+        BtcMsg::Headers(headers) => {
             check_limit(msg, "headers", headers.len(), MAX_HEADERS)?;
             put_count(out, headers.len());
             for h in headers {
@@ -471,11 +610,11 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
                 out.push(0);
             }
         }
-        Body::Btc(BtcMsg::SendCmpct) => {
+        BtcMsg::SendCmpct => {
             out.push(1);
             out.extend_from_slice(&CMPCT_VERSION.to_le_bytes());
         }
-        Body::Btc(BtcMsg::CmpctBlock(b)) => {
+        BtcMsg::CmpctBlock(b) => {
             let txs = &b.block.txdata;
             check_limit(msg, "transactions", txs.len(), MAX_TXS)?;
             put(out, &b.block.header);
@@ -490,7 +629,7 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
             }
             out.extend_from_slice(&b.filler.to_le_bytes());
         }
-        Body::Btc(BtcMsg::GetBlockTxn(req)) => {
+        BtcMsg::GetBlockTxn(req) => {
             let (hash, indexes) = req.as_ref();
             check_limit(msg, "indexes", indexes.len(), MAX_TXS)?;
             out.extend_from_slice(&hash.to_byte_array());
@@ -508,13 +647,13 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
                 next = i + 1;
             }
         }
-        Body::Btc(BtcMsg::BlockTxn(b)) => {
+        BtcMsg::BlockTxn(b) => {
             let (block, txs) = b.as_ref();
             put_sim_block(out, msg, block)?;
             out.extend_from_slice(&block.hash.to_byte_array());
             put_txs(out, msg, txs.iter().map(|t| t.as_ref()))?;
         }
-        Body::Btc(BtcMsg::FilterLoad(scripts)) => {
+        BtcMsg::FilterLoad(scripts) => {
             check_limit(msg, "scripts", scripts.len(), MAX_FILTER_SCRIPTS)?;
             put_count(out, scripts.len());
             for s in scripts {
@@ -522,7 +661,7 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
                 put(out, s);
             }
         }
-        Body::Btc(BtcMsg::FilteredBlock(f)) => {
+        BtcMsg::FilteredBlock(f) => {
             put(out, &f.header);
             put(out, &f.proof);
             out.extend_from_slice(&f.height.to_le_bytes());
@@ -535,13 +674,17 @@ fn encode_payload(body: &Body, out: &mut Vec<u8>) -> Result<(), WireError> {
 /// Appends `frame` to `out`; returns the frame's length. Fails, leaving
 /// `out` as it was, if the message breaks a limit its decoder checks (so
 /// everything encoded decodes) or its payload exceeds `max_payload`.
-pub fn encode_frame_into(frame: &Frame, out: &mut Vec<u8>, max_payload: u32) -> Result<usize, WireError> {
+pub fn encode_frame_into<M: WireMessage>(
+    frame: &Frame<M>,
+    out: &mut Vec<u8>,
+    max_payload: u32,
+) -> Result<usize, WireError> {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.push(frame.protocol);
     out.extend_from_slice(&frame.version.to_le_bytes());
     out.extend_from_slice(&frame.sender.0.to_le_bytes());
-    out.push(frame.msg_type());
+    out.push(frame.type_code());
     out.extend_from_slice(&[0; 4]);
     if let Err(e) = encode_payload(&frame.body, out) {
         out.truncate(start);
@@ -557,7 +700,7 @@ pub fn encode_frame_into(frame: &Frame, out: &mut Vec<u8>, max_payload: u32) -> 
 }
 
 /// Encodes one frame, with the default payload limit.
-pub fn encode_frame(frame: &Frame) -> Result<Vec<u8>, WireError> {
+pub fn encode_frame<M: WireMessage>(frame: &Frame<M>) -> Result<Vec<u8>, WireError> {
     let mut out = Vec::new();
     encode_frame_into(frame, &mut out, DEFAULT_MAX_PAYLOAD)?;
     Ok(out)
@@ -847,20 +990,26 @@ fn decode_btc(code: u8, r: &mut Reader<'_>) -> Result<BtcMsg, WireError> {
     })
 }
 
-/// Decodes the first frame of `buf` with the default payload limit; see
-/// [`decode_frame_limited`].
+/// Decodes the first frame of `buf` as a Bitcoin frame with the default
+/// payload limit; see [`decode_frame_limited`].
 pub fn decode_frame(buf: &[u8]) -> Result<(Frame, usize), WireError> {
     decode_frame_limited(buf, DEFAULT_MAX_PAYLOAD)
 }
 
-/// Decodes the first frame of `buf`, returning it and the bytes it took.
+/// Decodes the first frame of `buf` as a Bitcoin frame; see [`decode_frame_as`].
+pub fn decode_frame_limited(buf: &[u8], max_payload: u32) -> Result<(Frame, usize), WireError> {
+    decode_frame_as::<BtcMsg>(buf, max_payload)
+}
+
+/// Decodes the first frame of `buf` carrying messages of type `M` (or a
+/// hello), returning it and the bytes it took.
 ///
 /// `buf` may hold a partial frame: then the error is
 /// [`WireError::Incomplete`] (check [`WireError::is_incomplete`]) and the
 /// caller reads more. A bad header (magic, protocol, version, type, length)
 /// is reported as soon as its bytes are present, before the payload arrives.
 /// Never panics, whatever the bytes.
-pub fn decode_frame_limited(buf: &[u8], max_payload: u32) -> Result<(Frame, usize), WireError> {
+pub fn decode_frame_as<M: WireMessage>(buf: &[u8], max_payload: u32) -> Result<(Frame<M>, usize), WireError> {
     let m = buf.len().min(4);
     if buf[..m] != MAGIC[..m] {
         return Err(WireError::BadMagic { found: buf[..m].to_vec() });
@@ -873,13 +1022,8 @@ pub fn decode_frame_limited(buf: &[u8], max_payload: u32) -> Result<(Frame, usiz
     let sender = NodeId(u32::from_le_bytes([buf[7], buf[8], buf[9], buf[10]]));
     let code = buf[11];
     let len = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]);
-    if code > msg_type::LAST {
-        return Err(WireError::UnknownMessageType { msg_type: code });
-    }
     if code != msg_type::HELLO {
-        if protocol != PROTOCOL_BITCOIN {
-            return Err(WireError::UnknownProtocol { protocol });
-        }
+        M::accepts(protocol, code)?;
         if !(VERSION_MIN..=VERSION_MAX).contains(&version) {
             return Err(WireError::UnsupportedVersion { version, min: VERSION_MIN, max: VERSION_MAX });
         }
@@ -891,8 +1035,9 @@ pub fn decode_frame_limited(buf: &[u8], max_payload: u32) -> Result<(Frame, usiz
     if buf.len() < total {
         return Err(WireError::Incomplete { have: buf.len(), need: total });
     }
-    let mut r = Reader { buf: &buf[HEADER_LEN..total], pos: 0, msg: type_name(code) };
+    let payload = &buf[HEADER_LEN..total];
     let body = if code == msg_type::HELLO {
+        let mut r = Reader { buf: payload, pos: 0, msg: "hello" };
         let hello = decode_hello(&mut r)?;
         if hello.node_id != sender {
             return Err(r.malformed(
@@ -906,32 +1051,39 @@ pub fn decode_frame_limited(buf: &[u8], max_payload: u32) -> Result<(Frame, usiz
                 format!("{} differs from the header's protocol {protocol}", hello.protocol),
             ));
         }
-        Body::Hello(hello)
+        r.finish(Body::Hello(hello))?
     } else {
-        Body::Btc(decode_btc(code, &mut r)?)
+        Body::Msg(M::decode_payload(protocol, code, payload)?)
     };
-    let body = r.finish(body)?;
     Ok((Frame { protocol, version, sender, body }, total))
 }
 
 /// Entry point for the fuzz crate (`fuzz/fuzz_targets/…`): decodes every
-/// frame in `data` until the first error. It must never panic on any input;
-/// it panics on purpose (for the fuzzer to report) if a decoded frame does
-/// not re-encode, or if its re-encoding does not decode back to the same
-/// bytes.
+/// frame in `data` until the first error, as Bitcoin frames, then as
+/// sidechain frames, then as PowPeg frames. It must never panic on any
+/// input; it panics on purpose (for the fuzzer to report) if a decoded frame
+/// does not re-encode, or if its re-encoding does not decode back to the
+/// same bytes.
 pub fn fuzz_decode(data: &[u8]) {
+    fuzz_decode_as::<BtcMsg>(data);
+    fuzz_decode_as::<fika_peg::network::SideMsg>(data);
+    fuzz_decode_as::<fika_peg::network::PegMsg>(data);
+}
+
+/// [`fuzz_decode`] for messages of type `M`.
+pub fn fuzz_decode_as<M: WireMessage>(data: &[u8]) {
     let mut rest = data;
-    while let Ok((frame, used)) = decode_frame(rest) {
+    while let Ok((frame, used)) = decode_frame_as::<M>(rest, DEFAULT_MAX_PAYLOAD) {
         assert!(used >= HEADER_LEN && used <= rest.len(), "frame length {used} out of bounds");
         let Ok(again) = encode_frame(&frame) else {
-            panic!("a decoded {} frame does not re-encode", type_name(frame.msg_type()));
+            panic!("a decoded {} frame does not re-encode", frame.type_name());
         };
-        match decode_frame(&again) {
+        match decode_frame_as::<M>(&again, DEFAULT_MAX_PAYLOAD) {
             Ok((f2, n)) => {
                 assert_eq!(n, again.len(), "re-encoded frame length");
                 assert_eq!(encode_frame(&f2).ok(), Some(again), "re-encoding is not stable");
             }
-            Err(e) => panic!("a re-encoded {} frame does not decode: {e}", type_name(frame.msg_type())),
+            Err(e) => panic!("a re-encoded {} frame does not decode: {e}", frame.type_name()),
         }
         rest = &rest[used..];
     }

@@ -145,7 +145,7 @@ fn assert_round_trip(msg: &BtcMsg) -> Vec<u8> {
     assert_eq!(used, bytes.len());
     assert_eq!(frame.sender, NodeId(7));
     assert_eq!(frame.version, wire::VERSION_MAX);
-    let Body::Btc(back) = frame.body else { panic!("not a bitcoin message") };
+    let Body::Msg(back) = frame.body else { panic!("not a bitcoin message") };
     assert_eq!(format!("{back:?}"), normalized(msg));
     assert_eq!(encode_frame(&frame_of(back)).expect("re-encodes"), bytes);
     bytes
@@ -186,7 +186,7 @@ proptest! {
         let (fb, used2) = decode_frame(&bytes[used..]).expect("second");
         prop_assert_eq!(used + used2, bytes.len());
         let text = |body: &Body| match body {
-            Body::Btc(m) => format!("{m:?}"),
+            Body::Msg(m) => format!("{m:?}"),
             Body::Hello(h) => format!("{h:?}"),
         };
         prop_assert_eq!(text(&fa.body), normalized(&a));

@@ -254,6 +254,45 @@ impl SideNode {
         }
     }
 
+    /// Whether the node has seen the transaction with this hash (pooled,
+    /// relayed or mined through its pool).
+    pub fn has_seen(&self, hash: &[u8; 32]) -> bool {
+        self.seen_txs.contains(hash)
+    }
+
+    /// Checks a transaction from a local client (an RPC call) as the pool
+    /// would take it — a valid signature for this chain, a nonce not yet
+    /// used, the sender able to pay `gas_limit · gas_price + value` — then
+    /// pools and relays it. Returns its hash.
+    pub fn offer(&mut self, cx: &mut dyn Context<SideMsg>, tx: SignedTx) -> Result<[u8; 32], OfferError> {
+        let hash = tx.tx_hash();
+        if self.seen_txs.contains(&hash) {
+            return Err(OfferError::AlreadyKnown);
+        }
+        let sender = tx.recover_sender().map_err(|e| OfferError::BadSignature(e.to_string()))?;
+        let chain_id = self.chain.config().chain_id;
+        if tx.chain_id().is_some_and(|c| c != chain_id) {
+            return Err(OfferError::WrongChain { got: tx.chain_id().unwrap_or(0), expected: chain_id });
+        }
+        let next = self.chain.nonce(&sender);
+        if tx.tx.nonce < next {
+            return Err(OfferError::NonceTooLow { got: tx.tx.nonce, next });
+        }
+        let cost = u128::from(tx.tx.gas_limit).saturating_mul(tx.tx.gas_price).saturating_add(tx.tx.value);
+        let balance = self.chain.balance(&sender);
+        if cost > balance {
+            return Err(OfferError::InsufficientFunds { cost, balance });
+        }
+        if tx.tx.gas_limit > self.chain.config().block_gas_limit {
+            return Err(OfferError::GasLimit {
+                got: tx.tx.gas_limit,
+                limit: self.chain.config().block_gas_limit,
+            });
+        }
+        self.submit(cx, None, Arc::new(tx));
+        Ok(hash)
+    }
+
     /// Offers a transaction (from a peer, or locally with `from = None`).
     pub fn submit(&mut self, cx: &mut dyn Context<SideMsg>, from: Option<NodeId>, tx: Arc<SignedTx>) {
         let hash = tx.tx_hash();
@@ -361,6 +400,50 @@ impl SideNode {
             Err(e) => cx.emit(Event::new("side.block.failed").with("reason", e.to_string())),
         }
     }
+}
+
+/// Why [`SideNode::offer`] refused a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// The node has it already.
+    #[error("already known")]
+    AlreadyKnown,
+    /// The signature does not give a sender.
+    #[error("invalid sender: {0}")]
+    BadSignature(String),
+    /// Signed for another chain (EIP-155).
+    #[error("invalid chain id {got}: this chain is {expected}")]
+    WrongChain {
+        /// The transaction's chain id.
+        got: u64,
+        /// This chain's.
+        expected: u64,
+    },
+    /// The nonce was used already.
+    #[error("nonce too low: next nonce {next}, tx nonce {got}")]
+    NonceTooLow {
+        /// The transaction's nonce.
+        got: u64,
+        /// The sender's next nonce.
+        next: u64,
+    },
+    /// The sender cannot pay for it.
+    #[error("insufficient funds for gas * price + value: balance {balance}, tx cost {cost}")]
+    InsufficientFunds {
+        /// `gas_limit · gas_price + value`, wei.
+        cost: u128,
+        /// The sender's balance, wei.
+        balance: u128,
+    },
+    /// More gas than a block holds.
+    #[error("exceeds block gas limit: {got} > {limit}")]
+    GasLimit {
+        /// The transaction's gas limit.
+        got: u64,
+        /// The block's.
+        limit: u64,
+    },
 }
 
 /// Sidechain settings shared by the run.
@@ -1196,6 +1279,48 @@ const OWN_FORK_START: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIF
 const OWN_FORK_BLOCK: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 6;
 const OWN_FORK_PUBLISH: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 7;
 const OWN_ADDRESS: TimerId = (TAG_OWN as u64) << fika_core::compose::TAG_SHIFT | 8;
+
+impl PegNode {
+    /// The node's role: `full` / `wallet` (Bitcoin), `side`, `miner`,
+    /// `pegnatory` or `user`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PegNode::Btc(BtcNode::Full(_), _) => "full",
+            PegNode::Btc(BtcNode::Wallet(_), _) => "wallet",
+            PegNode::Side(..) => "side",
+            PegNode::Miner(..) => "miner",
+            PegNode::Pegnatory(..) => "pegnatory",
+            PegNode::User(..) => "user",
+        }
+    }
+
+    /// The sidechain full node it runs, if any (sidechain nodes, pools,
+    /// pegnatories).
+    pub fn side(&self) -> Option<&SideNode> {
+        match self {
+            PegNode::Side(n, _) => Some(n),
+            PegNode::Miner(m, _, _) => Some(&m.side),
+            PegNode::Pegnatory(p, _, _) => Some(&p.side),
+            PegNode::Btc(..) | PegNode::User(..) => None,
+        }
+    }
+
+    /// Runs `f` with its sidechain node and a context for the sidechain
+    /// part (its sidechain peers), if it runs one.
+    pub fn with_side<R>(
+        &mut self,
+        cx: &mut dyn Context<PegMsg>,
+        f: impl FnOnce(&mut SideNode, &mut dyn Context<SideMsg>) -> R,
+    ) -> Option<R> {
+        let (node, peers) = match self {
+            PegNode::Side(n, peers) => (&mut **n, &peers[..]),
+            PegNode::Miner(m, peers, _) => (&mut m.side, &peers.side[..]),
+            PegNode::Pegnatory(p, peers, _) => (&mut p.side, &peers.side[..]),
+            PegNode::Btc(..) | PegNode::User(..) => return None,
+        };
+        Some(f(node, &mut side_cx(cx, peers)))
+    }
+}
 
 impl Node for PegNode {
     type Msg = PegMsg;

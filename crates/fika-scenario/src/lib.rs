@@ -8,6 +8,7 @@ pub mod btc;
 pub mod build;
 pub mod check;
 pub mod load;
+pub mod peg;
 pub mod presets;
 pub mod scenario;
 

@@ -1,6 +1,7 @@
 //! Reading a scenario file: TOML syntax, presets, then every field checked,
 //! with all errors reported together, each with its path and expectation.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -981,6 +982,7 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
             "hsm_batch",
             "federation_change",
             "attack",
+            "side_accounts",
         ],
         errs,
     );
@@ -1151,8 +1153,23 @@ fn read_powpeg(s: Section<'_>, groups: &[NodeGroup], errs: &mut Errors) -> Optio
         }
         ForkAttackSpec { node, start, publish, rate, pegout }
     });
+    let raw_accounts: BTreeMap<String, f64> = s.or("side_accounts", BTreeMap::new(), errs);
+    let mut side_accounts = BTreeMap::new();
+    for (address, rbtc) in raw_accounts {
+        match address.parse::<fika_peg::SideAddress>() {
+            Ok(a) if rbtc.is_finite() && rbtc > 0.0 && rbtc <= 21e6 => {
+                side_accounts.insert(a.to_string(), rbtc);
+            }
+            Ok(_) => errs.push(
+                s.at("side_accounts"),
+                format!("{address} = {rbtc} is out of range; expected RBTC in (0, 21000000]"),
+            ),
+            Err(e) => errs.push(s.at("side_accounts"), e.to_string()),
+        }
+    }
     Some(PowpegSpec {
         preset,
+        side_accounts,
         params,
         side_block_interval,
         pegin,

@@ -2,6 +2,7 @@
 //! It serializes back to TOML as the run's `scenario.resolved.toml`, which
 //! loads again to the same scenario.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fika_btc::ChainParams;
@@ -227,6 +228,11 @@ pub struct PowpegSpec {
     /// A private-fork attack on the sidechain (`[powpeg.attack]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attack: Option<ForkAttackSpec>,
+    /// Sidechain accounts funded in the genesis block
+    /// (`[powpeg.side_accounts]`: `"0x…" = RBTC`), e.g. for transactions
+    /// sent over an emulated node's JSON-RPC.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub side_accounts: BTreeMap<String, f64>,
 }
 
 /// A federation change: pegnatories in `join` start outside the federation;

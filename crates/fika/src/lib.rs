@@ -408,7 +408,7 @@ fn run_powpeg(
     opts: &RunOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RunReport, RunError> {
-    let mut built = powpeg::build(s, layout)?;
+    let mut built = powpeg::build(s, layout).map_err(RunError::Build)?;
     sinks.propagation =
         Some(PropagationTracker::new(built.btc_relays, "btc.block.mined", "btc.block.received", "hash"));
     sinks.peg = Some(powpeg::PegCollector::default());

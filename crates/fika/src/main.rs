@@ -38,7 +38,7 @@ enum Command {
         /// The scenario file (TOML).
         scenario: PathBuf,
     },
-    /// Emulate a (bitcoin) scenario: every node its own OS process, linked
+    /// Emulate a bitcoin or powpeg scenario: every node its own OS process, linked
     /// over TCP on loopback as the topology says, in real (or scaled) time.
     Emulate {
         /// The scenario file (TOML).

@@ -58,17 +58,30 @@ pub struct RpcError {
     pub code: i64,
     /// What went wrong.
     pub message: String,
+    /// JSON-RPC 2.0's optional `data` member (a string), e.g. the revert
+    /// data of a failed `eth_call`.
+    pub data: Option<String>,
 }
 
 impl RpcError {
     /// An error with this code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into() }
+        RpcError { code, message: message.into(), data: None }
+    }
+
+    /// The error with a `data` member.
+    pub fn with_data(mut self, data: impl Into<String>) -> Self {
+        self.data = Some(data.into());
+        self
     }
 
     /// As a JSON error object.
     pub fn to_json(&self) -> Json {
-        Json::obj([("code", Json::Int(self.code)), ("message", Json::Str(self.message.clone()))])
+        let mut o = Json::obj([("code", Json::Int(self.code)), ("message", Json::Str(self.message.clone()))]);
+        if let Some(d) = &self.data {
+            o.push("data", Json::Str(d.clone()));
+        }
+        o
     }
 
     /// The HTTP status of a legacy reply carrying this error.

@@ -58,20 +58,25 @@ impl ServerConfig {
     }
 }
 
-/// Answers one call on the node loop.
-pub type Dispatch<N> =
-    Rc<dyn Fn(&mut N, &mut dyn Context<BtcMsg>, &NetView, &str, &Params) -> Result<Json, RpcError>>;
+/// Answers one call on the node loop (of a node speaking messages `M`).
+pub type Dispatch<N, M = BtcMsg> =
+    Rc<dyn Fn(&mut N, &mut dyn Context<M>, &NetView, &str, &Params) -> Result<Json, RpcError>>;
 
-struct Shared<N> {
+struct Shared<N, M> {
     cfg: ServerConfig,
-    caller: Caller<N>,
-    dispatch: Dispatch<N>,
+    caller: Caller<N, M>,
+    dispatch: Dispatch<N, M>,
     active: Cell<usize>,
 }
 
 /// Serves JSON-RPC on `listener` until the runtime ends. Must be called
 /// inside a `LocalSet`.
-pub fn spawn<N: 'static>(listener: TcpListener, cfg: ServerConfig, caller: Caller<N>, dispatch: Dispatch<N>) {
+pub fn spawn<N: 'static, M: 'static>(
+    listener: TcpListener,
+    cfg: ServerConfig,
+    caller: Caller<N, M>,
+    dispatch: Dispatch<N, M>,
+) {
     let shared = Rc::new(Shared { cfg, caller, dispatch, active: Cell::new(0) });
     tokio::task::spawn_local(async move {
         loop {
@@ -135,7 +140,7 @@ async fn linger(stream: &mut TcpStream, limit: Duration) {
     }
 }
 
-async fn serve_conn<N: 'static>(mut stream: TcpStream, shared: &Shared<N>) {
+async fn serve_conn<N: 'static, M: 'static>(mut stream: TcpStream, shared: &Shared<N, M>) {
     let _ = stream.set_nodelay(true);
     let cfg = &shared.cfg;
     let mut buf: Vec<u8> = Vec::new();
@@ -200,7 +205,7 @@ async fn serve_conn<N: 'static>(mut stream: TcpStream, shared: &Shared<N>) {
     }
 }
 
-async fn run<N: 'static>(shared: &Shared<N>, call: &Call) -> Result<Json, RpcError> {
+async fn run<N: 'static, M: 'static>(shared: &Shared<N, M>, call: &Call) -> Result<Json, RpcError> {
     let dispatch = Rc::clone(&shared.dispatch);
     let (method, params) = (call.method.clone(), call.params.clone());
     match shared.caller.call(move |node, cx, net| dispatch(node, cx, net, &method, &params)).await {
@@ -210,7 +215,7 @@ async fn run<N: 'static>(shared: &Shared<N>, call: &Call) -> Result<Json, RpcErr
 }
 
 /// The HTTP status and body answering a JSON-RPC body.
-async fn answer<N: 'static>(shared: &Shared<N>, body: &[u8]) -> (u16, String) {
+async fn answer<N: 'static, M: 'static>(shared: &Shared<N, M>, body: &[u8]) -> (u16, String) {
     let line = |j: Json| {
         let mut t = j.to_text();
         t.push('\n');
