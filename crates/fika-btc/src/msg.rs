@@ -28,11 +28,47 @@ pub enum Inv {
     Tx(Txid),
 }
 
+/// The items of an `inv`: one inline — the usual block announcement, sent
+/// to every peer without an allocation or a shared counter to update — or
+/// many, shared by every peer they go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invs {
+    /// A single item.
+    One(Inv),
+    /// Any number of items.
+    Many(Arc<[Inv]>),
+}
+
+impl std::ops::Deref for Invs {
+    type Target = [Inv];
+    fn deref(&self) -> &[Inv] {
+        match self {
+            Invs::One(i) => std::slice::from_ref(i),
+            Invs::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<Inv>> for Invs {
+    fn from(v: Vec<Inv>) -> Self {
+        match v.as_slice() {
+            [one] => Invs::One(*one),
+            _ => Invs::Many(v.into()),
+        }
+    }
+}
+
+impl From<Inv> for Invs {
+    fn from(i: Inv) -> Self {
+        Invs::One(i)
+    }
+}
+
 /// A message between Bitcoin-like nodes (and their light wallets).
 #[derive(Clone, Debug)]
 pub enum BtcMsg {
     /// `inv`: announcements (shared: one announcement to many peers is one allocation).
-    Inv(Arc<[Inv]>),
+    Inv(Invs),
     /// `getdata`: requests.
     GetData(Vec<Inv>),
     /// `block`.
@@ -87,7 +123,7 @@ fn tx_bytes(tx: &Transaction) -> u32 {
 
 impl Message for BtcMsg {
     fn warm(&self) {
-        if let BtcMsg::Inv(items) = self {
+        if let BtcMsg::Inv(Invs::Many(items)) = self {
             std::hint::black_box(items.first().map(|i| matches!(i, Inv::Tx(_))));
         }
     }

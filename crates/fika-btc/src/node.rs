@@ -21,7 +21,7 @@ use crate::blockdb::{BlockDb, BlockId, Origin, SimBlock, TxIdx, UtxoSnapshot};
 use crate::consensus::{Plan, Planning};
 use crate::journal::{Change, Journal, RestoreError};
 use crate::merkle;
-use crate::msg::{BtcMsg, Inv};
+use crate::msg::{BtcMsg, Inv, Invs};
 use crate::pow;
 use crate::template::{COINBASE_RESERVED_WEIGHT, assemble_block, coinbase_tx};
 use crate::utxo::{Coin, CoinView};
@@ -407,7 +407,12 @@ impl FullNode {
     // ----- blocks ---------------------------------------------------------
 
     fn on_block(&mut self, cx: &mut dyn Context<BtcMsg>, from: Option<NodeId>, data: Arc<SimBlock>) {
-        let inserted = self.db.borrow_mut().insert(Arc::clone(&data), None);
+        // Most blocks are in the shared store already: no new reference then.
+        let known = self.db.borrow().id_of(&data.hash);
+        let inserted = match known {
+            Some(id) => Ok(id),
+            None => self.db.borrow_mut().insert(Arc::clone(&data), None),
+        };
         let id = match inserted {
             Ok(id) => id,
             Err(crate::blockdb::DbError::UnknownParent { parent, .. }) => {
@@ -629,21 +634,22 @@ impl FullNode {
         if self.selfish.as_ref().is_some_and(|s| s.is_hidden(id)) || self.race_hidden(id) {
             return;
         }
-        let data = Arc::clone(&self.db.borrow().rec(id).data);
-        let inv: Arc<[Inv]> = Arc::new([Inv::Block(data.hash)]);
+        let hash = self.db.borrow().rec(id).data.hash;
+        let (wallets, filtered, compact) = (!self.wallets.is_empty(), self.hot.filtered, self.hot.compact);
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
             if Some(p) == from
                 || self.hot.announced_by(id, k)
-                || self.wallets.iter().any(|(w, _)| *w == p)
-                || self.cut_off(cx.now(), p)
+                || (wallets && self.wallets.iter().any(|(w, _)| *w == p))
+                || (filtered && self.cut_off(cx.now(), p))
             {
                 continue;
             }
-            if self.hot.compact && self.hb_to.contains(&p) {
-                cx.send(p, BtcMsg::CmpctBlock(Arc::clone(&data)));
+            if compact && self.hb_to.contains(&p) {
+                let data = Arc::clone(&self.db.borrow().rec(id).data);
+                cx.send(p, BtcMsg::CmpctBlock(data));
             } else {
-                cx.send(p, BtcMsg::Inv(Arc::clone(&inv)));
+                cx.send(p, BtcMsg::Inv(Invs::One(Inv::Block(hash))));
             }
         }
     }
@@ -704,9 +710,9 @@ impl FullNode {
     /// only when the difficulty changes; for proof of stake, the next slot
     /// this node leads on its tip.
     fn restart_mining(&mut self, cx: &mut dyn Context<BtcMsg>) {
-        let consensus = Arc::clone(self.db.borrow().consensus());
         let plan = {
             let db = self.db.borrow();
+            let consensus = db.consensus();
             let now = cx.now();
             let me = cx.id();
             let mut planning = Planning {
