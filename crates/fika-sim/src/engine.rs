@@ -17,8 +17,19 @@ use crate::queue::EventQueue;
 
 enum Pending<M> {
     Start(u32),
-    Deliver { from: u32, to: u32, epoch: u32, msg: M },
-    Timer { node: u32, epoch: u32, id: TimerId },
+    /// `via`: the index of `from` among `to`'s peers (`u32::MAX` if unknown).
+    Deliver {
+        from: u32,
+        to: u32,
+        epoch: u32,
+        via: u32,
+        msg: M,
+    },
+    Timer {
+        node: u32,
+        epoch: u32,
+        id: TimerId,
+    },
     Fault(u32),
 }
 
@@ -240,14 +251,14 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         self.world.stats.events += 1;
         match item {
             Pending::Start(i) => self.with_node(i, |n, cx| n.on_start(cx)),
-            Pending::Deliver { from, to, epoch, msg } => {
+            Pending::Deliver { from, to, epoch, via, msg } => {
                 if !self.world.current(to, epoch) {
                     self.world.stats.dropped_down += 1;
                 } else if !self.world.net.same_side(from, to) {
                     self.world.stats.dropped_partition += 1;
                 } else {
                     self.world.stats.messages_delivered += 1;
-                    self.with_node_from(to, from, |n, cx| n.on_message(cx, NodeId(from), msg));
+                    self.with_node_from(to, from, via, |n, cx| n.on_message(cx, NodeId(from), msg));
                 }
             }
             Pending::Timer { node, epoch, id } => {
@@ -281,15 +292,29 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     }
 
     fn with_node(&mut self, i: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
-        self.with_node_from(i, u32::MAX, f);
+        self.with_node_from(i, u32::MAX, u32::MAX, f);
     }
 
     /// As `with_node`, handling a message from node `from`.
     #[inline]
-    fn with_node_from(&mut self, i: u32, from: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
+    fn with_node_from(
+        &mut self,
+        i: u32,
+        from: u32,
+        via: u32,
+        f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>),
+    ) {
         let rng = &mut self.rngs[i as usize];
-        let reply_to = if self.world.net.symmetric() { from } else { u32::MAX };
-        let mut cx = Cx { id: i, rng, world: &mut self.world, last_peer: Cell::new(u32::MAX), reply_to };
+        let (reply_to, reply_index) =
+            if self.world.net.symmetric() { (from, via) } else { (u32::MAX, u32::MAX) };
+        let mut cx = Cx {
+            id: i,
+            rng,
+            world: &mut self.world,
+            last_peer: Cell::new((u32::MAX, u32::MAX)),
+            reply_to,
+            reply_index,
+        };
         f(&mut self.nodes[i as usize], &mut cx);
     }
 
@@ -345,11 +370,14 @@ struct Cx<'a, M, S> {
     id: u32,
     rng: &'a mut NodeRng,
     world: &'a mut World<M, S>,
-    /// The peer last returned by `peer`: a send to it needs no link lookup.
-    last_peer: Cell<u32>,
+    /// The peer last returned by `peer` and its index: a send to it needs
+    /// no link lookup.
+    last_peer: Cell<(u32, u32)>,
     /// The sender of the message being handled (or `u32::MAX`): with
     /// symmetric links, a reply to it needs no link lookup either.
     reply_to: u32,
+    /// The index of `reply_to` among this node's peers (or `u32::MAX`).
+    reply_index: u32,
 }
 
 impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
@@ -367,10 +395,14 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
     }
     fn peer(&self, i: usize) -> NodeId {
         let p = self.world.net.peers(self.id)[i];
-        self.last_peer.set(p);
+        self.last_peer.set((p, i as u32));
         NodeId(p)
     }
     fn peer_index(&self, peer: NodeId) -> Option<usize> {
+        if peer.0 == self.reply_to && self.reply_index != u32::MAX {
+            // Carried with the message (see `Net::reverse_index`).
+            return Some(self.reply_index as usize);
+        }
         // Net keeps each node's peers sorted.
         self.world.net.peers(self.id).binary_search(&peer.0).ok()
     }
@@ -408,14 +440,23 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
             return;
         }
         // The sender of a delivered message had `self` among its peers.
-        let linked = to.0 == self.last_peer.get() || to.0 == self.reply_to;
+        let (last, last_index) = self.last_peer.get();
+        let index = if to.0 == last {
+            last_index
+        } else if to.0 == self.reply_to {
+            self.reply_index
+        } else {
+            u32::MAX
+        };
+        let linked = to.0 == last || to.0 == self.reply_to;
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
                 // The receiver's epoch is checked again at arrival: a crash
                 // in between loses the message.
                 let epoch = w.epoch(to.0);
                 let from = self.id;
-                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, msg });
+                let via = if index == u32::MAX { u32::MAX } else { w.net.reverse_index(from, index) };
+                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, via, msg });
             }
             Route::NotLinked => stats.dropped_unlinked += 1,
             Route::Partitioned => stats.dropped_partition += 1,

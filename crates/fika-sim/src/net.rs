@@ -251,6 +251,9 @@ struct Pair {
 pub struct Net {
     offsets: Vec<u32>,
     neighbours: Vec<u32>,
+    /// For the link at `neighbours[k]` (from `a` to `b`), the index of `a`
+    /// among `b`'s peers; empty unless links are symmetric.
+    reverse: Vec<u32>,
     region: Vec<u8>,
     busy_until: Vec<u64>,
     /// Partition label per node; messages cross only between equal labels.
@@ -325,6 +328,7 @@ impl Net {
         let mut net = Net {
             offsets,
             neighbours,
+            reverse: Vec::new(),
             region,
             busy_until: vec![0; n],
             partition: vec![0; n],
@@ -339,6 +343,12 @@ impl Net {
             rng,
         };
         net.symmetric = (0..n as u32).all(|a| net.peers(a).iter().all(|&b| net.is_peer(b, a)));
+        if net.symmetric {
+            net.reverse = (0..n as u32)
+                .flat_map(|a| net.peers(a).iter().map(move |&b| (a, b)))
+                .map(|(a, b)| net.peers(b).binary_search(&a).map_or(u32::MAX, |j| j as u32))
+                .collect();
+        }
         net.pairs =
             (0..regions * regions).map(|k| net.pair((k / regions) as u8, (k % regions) as u8)).collect();
         net
@@ -368,6 +378,14 @@ impl Net {
             },
         };
         Pair { bw, latency }
+    }
+
+    /// The index of `a` among the peers of its `i`-th peer (`u32::MAX` if
+    /// unknown: links are not symmetric or `i` is out of range).
+    #[inline]
+    pub fn reverse_index(&self, a: u32, i: u32) -> u32 {
+        let k = self.offsets.get(a as usize).map_or(usize::MAX, |o| *o as usize + i as usize);
+        self.reverse.get(k).copied().unwrap_or(u32::MAX)
     }
 
     /// Whether `b` is a peer of `a`.
@@ -528,6 +546,33 @@ impl Net {
 mod tests {
     use super::*;
     use fika_core::derive_rng;
+
+    #[test]
+    fn reverse_indexes_point_back() {
+        use rand::Rng;
+        let mut pick = derive_rng(4, "test", 0);
+        let n = 300u32;
+        let mut adjacency: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
+        for _ in 0..2_000 {
+            let (a, b) = (pick.gen_range(0..n), pick.gen_range(0..n));
+            if a != b {
+                adjacency[a as usize].push(b);
+                adjacency[b as usize].push(a);
+            }
+        }
+        let net = Net::new(&adjacency, vec![0; n as usize], NetworkModel::default(), derive_rng(4, "net", 0));
+        assert!(net.symmetric());
+        for a in 0..n {
+            for (i, &b) in net.peers(a).iter().enumerate() {
+                let j = net.reverse_index(a, i as u32);
+                assert_eq!(net.peers(b)[j as usize], a, "link {a} → {b}");
+            }
+        }
+        // One-way links have no reverse.
+        let one_way =
+            Net::new(&[vec![1], vec![]], vec![0; 2], NetworkModel::default(), derive_rng(4, "net", 1));
+        assert_eq!(one_way.reverse_index(0, 0), u32::MAX);
+    }
 
     #[test]
     fn rounding_matches_the_library() {

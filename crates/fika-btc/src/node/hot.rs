@@ -12,6 +12,8 @@ use crate::blockdb::BlockId;
 
 /// Block statuses kept inline: the newest ids seen.
 const WINDOW: usize = 16;
+/// Free places the window keeps after the id it moves for.
+const AHEAD: usize = 4;
 /// Blocks whose announcers are remembered (the latest announced).
 const KEEP: usize = 4;
 /// Peers by index below this are remembered in a bit set, the rest in a list.
@@ -91,10 +93,12 @@ impl Hot {
         self.window[off] = status;
     }
 
-    /// Moves the window so that `id` is its last entry.
+    /// Moves the window so that `id` is in it with room for the next few
+    /// ids after it (new blocks get increasing ids), so that it moves once
+    /// every few blocks.
     #[cold]
     fn slide(&mut self, id: BlockId) {
-        let new_base = id + 1 - WINDOW as BlockId;
+        let new_base = id + 1 + AHEAD as BlockId - WINDOW as BlockId;
         let shift = (new_base - self.base) as usize;
         let kept = WINDOW.saturating_sub(shift);
         self.older.extend_from_slice(&self.window[..WINDOW - kept]);
