@@ -275,6 +275,40 @@ pub struct EmulationReport {
     pub faults_ignored: usize,
 }
 
+/// File name of the dedicated node executable (`fika-node`), which takes
+/// the same `node --config FILE` arguments as `fika node` but links only
+/// the node's code.
+pub const NODE_EXE: &str = "fika-node";
+
+/// The executable to start the nodes with, given the running one: the
+/// `fika-node` beside it if there is one (a smaller process per node),
+/// else `exe` itself (its `node` subcommand).
+pub fn node_exe_beside(exe: &Path) -> PathBuf {
+    let node = exe.with_file_name(format!("{NODE_EXE}{}", std::env::consts::EXE_SUFFIX));
+    if node.is_file() { node } else { exe.to_path_buf() }
+}
+
+/// glibc malloc settings for a node process, added to any the caller has
+/// (`GLIBC_TUNABLES`). A fixed mmap threshold keeps large, short-lived
+/// buffers (the store's allocator state, read buffers) in mappings of their
+/// own that go back to the system when freed — glibc otherwise raises the
+/// threshold after the first such free and serves the next ones from the
+/// heap, which then stays resident — and one arena serves every thread (a
+/// node runs one busy thread). Other C libraries ignore the variable.
+pub fn node_malloc_tunables(existing: Option<&str>) -> String {
+    const OURS: [(&str, &str); 2] =
+        [("glibc.malloc.mmap_threshold", "131072"), ("glibc.malloc.arena_max", "1")];
+    let existing = existing.unwrap_or("");
+    let mut parts: Vec<String> = existing.split(':').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    for (key, value) in OURS {
+        // The caller's own setting of a tunable wins.
+        if !parts.iter().any(|p| p.split('=').next() == Some(key)) {
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    parts.join(":")
+}
+
 /// A flag set when the process receives SIGINT (Ctrl-C) or SIGTERM, for
 /// [`EmulateOptions::interrupt`]: the emulation then stops its nodes,
 /// merges their events and removes its namespaces instead of dying with
@@ -353,6 +387,7 @@ fn spawn_node(
         .arg("node")
         .arg("--config")
         .arg(config)
+        .env("GLIBC_TUNABLES", node_malloc_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))

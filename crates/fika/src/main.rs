@@ -195,7 +195,7 @@ fn main() -> ExitCode {
                 netem: !no_netem,
                 interrupt: Some(fika_emu::orchestrate::interrupt_on_signals()),
                 on_ready: Some(on_ready),
-                ..fika_emu::orchestrate::EmulateOptions::new(exe)
+                ..fika_emu::orchestrate::EmulateOptions::new(fika_emu::orchestrate::node_exe_beside(&exe))
             };
             match fika_emu::orchestrate::emulate(&scenario, &out, &opts) {
                 Ok(r) => {
