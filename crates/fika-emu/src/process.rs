@@ -322,6 +322,8 @@ fn serve<N: BtcHost>(
 
 /// Runs one node process to its end: rebuilds the node from the scenario,
 /// runs it, prints the status lines and returns (and prints) its report.
+/// It is meant to be the whole of a process: a durable store is left
+/// without redb's closing write ([`Store::abandon`]), for the exit to free.
 pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, EmuError> {
     let rt = config.runtime_config()?;
     let mut s = fika_scenario::load_file(&config.scenario)?;
@@ -410,6 +412,9 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
     };
     if let Ok(json) = serde_json::to_string(&report) {
         say(format_args!("done {json}"));
+    }
+    if let Runner::Durable(d) = runner {
+        d.abandon();
     }
     Ok(report)
 }
