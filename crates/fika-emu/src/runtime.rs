@@ -321,7 +321,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Room made in a connection's read buffer before each socket read. The
 /// socket reads straight into the buffer's spare room, so only the pages
 /// bytes actually arrive in become resident.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 // ----- timers ---------------------------------------------------------------
 
@@ -601,7 +601,8 @@ async fn write_loop(
     version: u16,
     counters: Rc<ConnCounters>,
 ) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+    // Grows to the largest batch written (and keeps that room).
+    let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);

@@ -77,7 +77,7 @@ pub const FILE_NAME: &str = "node.redb";
 /// the few tree pages each commit touches; redb's default (1 GiB, filled
 /// with every page written) would keep the whole file resident in every
 /// node process.
-const CACHE_BYTES: usize = 512 * 1024;
+const CACHE_BYTES: usize = 256 * 1024;
 
 /// Opens (`create`: or creates) a redb file with the store's cache size.
 fn open_db(path: &Path, create: bool) -> Result<Database, redb::DatabaseError> {
