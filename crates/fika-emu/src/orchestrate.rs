@@ -280,12 +280,20 @@ pub struct EmulationReport {
 /// the node's code.
 pub const NODE_EXE: &str = "fika-node";
 
-/// The executable to start the nodes with, given the running one: the
-/// `fika-node` beside it if there is one (a smaller process per node),
+/// The executable to start the nodes with, given the running one and its
+/// build id: the `fika-node` beside it if there is one from the same build
+/// (`fika-node --build-id` prints `build_id`; a smaller process per node),
 /// else `exe` itself (its `node` subcommand).
-pub fn node_exe_beside(exe: &Path) -> PathBuf {
+pub fn node_exe_beside(exe: &Path, build_id: &str) -> PathBuf {
     let node = exe.with_file_name(format!("{NODE_EXE}{}", std::env::consts::EXE_SUFFIX));
-    if node.is_file() { node } else { exe.to_path_buf() }
+    let same_build = node.is_file()
+        && Command::new(&node)
+            .arg("--build-id")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == build_id);
+    if same_build { node } else { exe.to_path_buf() }
 }
 
 /// glibc malloc settings for a node process, added to any the caller has
@@ -1027,6 +1035,41 @@ pub fn summaries(report: &EmulationReport) -> BTreeMap<String, crate::process::B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malloc_tunables_are_added_to_the_callers_own() {
+        let ours = node_malloc_tunables(None);
+        assert_eq!(ours, "glibc.malloc.mmap_threshold=131072:glibc.malloc.arena_max=1");
+        assert_eq!(node_malloc_tunables(Some("")), ours);
+        assert_eq!(
+            node_malloc_tunables(Some("glibc.malloc.tcache_count=0")),
+            format!("glibc.malloc.tcache_count=0:{ours}")
+        );
+        // The caller's own value of one of ours is kept.
+        assert_eq!(
+            node_malloc_tunables(Some("glibc.malloc.arena_max=4")),
+            "glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=131072"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_node_executable_beside_is_used_only_from_the_same_build() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("fika-node-exe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let exe = dir.join("fika");
+        // None beside it: the executable itself.
+        assert_eq!(node_exe_beside(&exe, "b1"), exe);
+        let node = dir.join(NODE_EXE);
+        std::fs::write(&node, "#!/bin/sh\n[ \"$1\" = --build-id ] && echo b1\n").expect("script");
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(node_exe_beside(&exe, "b1"), node);
+        // From another build: the executable itself.
+        assert_eq!(node_exe_beside(&exe, "b2"), exe);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
