@@ -3,8 +3,10 @@
 //!
 //! [`emulate`] lays the scenario out, picks a free loopback port per node,
 //! writes each node's [`NodeProcessConfig`] and starts `<exe> node --config
-//! <file>` for each (the `fika` binary's `node` subcommand calls
-//! [`crate::run_node_process`]). Once every node listens and has reached
+//! <file>` for each (the `fika-node` binary, or the `fika` binary's `node`
+//! subcommand, calls [`crate::run_node_process`]; see [`node_exe_beside`]).
+//! Node processes get glibc malloc settings of their own
+//! ([`node_malloc_tunables`]). Once every node listens and has reached
 //! its peers it tells them all one shared start instant (over their
 //! standard input), waits for the scenario's duration, stops them and
 //! merges their events into one `events.jsonl` sorted by time, then node.

@@ -1,4 +1,5 @@
-//! One emulated node as an OS process: what `fika node --config FILE` runs.
+//! One emulated node as an OS process: what `fika-node --config FILE` (or
+//! `fika node --config FILE`) runs.
 //!
 //! The process reads a [`NodeProcessConfig`] (JSON), rebuilds its node from
 //! the scenario file and its id ([`crate::build`]), runs it
