@@ -113,6 +113,12 @@ impl DurableNode {
         self.failure.take()
     }
 
+    /// Ends the node of a process about to exit, its store abandoned
+    /// ([`Store::abandon`]).
+    pub fn abandon(self) {
+        self.store.abandon();
+    }
+
     /// Commit counters and the file's size now.
     pub fn stats(&self) -> StoreStats {
         StoreStats { file_bytes: self.store.file_bytes(), ..self.stats.clone() }

@@ -12,7 +12,8 @@
 //!   [`durable`]: the node wrapper that commits each step's changes to it
 //!   before the step's messages leave.
 //! * [`process`]: the node process — [`process::NodeProcessConfig`] and
-//!   [`process::run_node_process`], what `fika node --config FILE` runs.
+//!   [`process::run_node_process`], what `fika-node --config FILE` (and
+//!   `fika node`) runs.
 //! * [`service`]: calls from services (the RPC server) into the node loop.
 //! * [`rpc`]: a Bitcoin Core-compatible JSON-RPC server in every node, and
 //!   a blocking client.

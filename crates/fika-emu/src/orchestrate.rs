@@ -3,8 +3,10 @@
 //!
 //! [`emulate`] lays the scenario out, picks a free loopback port per node,
 //! writes each node's [`NodeProcessConfig`] and starts `<exe> node --config
-//! <file>` for each (the `fika` binary's `node` subcommand calls
-//! [`crate::run_node_process`]). Once every node listens and has reached
+//! <file>` for each (the `fika-node` binary, or the `fika` binary's `node`
+//! subcommand, calls [`crate::run_node_process`]; see [`node_exe_beside`]).
+//! Node processes get glibc malloc settings of their own
+//! ([`node_malloc_tunables`]). Once every node listens and has reached
 //! its peers it tells them all one shared start instant (over their
 //! standard input), waits for the scenario's duration, stops them and
 //! merges their events into one `events.jsonl` sorted by time, then node.
@@ -275,6 +277,48 @@ pub struct EmulationReport {
     pub faults_ignored: usize,
 }
 
+/// File name of the dedicated node executable (`fika-node`), which takes
+/// the same `node --config FILE` arguments as `fika node` but links only
+/// the node's code.
+pub const NODE_EXE: &str = "fika-node";
+
+/// The executable to start the nodes with, given the running one and its
+/// build id: the `fika-node` beside it if there is one from the same build
+/// (`fika-node --build-id` prints `build_id`; a smaller process per node),
+/// else `exe` itself (its `node` subcommand).
+pub fn node_exe_beside(exe: &Path, build_id: &str) -> PathBuf {
+    let node = exe.with_file_name(format!("{NODE_EXE}{}", std::env::consts::EXE_SUFFIX));
+    let same_build = node.is_file()
+        && Command::new(&node)
+            .arg("--build-id")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == build_id);
+    if same_build { node } else { exe.to_path_buf() }
+}
+
+/// glibc malloc settings for a node process, added to any the caller has
+/// (`GLIBC_TUNABLES`). A fixed mmap threshold keeps large, short-lived
+/// buffers (the store's allocator state, read buffers) in mappings of their
+/// own that go back to the system when freed — glibc otherwise raises the
+/// threshold after the first such free and serves the next ones from the
+/// heap, which then stays resident — and one arena serves every thread (a
+/// node runs one busy thread). Other C libraries ignore the variable.
+pub fn node_malloc_tunables(existing: Option<&str>) -> String {
+    const OURS: [(&str, &str); 2] =
+        [("glibc.malloc.mmap_threshold", "131072"), ("glibc.malloc.arena_max", "1")];
+    let existing = existing.unwrap_or("");
+    let mut parts: Vec<String> = existing.split(':').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    for (key, value) in OURS {
+        // The caller's own setting of a tunable wins.
+        if !parts.iter().any(|p| p.split('=').next() == Some(key)) {
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    parts.join(":")
+}
+
 /// A flag set when the process receives SIGINT (Ctrl-C) or SIGTERM, for
 /// [`EmulateOptions::interrupt`]: the emulation then stops its nodes,
 /// merges their events and removes its namespaces instead of dying with
@@ -353,6 +397,7 @@ fn spawn_node(
         .arg("node")
         .arg("--config")
         .arg(config)
+        .env("GLIBC_TUNABLES", node_malloc_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
@@ -997,6 +1042,41 @@ pub fn summaries(report: &EmulationReport) -> BTreeMap<String, crate::process::B
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malloc_tunables_are_added_to_the_callers_own() {
+        let ours = node_malloc_tunables(None);
+        assert_eq!(ours, "glibc.malloc.mmap_threshold=131072:glibc.malloc.arena_max=1");
+        assert_eq!(node_malloc_tunables(Some("")), ours);
+        assert_eq!(
+            node_malloc_tunables(Some("glibc.malloc.tcache_count=0")),
+            format!("glibc.malloc.tcache_count=0:{ours}")
+        );
+        // The caller's own value of one of ours is kept.
+        assert_eq!(
+            node_malloc_tunables(Some("glibc.malloc.arena_max=4")),
+            "glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=131072"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_node_executable_beside_is_used_only_from_the_same_build() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("fika-node-exe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let exe = dir.join("fika");
+        // None beside it: the executable itself.
+        assert_eq!(node_exe_beside(&exe, "b1"), exe);
+        let node = dir.join(NODE_EXE);
+        std::fs::write(&node, "#!/bin/sh\n[ \"$1\" = --build-id ] && echo b1\n").expect("script");
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(node_exe_beside(&exe, "b1"), node);
+        // From another build: the executable itself.
+        assert_eq!(node_exe_beside(&exe, "b2"), exe);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn free_ports_are_distinct_and_outside_the_ephemeral_range() {

@@ -1,4 +1,5 @@
-//! One emulated node as an OS process: what `fika node --config FILE` runs.
+//! One emulated node as an OS process: what `fika-node --config FILE` (or
+//! `fika node --config FILE`) runs.
 //!
 //! The process reads a [`NodeProcessConfig`] (JSON), rebuilds its node from
 //! the scenario file and its id ([`crate::build`]), runs it
@@ -365,6 +366,8 @@ fn serve<N: BtcHost>(
 
 /// Runs one node process to its end: rebuilds the node from the scenario,
 /// runs it, prints the status lines and returns (and prints) its report.
+/// It is meant to be the whole of a process: a durable store is left
+/// without redb's closing write ([`Store::abandon`]), for the exit to free.
 pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, EmuError> {
     let rt = config.runtime_config()?;
     let mut s = fika_scenario::load_file(&config.scenario)?;
@@ -458,6 +461,9 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
     };
     if let Ok(json) = serde_json::to_string(&report) {
         say(format_args!("done {json}"));
+    }
+    if let Runner::Durable(d) = runner {
+        d.abandon();
     }
     Ok(report)
 }

@@ -318,7 +318,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Frames batched into one socket write.
 const WRITE_BATCH: usize = 256 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+/// Room made in a connection's read buffer before each socket read. The
+/// socket reads straight into the buffer's spare room, so only the pages
+/// bytes actually arrive in become resident.
+const READ_CHUNK: usize = 16 * 1024;
 
 // ----- timers ---------------------------------------------------------------
 
@@ -519,21 +522,13 @@ struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     max_payload: u32,
-    chunk: Box<[u8]>,
     /// Bytes read so far.
     total: u64,
 }
 
 impl FrameReader {
     fn new(r: OwnedReadHalf, max_payload: u32) -> Self {
-        FrameReader {
-            r,
-            buf: Vec::new(),
-            start: 0,
-            max_payload,
-            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
-            total: 0,
-        }
+        FrameReader { r, buf: Vec::new(), start: 0, max_payload, total: 0 }
     }
 
     /// The next frame; `None` when the peer closed between frames.
@@ -551,7 +546,10 @@ impl FrameReader {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            let n = self.r.read(&mut self.chunk).await?;
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 8 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = self.r.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return match self.buf.len() {
                     0 => Ok(None),
@@ -560,7 +558,6 @@ impl FrameReader {
             }
             received.set(received.get() + n as u64);
             self.total += n as u64;
-            self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
 }
@@ -604,7 +601,8 @@ async fn write_loop<M: WireMessage>(
     version: u16,
     counters: Rc<ConnCounters>,
 ) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+    // Grows to the largest batch written (and keeps that room).
+    let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);

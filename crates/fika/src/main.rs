@@ -195,7 +195,10 @@ fn main() -> ExitCode {
                 netem: !no_netem,
                 interrupt: Some(fika_emu::orchestrate::interrupt_on_signals()),
                 on_ready: Some(on_ready),
-                ..fika_emu::orchestrate::EmulateOptions::new(exe)
+                ..fika_emu::orchestrate::EmulateOptions::new(fika_emu::orchestrate::node_exe_beside(
+                    &exe,
+                    env!("FIKA_BUILD_ID"),
+                ))
             };
             match fika_emu::orchestrate::emulate(&scenario, &out, &opts) {
                 Ok(r) => {
