@@ -6,7 +6,12 @@
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)
-command -v c++ >/dev/null 2>&1 || need+=(g++)
+# g++ also brings libstdc++.a, which the static link of libstdc++ needs
+# (.cargo/config.toml).
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+if command -v g++ >/dev/null 2>&1 && [ ! -e "$(g++ -print-file-name=libstdc++.a)" ]; then
+  need+=(g++)
+fi
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then

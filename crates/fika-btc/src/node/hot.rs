@@ -241,8 +241,4 @@ mod tests {
             }
         }
     }
-
-    /// Bytes at the front of [`Hot`] that reading a status or an announcer
-    /// touches (with the peer below [`BITS`] and the id in the window).
-    pub(super) const HOT_BYTES: usize = std::mem::offset_of!(Hot, bits) + std::mem::size_of::<[u32; KEEP]>();
 }
