@@ -194,7 +194,9 @@ mod tests {
 
     #[test]
     fn messages_stay_small_in_the_event_queue() {
-        assert!(std::mem::size_of::<BtcMsg>() <= 32, "{}", std::mem::size_of::<BtcMsg>());
+        // The largest variant is an inline one-item inv (a 33-byte item):
+        // every other payload is behind a pointer.
+        assert!(std::mem::size_of::<BtcMsg>() <= 40, "{}", std::mem::size_of::<BtcMsg>());
     }
 
     #[test]
