@@ -82,43 +82,9 @@ mod tests {
         A(u8),
     }
 
-    #[derive(Default)]
-    struct Recorder {
-        sent: Vec<(NodeId, Both)>,
-        timers: Vec<TimerId>,
-        rng: Option<NodeRng>,
-    }
-
-    impl Context<Both> for Recorder {
-        fn id(&self) -> NodeId {
-            NodeId(9)
-        }
-        fn now(&self) -> SimTime {
-            SimTime::from_secs(1)
-        }
-        fn rng(&mut self) -> &mut NodeRng {
-            self.rng.get_or_insert_with(|| crate::derive_rng(1, "t", 0))
-        }
-        fn peer_count(&self) -> usize {
-            3
-        }
-        fn peer(&self, i: usize) -> NodeId {
-            NodeId(i as u32)
-        }
-        fn send(&mut self, to: NodeId, msg: Both) {
-            self.sent.push((to, msg));
-        }
-        fn set_timer(&mut self, _after: Duration, timer: TimerId) -> TimerKey {
-            self.timers.push(timer);
-            TimerKey { slot: 0, generation: 0 }
-        }
-        fn cancel_timer(&mut self, _key: TimerKey) {}
-        fn emit(&mut self, _event: Event) {}
-    }
-
     #[test]
     fn wraps_messages_filters_peers_and_tags_timers() {
-        let mut outer = Recorder::default();
+        let mut outer = crate::testing::TestContext::new(9, &[0, 1, 2]);
         let peers = [NodeId(2)];
         {
             let mut cx = SubContext::new(&mut outer, Both::A, &peers, 3);
@@ -128,6 +94,6 @@ mod tests {
             cx.set_timer(Duration::from_secs(1), 42);
         }
         assert_eq!(outer.sent, vec![(NodeId(2), Both::A(7))]);
-        assert_eq!(split_timer(outer.timers[0]), (3, 42));
+        assert_eq!(split_timer(outer.timers[0].1), (3, 42));
     }
 }

@@ -9,6 +9,7 @@ pub mod compose;
 pub mod event;
 pub mod node;
 pub mod rng;
+pub mod testing;
 pub mod time;
 
 pub use compose::{SubContext, split_timer};

@@ -12,13 +12,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fika_core::{Node, NodeId, SimTime};
+use fika_core::{Node, NodeId};
 use fika_emu::durable::DurableNode;
 use fika_emu::store::{Identity, Store};
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-use support::Alone;
+use fika_btc::msg::BtcMsg;
+use fika_core::testing::TestContext;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u32 = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(500);
@@ -32,10 +31,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = Identity::of(&node, &s.name, "server1", s.seed, db.borrow().rec(0).data.hash);
     let (store, _) = Store::open(&dir, &id, &node)?;
     let mut d = DurableNode::new(node, store, None, None);
-    let mut cx = Alone { now: SimTime::ZERO, rng: fika_core::derive_rng(s.seed, "node", 0) };
+    let mut cx = TestContext::<BtcMsg>::new(0, &[]);
+    cx.rng = fika_core::derive_rng(s.seed, "node", 0);
     let t0 = Instant::now();
     for _ in 0..n {
         cx.now += Duration::from_secs(10);
+        cx.timers.clear();
+        cx.events.clear();
         // The full node's mining timer.
         d.on_timer(&mut cx, 1);
     }

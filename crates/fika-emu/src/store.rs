@@ -1110,68 +1110,18 @@ mod tests {
     use crate::durable::DurableNode;
     use fika_btc::msg::BtcMsg;
     use fika_btc::node::SharedDb;
-    use fika_core::{Context, Event, Node, NodeRng, SimTime, TimerId, TimerKey};
+    use fika_core::{Node, TimerId};
     use fika_scenario::{Layout, Scenario};
     use std::time::Duration;
 
     /// A context that records what the node does.
-    struct Cx {
-        id: NodeId,
-        now: SimTime,
-        rng: NodeRng,
-        peers: Vec<NodeId>,
-        sent: Vec<(NodeId, BtcMsg)>,
-        events: Vec<Event>,
-    }
+    type Cx = fika_core::testing::TestContext<BtcMsg>;
 
-    impl Cx {
-        fn new(layout: &Layout, id: u32) -> Self {
-            Cx {
-                id: NodeId(id),
-                now: SimTime::ZERO,
-                rng: fika_core::derive_rng(1, "node", u64::from(id)),
-                peers: crate::build::peers_of(layout, NodeId(id)),
-                sent: Vec::new(),
-                events: Vec::new(),
-            }
-        }
-        fn advance(&mut self, secs: u64) {
-            self.now += Duration::from_secs(secs);
-        }
-        /// Takes the messages sent to `to`.
-        fn take_to(&mut self, to: u32) -> Vec<BtcMsg> {
-            let (mine, rest): (Vec<_>, Vec<_>) = self.sent.drain(..).partition(|(t, _)| t.0 == to);
-            self.sent = rest;
-            mine.into_iter().map(|(_, m)| m).collect()
-        }
-    }
-
-    impl Context<BtcMsg> for Cx {
-        fn id(&self) -> NodeId {
-            self.id
-        }
-        fn now(&self) -> SimTime {
-            self.now
-        }
-        fn rng(&mut self) -> &mut NodeRng {
-            &mut self.rng
-        }
-        fn peer_count(&self) -> usize {
-            self.peers.len()
-        }
-        fn peer(&self, i: usize) -> NodeId {
-            self.peers[i]
-        }
-        fn send(&mut self, to: NodeId, msg: BtcMsg) {
-            self.sent.push((to, msg));
-        }
-        fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-            TimerKey { slot: 0, generation: 0 }
-        }
-        fn cancel_timer(&mut self, _key: TimerKey) {}
-        fn emit(&mut self, event: Event) {
-            self.events.push(event);
-        }
+    /// Node `id`'s context, with its peers in `layout`.
+    fn context_of(layout: &Layout, id: u32) -> Cx {
+        let mut cx = Cx::new(id, &[]);
+        cx.peers = crate::build::peers_of(layout, NodeId(id));
+        cx
     }
 
     /// The full node's mining timer (see `fika_btc::node`).
@@ -1213,7 +1163,7 @@ mod tests {
     /// Mines `n` blocks on `node`, ten seconds apart.
     fn mine(node: &mut impl Node<Msg = BtcMsg>, cx: &mut Cx, n: usize) {
         for _ in 0..n {
-            cx.advance(10);
+            cx.advance(Duration::from_secs(10));
             node.on_timer(cx, MINE);
         }
     }
@@ -1227,7 +1177,7 @@ mod tests {
         let (store, existed) = Store::open(&dir, &id, &a).expect("store opens");
         assert!(!existed);
         let mut d = DurableNode::new(a, store, None, None);
-        let mut cx = Cx::new(&l, 0);
+        let mut cx = context_of(&l, 0);
         d.on_start(&mut cx);
         mine(&mut d, &mut cx, 3);
         assert_eq!(crate::durable::tip_of(d.node()).0, 3);
@@ -1236,9 +1186,9 @@ mod tests {
 
         // client1 pays; server1 takes the payment into its mempool.
         let (mut w, _) = build(&s, &l, 3);
-        let mut wcx = Cx::new(&l, 3);
+        let mut wcx = context_of(&l, 3);
         w.on_timer(&mut wcx, 0);
-        let txs = wcx.take_to(0);
+        let txs = wcx.take_sent_to(NodeId(0));
         assert_eq!(txs.len(), 1);
         for m in txs {
             d.on_message(&mut cx, NodeId(3), m);
@@ -1247,7 +1197,7 @@ mod tests {
 
         // server2 mined a longer branch on its own: server1 reorganises to it.
         let (mut c, cdb) = build(&s, &l, 1);
-        let mut ccx = Cx::new(&l, 1);
+        let mut ccx = context_of(&l, 1);
         mine(&mut c, &mut ccx, 5);
         let branch: Vec<Arc<SimBlock>> =
             cdb.borrow().blocks().iter().skip(1).map(|r| Arc::clone(&r.data)).collect();
@@ -1289,7 +1239,7 @@ mod tests {
         let id = identity(&s, &l, &a, &db, 0);
         let (mut store, _) = Store::open(&dir, &id, &a).expect("store opens");
         a.enable_journal();
-        let mut cx = Cx::new(&l, 0);
+        let mut cx = context_of(&l, 0);
         mine(&mut a, &mut cx, 1);
         let mut changes = a.take_journal();
         assert!(matches!(changes.as_slice(), [Change::Block(1)]), "{changes:?}");
@@ -1321,16 +1271,16 @@ mod tests {
         let (s, l) = demo();
         let dir = temp_dir("wallet");
         let (mut server, _) = build(&s, &l, 0);
-        let mut scx = Cx::new(&l, 0);
+        let mut scx = context_of(&l, 0);
         server.on_start(&mut scx);
         scx.sent.clear();
         let (w, wdb) = build(&s, &l, 3);
         let id = identity(&s, &l, &w, &wdb, 3);
         let (store, _) = Store::open(&dir, &id, &w).expect("store opens");
         let mut d = DurableNode::new(w, store, None, None);
-        let mut wcx = Cx::new(&l, 3);
+        let mut wcx = context_of(&l, 3);
         let deliver = |from: &mut Cx, to: u32, node: &mut dyn FnMut(BtcMsg)| {
-            for m in from.take_to(to) {
+            for m in from.take_sent_to(NodeId(to)) {
                 node(m);
             }
         };
@@ -1421,7 +1371,7 @@ mod tests {
         let (mut a2, _) = build(&s, &l, 0);
         let (mut store, _) = Store::open(&dir2, &id, &a2).expect("opens");
         a2.enable_journal();
-        let mut cx = Cx::new(&l, 0);
+        let mut cx = context_of(&l, 0);
         mine(&mut a2, &mut cx, 1);
         let ch = a2.take_journal();
         store.commit(&a2, &ch).expect("commits");

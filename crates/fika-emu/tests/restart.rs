@@ -22,15 +22,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fika_btc::msg::BtcMsg;
 use fika_btc::node::{BtcNode, SharedDb};
 use fika_core::{Node, NodeId, SimTime};
 use fika_emu::durable::DurableNode;
 use fika_emu::store::Identity;
 
+use fika_core::testing::TestContext;
 use fika_emu::orchestrate::summaries;
 use fika_emu::store::Store;
 use fika_emu::{EmulateOptions, emulate};
-use support::{Alone, check};
+use support::check;
 
 mod support;
 
@@ -170,12 +172,13 @@ fn open_server1(dir: &Path) -> Result<(DurableNode, u32, bool), String> {
 fn mine_forever(dir: &Path) -> Result<(), String> {
     let (mut node, height, _) = open_server1(dir)?;
     // Block times follow the node's clock: start it where the chain is.
-    let mut cx = Alone {
-        now: SimTime::from_secs(10 * u64::from(height)),
-        rng: fika_core::derive_rng(u64::from(height), "miner", 0),
-    };
+    let mut cx = TestContext::<BtcMsg>::new(0, &[]);
+    cx.now = SimTime::from_secs(10 * u64::from(height));
+    cx.rng = fika_core::derive_rng(u64::from(height), "miner", 0);
     loop {
         cx.now += Duration::from_secs(10);
+        cx.timers.clear();
+        cx.events.clear();
         // The full node's mining timer.
         node.on_timer(&mut cx, 1);
         if let Some(e) = node.failure() {

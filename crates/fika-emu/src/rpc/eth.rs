@@ -407,45 +407,14 @@ mod tests {
     use super::*;
     use bitcoin::hashes::Hash;
     use bitcoin::secp256k1::SecretKey;
-    use fika_core::{Event, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
     use fika_peg::BRIDGE_ADDRESS;
     use fika_peg::abi::{BridgeCall, encode_call};
     use fika_peg::network::PegNode;
     use fika_side::{MergeMiningProof, UnsignedTx};
     use serde_json::json;
-    use std::time::Duration;
 
-    /// A context recording what the sidechain node sends.
-    struct SideCx {
-        rng: NodeRng,
-        sent: Vec<(NodeId, SideMsg)>,
-    }
-
-    impl Context<SideMsg> for SideCx {
-        fn id(&self) -> NodeId {
-            NodeId(2)
-        }
-        fn now(&self) -> SimTime {
-            SimTime::ZERO
-        }
-        fn rng(&mut self) -> &mut NodeRng {
-            &mut self.rng
-        }
-        fn peer_count(&self) -> usize {
-            2
-        }
-        fn peer(&self, i: usize) -> NodeId {
-            NodeId(i as u32)
-        }
-        fn send(&mut self, to: NodeId, msg: SideMsg) {
-            self.sent.push((to, msg));
-        }
-        fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-            TimerKey { slot: 0, generation: 0 }
-        }
-        fn cancel_timer(&mut self, _key: TimerKey) {}
-        fn emit(&mut self, _event: Event) {}
-    }
+    /// A context recording what the sidechain node (node 2, peers 0 and 1) does.
+    type SideCx = fika_core::testing::TestContext<SideMsg>;
 
     /// The sidechain node `rsk` of the powpeg-emu scenario (the account of
     /// private key 1 holds 10 RBTC at genesis), and a context.
@@ -458,7 +427,7 @@ mod tests {
         let Some(PegNode::Side(node, _)) = built.nodes.into_iter().nth(id.index()) else {
             panic!("rsk is a sidechain node")
         };
-        (*node, SideCx { rng: derive_rng(1, "node", 2), sent: Vec::new() })
+        (*node, SideCx::new(2, &[0, 1]))
     }
 
     fn key1() -> SecretKey {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fika_btc::msg::BtcMsg;
 use fika_btc::node::{BtcNode, SharedDb};
-use fika_core::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
+use fika_core::{Node, NodeId, SimTime};
 use serde_json::{Value, json};
 
 use super::client::{ClientError, RpcClient};
@@ -20,58 +20,7 @@ use super::server::{self, ServerConfig};
 use crate::service::{Caller, NetView};
 
 /// A context that records what a node does.
-struct TestCx {
-    id: NodeId,
-    peers: Vec<NodeId>,
-    now: SimTime,
-    rng: NodeRng,
-    sent: Vec<(NodeId, BtcMsg)>,
-    events: Vec<Event>,
-    timers: u32,
-}
-
-impl TestCx {
-    fn new(id: u32, peers: &[u32]) -> Self {
-        TestCx {
-            id: NodeId(id),
-            peers: peers.iter().map(|p| NodeId(*p)).collect(),
-            now: SimTime::ZERO,
-            rng: derive_rng(1, "node", u64::from(id)),
-            sent: Vec::new(),
-            events: Vec::new(),
-            timers: 0,
-        }
-    }
-}
-
-impl Context<BtcMsg> for TestCx {
-    fn id(&self) -> NodeId {
-        self.id
-    }
-    fn now(&self) -> SimTime {
-        self.now
-    }
-    fn rng(&mut self) -> &mut NodeRng {
-        &mut self.rng
-    }
-    fn peer_count(&self) -> usize {
-        self.peers.len()
-    }
-    fn peer(&self, i: usize) -> NodeId {
-        self.peers[i]
-    }
-    fn send(&mut self, to: NodeId, msg: BtcMsg) {
-        self.sent.push((to, msg));
-    }
-    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-        self.timers += 1;
-        TimerKey { slot: self.timers, generation: 0 }
-    }
-    fn cancel_timer(&mut self, _key: TimerKey) {}
-    fn emit(&mut self, event: Event) {
-        self.events.push(event);
-    }
-}
+type TestCx = fika_core::testing::TestContext<BtcMsg>;
 
 fn view(name: &str) -> NetView {
     NetView {

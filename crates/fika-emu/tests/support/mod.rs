@@ -7,44 +7,8 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use fika_btc::msg::BtcMsg;
-use fika_core::{Context, Event, NodeId, NodeRng, SimTime, TimerId, TimerKey};
 use fika_emu::{NodeProcessConfig, run_node_process};
-
-/// A context for a node with no peers, whose time the caller sets; timers
-/// and events go nowhere.
-pub struct Alone {
-    /// Now.
-    pub now: SimTime,
-    /// The node's random stream.
-    pub rng: NodeRng,
-}
-
-impl Context<BtcMsg> for Alone {
-    fn id(&self) -> NodeId {
-        NodeId(0)
-    }
-    fn now(&self) -> SimTime {
-        self.now
-    }
-    fn rng(&mut self) -> &mut NodeRng {
-        &mut self.rng
-    }
-    fn peer_count(&self) -> usize {
-        0
-    }
-    fn peer(&self, i: usize) -> NodeId {
-        NodeId(i as u32)
-    }
-    fn send(&mut self, _to: NodeId, _msg: BtcMsg) {}
-    fn set_timer(&mut self, _after: Duration, _timer: TimerId) -> TimerKey {
-        TimerKey { slot: 0, generation: 0 }
-    }
-    fn cancel_timer(&mut self, _key: TimerKey) {}
-    fn emit(&mut self, _event: Event) {}
-}
 
 /// One test: its name and body.
 pub type Test = (&'static str, fn() -> Result<(), String>);
