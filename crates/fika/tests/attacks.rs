@@ -121,16 +121,20 @@ impl Sim {
     }
 }
 
-const DOUBLE_SPEND: &str = r#"
-name = "double-spend"
-seed = 7
-duration = "30m"
-protocol = "bitcoin"
-[network]
-preset = "wan"
-[topology]
-kind = "random"
-degree = "dogecoin"
+/// A scenario on the attack tests' common network — WAN latencies, a
+/// random topology with Dogecoin's degrees, the regtest-fast chain — with
+/// `nodes` as its node groups and `extra` after the `[bitcoin]` table.
+fn scenario(name: &str, seed: u64, duration: &str, nodes: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\nseed = {seed}\nduration = \"{duration}\"\nprotocol = \"bitcoin\"\n\
+         [network]\npreset = \"wan\"\n[topology]\nkind = \"random\"\ndegree = \"dogecoin\"\n\
+         {}[bitcoin]\npreset = \"regtest-fast\"\n{}",
+        nodes.trim_start_matches('\n'),
+        extra.trim_start_matches('\n')
+    )
+}
+
+const NODES_DOUBLE_SPEND: &str = r#"
 [[nodes]]
 role = "miner"
 name = "attacker"
@@ -153,13 +157,16 @@ name = "node"
 role = "wallet"
 name = "shop"
 servers = 2
-[bitcoin]
-preset = "regtest-fast"
 "#;
+
+/// A double spender (60 % of the hashrate) paying the wallet `shop`.
+fn double_spend() -> String {
+    scenario("double-spend", 7, "30m", NODES_DOUBLE_SPEND, "")
+}
 
 #[test]
 fn a_double_spender_releases_after_z_confirmations_and_reverses_the_payment() {
-    let sim = simulate(DOUBLE_SPEND);
+    let sim = simulate(&double_spend());
     let r = sim.report();
     let d = r.double_spend.clone().expect("a double spend");
     assert_eq!((d.outcome.as_str(), d.z), ("released", 3), "{d:?}");
@@ -220,7 +227,7 @@ fn a_double_spender_releases_after_z_confirmations_and_reverses_the_payment() {
 
 #[test]
 fn a_weak_double_spender_gives_up_and_the_payment_stands() {
-    let text = DOUBLE_SPEND.replace("hashrate = 0.6", "hashrate = 0.05\ngive_up = 2");
+    let text = double_spend().replace("hashrate = 0.6", "hashrate = 0.05\ngive_up = 2");
     let sim = simulate(&text);
     let d = sim.report().double_spend.expect("a double spend");
     assert_eq!(d.outcome, "gave-up", "{d:?}");
@@ -238,16 +245,7 @@ fn a_weak_double_spender_gives_up_and_the_payment_stands() {
     assert!(sim.chain(sim.tip(attacker)).iter().any(|b| paid_in.contains(b)));
 }
 
-const MAJORITY: &str = r#"
-name = "majority"
-seed = 3
-duration = "20m"
-protocol = "bitcoin"
-[network]
-preset = "wan"
-[topology]
-kind = "random"
-degree = "dogecoin"
+const NODES_MAJORITY: &str = r#"
 [[nodes]]
 role = "miner"
 name = "attacker"
@@ -264,13 +262,16 @@ hashrate = 0.1
 role = "full"
 count = 6
 name = "node"
-[bitcoin]
-preset = "regtest-fast"
 "#;
+
+/// A majority attacker reorganizing at least 4 blocks deep.
+fn majority() -> String {
+    scenario("majority", 3, "20m", NODES_MAJORITY, "")
+}
 
 #[test]
 fn a_majority_attacker_reorgs_the_honest_chain_at_least_d_deep() {
-    let sim = simulate(MAJORITY);
+    let sim = simulate(&majority());
     let r = sim.report();
     let m = r.majority.clone().expect("a majority attack");
     assert_eq!(m.outcome, "released", "{m:?}");
@@ -302,16 +303,7 @@ fn a_majority_attacker_reorgs_the_honest_chain_at_least_d_deep() {
     }
 }
 
-const ECLIPSE: &str = r#"
-name = "eclipse"
-seed = 2
-duration = "20m"
-protocol = "bitcoin"
-[network]
-preset = "wan"
-[topology]
-kind = "random"
-degree = "dogecoin"
+const NODES_ECLIPSE: &str = r#"
 [[nodes]]
 role = "miner"
 count = 4
@@ -332,13 +324,16 @@ start = "3m"
 role = "full"
 count = 6
 name = "node"
-[bitcoin]
-preset = "regtest-fast"
 "#;
+
+/// Two eclipse attackers holding the miner `victim`.
+fn eclipse() -> String {
+    scenario("eclipse", 2, "20m", NODES_ECLIPSE, "")
+}
 
 #[test]
 fn an_eclipsed_miner_hears_no_block_and_wastes_its_work() {
-    let sim = simulate(ECLIPSE);
+    let sim = simulate(&eclipse());
     let victim = sim.id("victim");
     // The victim's only links are the attacker's nodes.
     let mut peers: Vec<u32> = sim
@@ -385,16 +380,7 @@ fn an_eclipsed_miner_hears_no_block_and_wastes_its_work() {
     assert!(r.best_height > 80);
 }
 
-const CENSOR: &str = r#"
-name = "censor"
-seed = 4
-duration = "40m"
-protocol = "bitcoin"
-[network]
-preset = "wan"
-[topology]
-kind = "random"
-degree = "dogecoin"
+const NODES_CENSOR: &str = r#"
 [[nodes]]
 role = "miner"
 count = 2
@@ -423,16 +409,26 @@ count = 2
 name = "black"
 balance = 10.0
 servers = 2
-[bitcoin]
-preset = "regtest-fast"
+"#;
+
+/// Two miners censoring the wallets `black*`, under a payment workload.
+fn censor() -> String {
+    scenario(
+        "censor",
+        4,
+        "40m",
+        NODES_CENSOR,
+        r#"
 [bitcoin.workload]
 interval = "20s"
 start = "30s"
-"#;
+"#,
+    )
+}
 
 #[test]
 fn censoring_miners_never_include_blacklisted_transactions() {
-    let sim = simulate(CENSOR);
+    let sim = simulate(&censor());
     let r = sim.report();
     let c = r.censorship.clone().expect("censorship");
     assert!((c.censor_hashrate_share - 0.5).abs() < 1e-9);
@@ -551,16 +547,7 @@ preset = "regtest-fast"
     }
 }
 
-const SELFISH: &str = r#"
-name = "selfish-gamma"
-seed = 3
-duration = "12h"
-protocol = "bitcoin"
-[network]
-preset = "wan"
-[topology]
-kind = "random"
-degree = "dogecoin"
+const NODES_SELFISH: &str = r#"
 [[nodes]]
 role = "miner"
 name = "attacker"
@@ -576,16 +563,26 @@ hashrate = 0.25
 role = "full"
 count = 5
 name = "f"
-[bitcoin]
-preset = "regtest-fast"
+"#;
+
+/// A selfish pool (a third of the hashrate) with γ = 1.
+fn selfish() -> String {
+    scenario(
+        "selfish-gamma",
+        3,
+        "12h",
+        NODES_SELFISH,
+        r#"
 [bitcoin.params]
 block_interval_secs = 60
-"#;
+"#,
+    )
+}
 
 #[test]
 fn gamma_decides_who_wins_the_selfish_races() {
     let run = |gamma: &str| {
-        let s = fika_scenario::load_str(&SELFISH.replace("gamma = 1.0", gamma), "selfish").expect("valid");
+        let s = fika_scenario::load_str(&selfish().replace("gamma = 1.0", gamma), "selfish").expect("valid");
         fika::run(&s, &fika::RunOptions::default(), &mut |_| {}).expect("run").bitcoin.expect("bitcoin")
     };
     let one = run("gamma = 1.0");
@@ -605,54 +602,54 @@ fn gamma_decides_who_wins_the_selfish_races() {
 fn strategy_fields_are_checked_with_their_paths() {
     let cases = [
         (
-            DOUBLE_SPEND.replace("strategy = \"double-spend\"", "strategy = \"sneaky\""),
+            double_spend().replace("strategy = \"double-spend\"", "strategy = \"sneaky\""),
             "nodes[0].strategy",
             "unknown strategy",
         ),
         (
-            DOUBLE_SPEND.replace("merchant = \"shop\"", "merchant = \"node1\""),
+            double_spend().replace("merchant = \"shop\"", "merchant = \"node1\""),
             "nodes[0].merchant",
             "not a wallet",
         ),
-        (DOUBLE_SPEND.replace("merchant = \"shop\"\n", ""), "nodes[0].merchant", "missing"),
+        (double_spend().replace("merchant = \"shop\"\n", ""), "nodes[0].merchant", "missing"),
         (
-            DOUBLE_SPEND.replace("confirmations = 3", "confirmations = 0"),
+            double_spend().replace("confirmations = 3", "confirmations = 0"),
             "nodes[0].confirmations",
             "at least 1",
         ),
-        (DOUBLE_SPEND.replace("amount = 4.0", "amount = 40.0"), "nodes[0].amount", "balance"),
+        (double_spend().replace("amount = 4.0", "amount = 40.0"), "nodes[0].amount", "balance"),
         (
-            DOUBLE_SPEND
+            double_spend()
                 .replace("name = \"pool\"\nhashrate = 0.1", "name = \"pool\"\nhashrate = 0.1\ndepth = 3"),
             "nodes[1].depth",
             "only valid with strategy = \"majority\"",
         ),
         (
-            MAJORITY
+            majority()
                 .replace("count = 1\n", "")
                 .replace("name = \"attacker\"", "name = \"attacker\"\ncount = 2"),
             "nodes[0].count",
             "count = 1",
         ),
         (
-            ECLIPSE.replace("victims = [\"victim\"]", "victims = [\"nobody\"]"),
+            eclipse().replace("victims = [\"victim\"]", "victims = [\"nobody\"]"),
             "nodes[2].victims[0]",
             "no node is named",
         ),
-        (ECLIPSE.replace("victims = [\"victim\"]", "victims = []"), "nodes[2].victims", "missing or empty"),
+        (eclipse().replace("victims = [\"victim\"]", "victims = []"), "nodes[2].victims", "missing or empty"),
         (
-            CENSOR.replace("censored = [\"black\"]", "censored = [\"node1\"]"),
+            censor().replace("censored = [\"black\"]", "censored = [\"node1\"]"),
             "nodes[0].censored[0]",
             "not a wallet",
         ),
         (
-            CENSOR.replace("censored = [\"black\"]", "censored = [\"ghost\"]"),
+            censor().replace("censored = [\"black\"]", "censored = [\"ghost\"]"),
             "nodes[0].censored[0]",
             "no node or group",
         ),
-        (SELFISH.replace("gamma = 1.0", "gamma = 1.5"), "nodes[0].gamma", "[0, 1]"),
+        (selfish().replace("gamma = 1.0", "gamma = 1.5"), "nodes[0].gamma", "[0, 1]"),
         (
-            ECLIPSE.replace(
+            eclipse().replace(
                 "role = \"full\"\ncount = 2\nname = \"eve\"",
                 "role = \"wallet\"\ncount = 2\nname = \"eve\"",
             ),
