@@ -1488,6 +1488,9 @@ impl fika_core::Node for BtcNode {
             BtcNode::Wallet(w) => w.start(cx),
         }
     }
+    fn warms(&self) -> bool {
+        true
+    }
     fn warm(&self) {
         if let BtcNode::Full(n) = self {
             // One read brings in the line every announcement reads first.

@@ -86,10 +86,17 @@ pub trait Node {
         self.on_start(cx);
     }
 
+    /// Whether [`Node::warm`] is worth calling: for nodes whose state is
+    /// spread over the heap, not for small nodes a simulator holds inline.
+    /// The default is no.
+    fn warms(&self) -> bool {
+        false
+    }
+
     /// A hint that an event for this node comes soon: read what handling
     /// one reads first, so that it is in cache by then (a simulator with
     /// many nodes waits on memory more than it computes). Changes nothing;
-    /// the default does nothing.
+    /// the default does nothing. Called only if [`Node::warms`].
     fn warm(&self) {}
 }
 
@@ -138,6 +145,9 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     }
     fn on_restart(&mut self, cx: &mut dyn Context<M>) {
         (**self).on_restart(cx);
+    }
+    fn warms(&self) -> bool {
+        (**self).warms()
     }
     fn warm(&self) {
         (**self).warm();

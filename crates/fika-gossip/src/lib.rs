@@ -400,11 +400,6 @@ impl Node for GossipNode {
         self.first.spill.clear();
         self.cold.more.clear();
     }
-
-    fn warm(&self) {
-        // An announcement reads the first line: the held bits and the first request.
-        std::hint::black_box(self.have_bits);
-    }
 }
 
 #[cfg(test)]

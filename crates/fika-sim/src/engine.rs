@@ -17,12 +17,13 @@ use crate::queue::EventQueue;
 
 enum Pending<M> {
     Start(u32),
-    /// `via`: the index of `from` among `to`'s peers (`u32::MAX` if unknown).
+    /// `link`: the index of `to` among `from`'s peers (`u32::MAX` if
+    /// unknown), from which `to` finds its index of `from` without a search.
     Deliver {
         from: u32,
         to: u32,
         epoch: u32,
-        via: u32,
+        link: u32,
         msg: M,
     },
     Timer {
@@ -127,6 +128,8 @@ pub struct Simulation<N: Node, S: EventSink> {
     world: World<N::Msg, S>,
     /// Events left before the next batch of nodes is warmed.
     until_warm: usize,
+    /// Whether some node wants to be warmed (see [`Node::warms`]).
+    warms: bool,
 }
 
 /// The engine warms the nodes of upcoming events (see [`Node::warm`]) in
@@ -149,10 +152,12 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         for (i, f) in faults.iter().enumerate() {
             queue.push(f.at, Pending::Fault(i as u32));
         }
+        let warms = nodes.iter().any(Node::warms);
         Simulation {
             nodes,
             rngs,
             until_warm: 0,
+            warms,
             world: World {
                 now: SimTime::ZERO,
                 queue,
@@ -244,21 +249,21 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     fn handle(&mut self, t: SimTime, item: Pending<N::Msg>) {
         debug_assert!(t >= self.world.now, "time never goes back");
         self.until_warm = self.until_warm.saturating_sub(1);
-        if self.until_warm == 0 {
+        if self.warms && self.until_warm == 0 {
             self.warm_ahead();
         }
         self.world.now = t;
         self.world.stats.events += 1;
         match item {
             Pending::Start(i) => self.with_node(i, |n, cx| n.on_start(cx)),
-            Pending::Deliver { from, to, epoch, via, msg } => {
+            Pending::Deliver { from, to, epoch, link, msg } => {
                 if !self.world.current(to, epoch) {
                     self.world.stats.dropped_down += 1;
                 } else if !self.world.net.same_side(from, to) {
                     self.world.stats.dropped_partition += 1;
                 } else {
                     self.world.stats.messages_delivered += 1;
-                    self.with_node_from(to, from, via, |n, cx| n.on_message(cx, NodeId(from), msg));
+                    self.with_node_from(to, from, link, |n, cx| n.on_message(cx, NodeId(from), msg));
                 }
             }
             Pending::Timer { node, epoch, id } => {
@@ -301,19 +306,19 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         &mut self,
         i: u32,
         from: u32,
-        via: u32,
+        link: u32,
         f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>),
     ) {
         let rng = &mut self.rngs[i as usize];
-        let (reply_to, reply_index) =
-            if self.world.net.symmetric() { (from, via) } else { (u32::MAX, u32::MAX) };
+        let (reply_to, reply_link) =
+            if self.world.net.symmetric() { (from, link) } else { (u32::MAX, u32::MAX) };
         let mut cx = Cx {
             id: i,
             rng,
             world: &mut self.world,
             last_peer: Cell::new((u32::MAX, u32::MAX)),
             reply_to,
-            reply_index,
+            reply_link,
         };
         f(&mut self.nodes[i as usize], &mut cx);
     }
@@ -376,8 +381,8 @@ struct Cx<'a, M, S> {
     /// The sender of the message being handled (or `u32::MAX`): with
     /// symmetric links, a reply to it needs no link lookup either.
     reply_to: u32,
-    /// The index of `reply_to` among this node's peers (or `u32::MAX`).
-    reply_index: u32,
+    /// The index of this node among `reply_to`'s peers (or `u32::MAX`).
+    reply_link: u32,
 }
 
 impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
@@ -399,9 +404,12 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         NodeId(p)
     }
     fn peer_index(&self, peer: NodeId) -> Option<usize> {
-        if peer.0 == self.reply_to && self.reply_index != u32::MAX {
-            // Carried with the message (see `Net::reverse_index`).
-            return Some(self.reply_index as usize);
+        if peer.0 == self.reply_to && self.reply_link != u32::MAX {
+            // From the link the message came by (see `Net::reverse_index`).
+            let i = self.world.net.reverse_index(self.reply_to, self.reply_link);
+            if i != u32::MAX {
+                return Some(i as usize);
+            }
         }
         // Net keeps each node's peers sorted.
         self.world.net.peers(self.id).binary_search(&peer.0).ok()
@@ -441,13 +449,7 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         }
         // The sender of a delivered message had `self` among its peers.
         let (last, last_index) = self.last_peer.get();
-        let index = if to.0 == last {
-            last_index
-        } else if to.0 == self.reply_to {
-            self.reply_index
-        } else {
-            u32::MAX
-        };
+        let link = if to.0 == last { last_index } else { u32::MAX };
         let linked = to.0 == last || to.0 == self.reply_to;
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
@@ -455,8 +457,7 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
                 // in between loses the message.
                 let epoch = w.epoch(to.0);
                 let from = self.id;
-                let via = if index == u32::MAX { u32::MAX } else { w.net.reverse_index(from, index) };
-                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, via, msg });
+                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, link, msg });
             }
             Route::NotLinked => stats.dropped_unlinked += 1,
             Route::Partitioned => stats.dropped_partition += 1,
