@@ -1493,8 +1493,8 @@ impl fika_core::Node for BtcNode {
     }
     fn warm(&self) {
         if let BtcNode::Full(n) = self {
-            // One read brings in the line every announcement reads first.
-            std::hint::black_box(n.hot.filtered);
+            // The line every announcement reads first.
+            fika_core::hint::prefetch(&n.hot);
         }
     }
 }

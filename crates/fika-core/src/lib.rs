@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod event;
+pub mod hint;
 pub mod node;
 pub mod rng;
 pub mod testing;

@@ -98,6 +98,18 @@ pub trait Node {
     /// many nodes waits on memory more than it computes). Changes nothing;
     /// the default does nothing. Called only if [`Node::warms`].
     fn warm(&self) {}
+
+    /// Whether this node would ignore `msg` from `from` if it arrived now or
+    /// at any later time before a crash: handling it would change no state,
+    /// send nothing, set no timer and emit nothing. A simulator may then
+    /// resolve the delivery when the message is sent instead of queueing it
+    /// (the sender's bandwidth and the message counters are charged all the
+    /// same), which is how floods of redundant announcements stay cheap.
+    /// Must answer `false` when unsure; the default always does.
+    fn ignores(&self, from: NodeId, msg: &Self::Msg) -> bool {
+        let _ = (from, msg);
+        false
+    }
 }
 
 /// What a node may do to the world.
@@ -151,5 +163,8 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     }
     fn warm(&self) {
         (**self).warm();
+    }
+    fn ignores(&self, from: NodeId, msg: &M) -> bool {
+        (**self).ignores(from, msg)
     }
 }

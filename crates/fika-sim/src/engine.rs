@@ -17,13 +17,16 @@ use crate::queue::EventQueue;
 
 enum Pending<M> {
     Start(u32),
-    /// `link`: the index of `to` among `from`'s peers (`u32::MAX` if
-    /// unknown), from which `to` finds its index of `from` without a search.
+    /// `link`: the index of `to` among `from`'s peers; `back`: the index
+    /// of `from` among `to`'s peers (each `u32::MAX` if unknown). With them
+    /// the receiver knows its sender's index, and a reply its link, without
+    /// a search.
     Deliver {
         from: u32,
         to: u32,
         epoch: u32,
         link: u32,
+        back: u32,
         msg: M,
     },
     Timer {
@@ -37,7 +40,8 @@ enum Pending<M> {
 /// Counters of a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SimStats {
-    /// Events taken from the queue and handled (tombstones excluded).
+    /// Events handled: taken from the queue (tombstones excluded) or
+    /// resolved when sent (see `resolved_at_send`).
     pub events: u64,
     /// Messages handed to the network.
     pub messages_sent: u64,
@@ -55,6 +59,10 @@ pub struct SimStats {
     pub dropped_unlinked: u64,
     /// Timers fired.
     pub timers: u64,
+    /// Deliveries resolved when the message was sent, because the receiver
+    /// would ignore the message (see [`Node::ignores`]); counted in
+    /// `events` and `messages_delivered` as any delivery.
+    pub resolved_at_send: u64,
     /// Messages sent, per message kind, in first-seen order.
     pub by_kind: Vec<KindStats>,
 }
@@ -101,6 +109,10 @@ struct World<M, S> {
     /// Whether a node has ever crashed; until then every node is up in
     /// epoch 0 and `state` need not be read.
     crashed: bool,
+    /// Whether a message the receiver would ignore may be resolved when it
+    /// is sent: only in runs without faults, where nothing between sending
+    /// and arrival (a crash, a partition) could change its fate.
+    resolve_at_send: bool,
 }
 
 impl<M, S> World<M, S> {
@@ -153,6 +165,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
             queue.push(f.at, Pending::Fault(i as u32));
         }
         let warms = nodes.iter().any(Node::warms);
+        let resolve_at_send = faults.is_empty();
         Simulation {
             nodes,
             rngs,
@@ -168,6 +181,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 faults,
                 state: vec![NodeState { epoch: 0, up: true }; n],
                 crashed: false,
+                resolve_at_send,
             },
         }
     }
@@ -256,14 +270,15 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         self.world.stats.events += 1;
         match item {
             Pending::Start(i) => self.with_node(i, |n, cx| n.on_start(cx)),
-            Pending::Deliver { from, to, epoch, link, msg } => {
+            Pending::Deliver { from, to, epoch, link, back, msg } => {
                 if !self.world.current(to, epoch) {
                     self.world.stats.dropped_down += 1;
                 } else if !self.world.net.same_side(from, to) {
                     self.world.stats.dropped_partition += 1;
                 } else {
                     self.world.stats.messages_delivered += 1;
-                    self.with_node_from(to, from, link, |n, cx| n.on_message(cx, NodeId(from), msg));
+                    let via = Via { from, link, back };
+                    self.with_node_from(to, via, |n, cx| n.on_message(cx, NodeId(from), msg));
                 }
             }
             Pending::Timer { node, epoch, id } => {
@@ -291,36 +306,35 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
             };
             if let Some(node) = self.nodes.get(n as usize) {
                 node.warm();
-                std::hint::black_box(self.world.net.peers(n).first());
+                if let Some(p) = self.world.net.peers(n).first() {
+                    fika_core::hint::prefetch(p);
+                }
             }
         }
     }
 
     fn with_node(&mut self, i: u32, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
-        self.with_node_from(i, u32::MAX, u32::MAX, f);
+        self.with_node_from(i, Via::NONE, f);
     }
 
     /// As `with_node`, handling a message from node `from`.
     #[inline]
-    fn with_node_from(
-        &mut self,
-        i: u32,
-        from: u32,
-        link: u32,
-        f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>),
-    ) {
+    fn with_node_from(&mut self, i: u32, via: Via, f: impl FnOnce(&mut N, &mut dyn Context<N::Msg>)) {
         let rng = &mut self.rngs[i as usize];
-        let (reply_to, reply_link) =
-            if self.world.net.symmetric() { (from, link) } else { (u32::MAX, u32::MAX) };
+        let reply = if self.world.net.symmetric() { via } else { Via::NONE };
+        let (before, rest) = self.nodes.split_at_mut(i as usize);
+        let Some((node, after)) = rest.split_first_mut() else {
+            return;
+        };
         let mut cx = Cx {
             id: i,
             rng,
             world: &mut self.world,
+            others: Others { before, after },
             last_peer: Cell::new((u32::MAX, u32::MAX)),
-            reply_to,
-            reply_link,
+            reply,
         };
-        f(&mut self.nodes[i as usize], &mut cx);
+        f(node, &mut cx);
     }
 
     fn apply_fault(&mut self, i: usize) {
@@ -371,21 +385,56 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     }
 }
 
-struct Cx<'a, M, S> {
+/// Every node but the one handling an event, for [`Node::ignores`].
+struct Others<'a, N> {
+    /// Nodes `0 .. id`.
+    before: &'a [N],
+    /// Nodes `id + 1 ..`.
+    after: &'a [N],
+}
+
+impl<N> Others<'_, N> {
+    /// Node `i`, unless it is the node handling the event.
+    #[inline]
+    fn get(&self, i: u32) -> Option<&N> {
+        let i = i as usize;
+        match i.checked_sub(self.before.len()) {
+            None => self.before.get(i),
+            Some(0) => None,
+            Some(k) => self.after.get(k - 1),
+        }
+    }
+}
+
+/// The link a message came by.
+#[derive(Clone, Copy)]
+struct Via {
+    /// The sender (`u32::MAX`: no message).
+    from: u32,
+    /// The receiver's index among the sender's peers (`u32::MAX` if unknown).
+    link: u32,
+    /// The sender's index among the receiver's peers (`u32::MAX` if unknown).
+    back: u32,
+}
+
+impl Via {
+    const NONE: Via = Via { from: u32::MAX, link: u32::MAX, back: u32::MAX };
+}
+
+struct Cx<'a, N: Node, S> {
     id: u32,
     rng: &'a mut NodeRng,
-    world: &'a mut World<M, S>,
+    world: &'a mut World<N::Msg, S>,
+    others: Others<'a, N>,
     /// The peer last returned by `peer` and its index: a send to it needs
     /// no link lookup.
     last_peer: Cell<(u32, u32)>,
-    /// The sender of the message being handled (or `u32::MAX`): with
-    /// symmetric links, a reply to it needs no link lookup either.
-    reply_to: u32,
-    /// The index of this node among `reply_to`'s peers (or `u32::MAX`).
-    reply_link: u32,
+    /// The link the message being handled came by, if links are
+    /// symmetric: a reply to its sender needs no link lookup either.
+    reply: Via,
 }
 
-impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
+impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
     fn id(&self) -> NodeId {
         NodeId(self.id)
     }
@@ -404,17 +453,13 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         NodeId(p)
     }
     fn peer_index(&self, peer: NodeId) -> Option<usize> {
-        if peer.0 == self.reply_to && self.reply_link != u32::MAX {
-            // From the link the message came by (see `Net::reverse_index`).
-            let i = self.world.net.reverse_index(self.reply_to, self.reply_link);
-            if i != u32::MAX {
-                return Some(i as usize);
-            }
+        if peer.0 == self.reply.from && self.reply.back != u32::MAX {
+            return Some(self.reply.back as usize);
         }
         // Net keeps each node's peers sorted.
         self.world.net.peers(self.id).binary_search(&peer.0).ok()
     }
-    fn send(&mut self, to: NodeId, msg: M) {
+    fn send(&mut self, to: NodeId, msg: N::Msg) {
         let w = &mut *self.world;
         let bytes = msg.wire_size();
         let stats = &mut w.stats;
@@ -449,15 +494,37 @@ impl<M: Message, S: EventSink> Context<M> for Cx<'_, M, S> {
         }
         // The sender of a delivered message had `self` among its peers.
         let (last, last_index) = self.last_peer.get();
-        let link = if to.0 == last { last_index } else { u32::MAX };
-        let linked = to.0 == last || to.0 == self.reply_to;
+        let (link, back) = if to.0 == last {
+            // Read in peer order, so along `Net::reverse_index`'s row.
+            (last_index, w.net.reverse_index(self.id, last_index))
+        } else if to.0 == self.reply.from {
+            (self.reply.back, self.reply.link)
+        } else {
+            (u32::MAX, u32::MAX)
+        };
+        let linked = to.0 == last || to.0 == self.reply.from;
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
+                if w.resolve_at_send
+                    && self.others.get(to.0).is_some_and(|n| n.ignores(NodeId(self.id), &msg))
+                {
+                    stats.events += 1;
+                    stats.messages_delivered += 1;
+                    stats.resolved_at_send += 1;
+                    return;
+                }
                 // The receiver's epoch is checked again at arrival: a crash
                 // in between loses the message.
                 let epoch = w.epoch(to.0);
                 let from = self.id;
-                w.queue.push_with(SimTime(at), || Pending::Deliver { from, to: to.0, epoch, link, msg });
+                w.queue.push_with(SimTime(at), || Pending::Deliver {
+                    from,
+                    to: to.0,
+                    epoch,
+                    link,
+                    back,
+                    msg,
+                });
             }
             Route::NotLinked => stats.dropped_unlinked += 1,
             Route::Partitioned => stats.dropped_partition += 1,

@@ -96,6 +96,7 @@ impl RunReport {
                 "messages sent / delivered",
                 format!("{} / {}", self.stats.messages_sent, self.stats.messages_delivered),
             )
+            .row("  of which resolved at send", self.stats.resolved_at_send.to_string())
             .row(
                 "dropped loss / partition / down",
                 format!(
