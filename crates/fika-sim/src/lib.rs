@@ -7,9 +7,11 @@
 //! - [`topology`] and [`regions`]: graph generators, degree tables and the
 //!   published region tables;
 //! - [`fault`]: crashes, restarts, partitions and link changes on a schedule;
+//! - `fastmath`: the inline `exp` of the latency draw;
 //! - [`engine`]: the runtime that drives `fika_core::Node`s in virtual time.
 
 pub mod engine;
+mod fastmath;
 pub mod fault;
 pub mod net;
 pub mod queue;

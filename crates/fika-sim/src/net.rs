@@ -193,17 +193,18 @@ pub fn pareto_ms(rng: &mut NodeRng, mean_ms: f64, spread_ms: f64) -> f64 {
     }
     let shape = mean_ms / spread_ms;
     let scale = mean_ms - spread_ms;
-    // 1 − U lies in (0, 1], so the power is finite.
-    let u: f64 = 1.0 - rng.r#gen::<f64>();
-    scale * pareto_factor(u, 1.0 / shape)
+    scale * pareto_factor(rng, 1.0 / shape)
 }
 
-/// `u^(−exponent)` for `u` in (0, 1], as `exp(−exponent · ln u)`: the
-/// simulator's hottest floating-point call, and two cheap library calls
-/// instead of a general power.
+/// A Pareto factor `U^(−exponent)` for `U` uniform in (0, 1], drawn as
+/// `exp(exponent · E)` with `E = −ln U` exponential: the same distribution,
+/// with `E` from a ziggurat (no logarithm) and an inline `exp` (see
+/// `fastmath`), so the bits do not depend on the platform's C library. This is
+/// the simulator's hottest floating-point code: one draw per message.
 #[inline]
-fn pareto_factor(u: f64, exponent: f64) -> f64 {
-    (-exponent * u.ln()).exp()
+fn pareto_factor(rng: &mut NodeRng, exponent: f64) -> f64 {
+    let e: f64 = rng.sample(rand_distr::Exp1);
+    crate::fastmath::exp(exponent * e)
 }
 
 /// A per-link change made by a fault.
@@ -532,9 +533,7 @@ impl Net {
             (Some(ms), _) => delay_ns(ms),
             (None, PairLatency::Fixed(ms)) => delay_ns(ms),
             (None, PairLatency::Pareto { scale, exponent }) => {
-                // As `pareto_ms`: 1 − U lies in (0, 1], so the power is finite.
-                let u: f64 = 1.0 - self.rng.r#gen::<f64>();
-                delay_ns(scale * pareto_factor(u, exponent))
+                delay_ns(scale * pareto_factor(&mut self.rng, exponent))
             }
             (None, PairLatency::Model) => delay_ns(self.model_latency_ms(from, to)),
         };

@@ -215,5 +215,19 @@ fn simblock_pareto_draw_has_the_table_mean() {
         let min = draws.iter().cloned().fold(f64::INFINITY, f64::min);
         assert!((avg - mean).abs() / mean < 0.02, "mean {mean}: got {avg}");
         assert!(min >= mean - 5.0, "minimum is mean − 5 ms");
+        // The whole law, not just its mean: Kolmogorov–Smirnov against the
+        // Pareto CDF 1 − (scale / x)^shape (1 % critical value 0.0026).
+        let (shape, scale) = (mean / 5.0, mean - 5.0);
+        let mut sorted = draws;
+        sorted.sort_by(f64::total_cmp);
+        let d = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let f = 1.0 - (scale / x).powf(shape);
+                (f - i as f64 / n as f64).abs().max((f - (i + 1) as f64 / n as f64).abs())
+            })
+            .fold(0.0, f64::max);
+        assert!(d < 0.0026, "mean {mean}: KS distance {d}");
     }
 }
