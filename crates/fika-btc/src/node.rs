@@ -1497,6 +1497,16 @@ impl fika_core::Node for BtcNode {
             fika_core::hint::prefetch(&n.hot);
         }
     }
+    fn warm_message(&self, msg: &BtcMsg) {
+        match (self, msg) {
+            // A new block reaches most of the node: tip, orphans, mining,
+            // wallets, attack rules.
+            (BtcNode::Full(n), BtcMsg::Block(_) | BtcMsg::CmpctBlock(_) | BtcMsg::BlockTxn(_)) => {
+                fika_core::hint::prefetch_all(&**n);
+            }
+            _ => self.warm(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,14 @@ pub trait Node {
     /// the default does nothing. Called only if [`Node::warms`].
     fn warm(&self) {}
 
+    /// As [`Node::warm`], knowing the message that comes: a node may then
+    /// read more of its state for a message whose handling reads more. The
+    /// default is [`Node::warm`]. Called only if [`Node::warms`].
+    fn warm_message(&self, msg: &Self::Msg) {
+        let _ = msg;
+        self.warm();
+    }
+
     /// Whether this node would ignore `msg` from `from` if it arrived now or
     /// at any later time before a crash: handling it would change no state,
     /// send nothing, set no timer and emit nothing. A simulator may then
@@ -163,6 +171,9 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     }
     fn warm(&self) {
         (**self).warm();
+    }
+    fn warm_message(&self, msg: &M) {
+        (**self).warm_message(msg);
     }
     fn ignores(&self, from: NodeId, msg: &M) -> bool {
         (**self).ignores(from, msg)

@@ -295,17 +295,20 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     fn warm_ahead(&mut self) {
         self.until_warm = WARM_BATCH;
         for ahead in WARM_BATCH..2 * WARM_BATCH {
-            let n = match self.world.queue.peek_ahead(ahead) {
+            let (n, msg) = match self.world.queue.peek_ahead(ahead) {
                 Some(Pending::Deliver { to, msg, .. }) => {
                     msg.warm();
-                    *to
+                    (*to, Some(msg))
                 }
-                Some(Pending::Timer { node, .. }) => *node,
+                Some(Pending::Timer { node, .. }) => (*node, None),
                 Some(_) => continue,
                 None => return,
             };
             if let Some(node) = self.nodes.get(n as usize) {
-                node.warm();
+                match msg {
+                    Some(m) => node.warm_message(m),
+                    None => node.warm(),
+                }
                 if let Some(p) = self.world.net.peers(n).first() {
                     fika_core::hint::prefetch(p);
                 }
