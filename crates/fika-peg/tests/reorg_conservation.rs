@@ -7,6 +7,11 @@
 //! blocks. Released transactions, once broadcast, stay out there and may be
 //! mined whatever the sidechain does.
 //!
+//! "Shallower than finality" is about the blocks reverted, not one step:
+//! no block that ever had `pegout_confirmations` confirmations is reverted
+//! (see [`Run::peak`]). Reorganisations in a row, with no block between
+//! them, are one deeper reorganisation, which the PowPeg rules out.
+//!
 //! After every step:
 //!
 //! * the Bridge's conservation law holds on the current branch;
@@ -88,6 +93,24 @@ struct Run {
     tag: u64,
     /// Coins two different released transactions spent.
     double_releases: u64,
+    /// The highest block number any branch's tip has reached.
+    ///
+    /// Finality means a block with `pegout_confirmations` confirmations is
+    /// never reverted. The signing rules depend on this: a peg-out is
+    /// signed only once its creating block is that deep. A reorganisation
+    /// replaces the newest blocks, and the model mines the replacement
+    /// branch with the ops that follow. So each reorganisation must be
+    /// measured from the highest tip ever reached, not from the current
+    /// (already shortened) tip. Otherwise reorgs of 5, 4 and 7 in a row
+    /// would revert 16 blocks. That is deeper than finality, and the
+    /// pegnatories halt on it instead of signing. It would revert the
+    /// creation of a peg-out the federation had already signed and
+    /// broadcast, and the new branch could batch the same coins
+    /// differently (`a_reorg_deeper_than_finality_can_release_a_coin_twice`).
+    /// Measuring from the peak is exact. A block below `peak + 2 − finality`
+    /// has been on the branch since the tip was at `peak`, so it had
+    /// `finality` confirmations then. A block above it never had that many.
+    peak: u64,
 }
 
 fn users(w: &World) -> Vec<User> {
@@ -108,6 +131,7 @@ impl Run {
     /// Closes the block: keeps its post-state on the branch.
     fn end(&mut self) {
         self.branch.push(Block { bridge: self.w.bridge.clone(), ledger: self.ledger.clone() });
+        self.peak = self.peak.max(self.number() - 1);
     }
 
     fn credit(&mut self, credits: &[(SideAddress, u128)]) {
@@ -253,7 +277,12 @@ impl Run {
                 self.end();
             }
             Op::Reorg { depth } => {
-                let keep = self.branch.len().saturating_sub(*depth as usize).max(1);
+                // Revert only blocks with fewer than `finality` confirmations
+                // at the highest tip ever reached: keep every block
+                // numbered below `peak + 2 − finality` (see `Run::peak`).
+                let finality = self.w.bridge.params().pegout_confirmations;
+                let floor = usize::try_from((self.peak + 2).saturating_sub(finality)).unwrap();
+                let keep = self.branch.len().saturating_sub(*depth as usize).max(floor).max(1);
                 self.branch.truncate(keep);
                 let tip = self.branch.last().unwrap().clone();
                 self.w.bridge = tip.bridge;
@@ -380,6 +409,7 @@ fn setup(change_on_release: bool) -> Run {
         alive: [true; 9],
         tag: 0,
         double_releases: 0,
+        peak: 0,
     }
 }
 
