@@ -67,8 +67,8 @@ fn network(seed: u64) -> Net3 {
     let queue: Queue = Rc::default();
     let nodes: Vec<AnyNode> = vec![
         Box::new(Injector { queue: Rc::clone(&queue) }),
-        Box::new(BtcNode::Full(Box::new(pool))),
-        Box::new(BtcNode::Full(Box::new(observer))),
+        Box::new(BtcNode::Full(pool)),
+        Box::new(BtcNode::Full(observer)),
     ];
     let adj = vec![vec![1, 2], vec![0, 2], vec![0, 1]];
     let model = NetworkModel { latency: LatencyModel::Constant { ms: 20.0 }, ..NetworkModel::default() };

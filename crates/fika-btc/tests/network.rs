@@ -55,7 +55,7 @@ fn premine(to: &bitcoin::Script, sats: &[u64]) -> Transaction {
 
 fn full(db: &SharedDb, cfg: &Rc<RelayConfig>, hashrate: f64) -> AnyNode {
     let payout = Payout::Script(key(9).wpkh);
-    Box::new(BtcNode::Full(Box::new(FullNode::new(Rc::clone(db), Rc::clone(cfg), hashrate, payout))))
+    Box::new(BtcNode::Full(FullNode::new(Rc::clone(db), Rc::clone(cfg), hashrate, payout)))
 }
 
 /// Hashes per second that find a block every `secs` at the genesis difficulty.

@@ -263,7 +263,7 @@ impl BtcPlan {
             Strategy::Honest => node.set_tie_break(self.tie_break.clone()),
             other => node.set_strategy(other),
         }
-        BtcNode::Full(Box::new(node))
+        BtcNode::Full(node)
     }
 }
 

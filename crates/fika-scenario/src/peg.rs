@@ -230,7 +230,7 @@ pub fn build(s: &Scenario, layout: &Layout) -> Result<Built, BuildError> {
             }
             "full" => {
                 let f = FullNode::new(Rc::clone(&db), Rc::clone(&relay), 0.0, payout);
-                PegNode::Btc(BtcNode::Full(Box::new(f)), btc_peers)
+                PegNode::Btc(BtcNode::Full(f), btc_peers)
             }
             "miner" => {
                 let share = if total > 0.0 { weights[i] / total } else { 0.0 };

@@ -516,7 +516,7 @@ impl AttackInputs<'_> {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| match n {
-                BtcNode::Full(f) if f.strategy_name() == strategy => Some((i, &**f)),
+                BtcNode::Full(f) if f.strategy_name() == strategy => Some((i, f)),
                 _ => None,
             })
             .collect()
