@@ -1236,6 +1236,10 @@ impl PegUser {
 }
 
 /// Every kind of node of a PowPeg network.
+///
+/// Bitcoin nodes, the most numerous, are held inline as in
+/// [`BtcNode`]; the other kinds are boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum PegNode {
     /// A Bitcoin full node or a Bitcoin wallet (users pegging in).
     Btc(BtcNode, Vec<NodeId>),
