@@ -349,7 +349,7 @@ fn stdin_control(tx: mpsc::UnboundedSender<Control>) {
 
 /// The node a process runs: in memory only, or with a durable store.
 enum Runner {
-    Memory(BtcNode),
+    Memory(Box<BtcNode>),
     Durable(Box<DurableNode>),
 }
 
@@ -415,7 +415,7 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
             }
             Runner::Durable(Box::new(DurableNode::new(node, store, resumed, Some(ctl_tx.clone()))))
         }
-        None => Runner::Memory(node),
+        None => Runner::Memory(Box::new(node)),
     };
     let hooks = Hooks {
         control: Some(ctl_rx),
@@ -446,7 +446,7 @@ pub fn run_node_process(config: &NodeProcessConfig) -> Result<ProcessReport, Emu
         }
         Runner::Memory(node) => {
             drop(ctl_tx);
-            let stats = runtime::run_node_with(node, &rt, hooks, |caller| serve(rpc, caller))?;
+            let stats = runtime::run_node_with(&mut **node, &rt, hooks, |caller| serve(rpc, caller))?;
             ProcessReport {
                 node: config.node_id,
                 name: config.name.clone(),
