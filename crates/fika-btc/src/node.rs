@@ -264,8 +264,9 @@ impl Payout {
 /// A full node, optionally mining.
 ///
 /// Laid out in declaration order so that the store and `hot`, what every
-/// block announcement reads, are the node's first cache line.
-#[repr(C, align(64))]
+/// block announcement reads, come first: in a [`BtcNode`], together with
+/// the variant's tag, they are the node's first cache line.
+#[repr(C)]
 pub struct FullNode {
     db: SharedDb,
     /// Block statuses, announcers, the filter flag (see [`hot`]); Core does
@@ -1417,8 +1418,12 @@ pub fn unix_at(start_unix: u32, now: SimTime) -> u32 {
 ///
 /// A full node is held inline, so that a simulator's array of nodes is the
 /// nodes themselves: the address of a node's state is known without
-/// reading a pointer first, and is prefetched a few events ahead.
+/// reading a pointer first, and is prefetched a few events ahead. The tag
+/// comes first and each node starts a cache line, so that the line read to
+/// dispatch a message is the one that handles an announcement (see
+/// `FullNode`).
 #[allow(clippy::large_enum_variant)]
+#[repr(u8, align(64))]
 pub enum BtcNode {
     /// A full node (server), mining if it has hashrate.
     Full(FullNode),
@@ -1520,11 +1525,12 @@ mod layout {
 
     #[test]
     fn an_announcement_reads_one_cache_line() {
-        assert_eq!(std::mem::align_of::<FullNode>(), 64);
-        assert!(std::mem::offset_of!(FullNode, db) < 64);
-        assert!(std::mem::offset_of!(FullNode, hot) + hot::HOT_BYTES <= 64);
-        // The variant tag sits in a niche of the full node, so a node in a
-        // simulator's array starts with that line (`BtcNode::warm`).
-        assert_eq!(std::mem::size_of::<BtcNode>(), std::mem::size_of::<FullNode>());
+        // `repr(u8)`: the tag, then the full node at its alignment.
+        let start = std::mem::align_of::<FullNode>();
+        assert_eq!(start, 8);
+        assert_eq!(std::mem::align_of::<BtcNode>(), 64);
+        assert_eq!(std::mem::size_of::<BtcNode>() % 64, 0);
+        assert!(start + std::mem::offset_of!(FullNode, db) + 8 <= 64);
+        assert!(start + std::mem::offset_of!(FullNode, hot) + hot::HOT_BYTES <= 64);
     }
 }

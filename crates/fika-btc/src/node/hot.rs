@@ -11,7 +11,7 @@
 use crate::blockdb::BlockId;
 
 /// Block statuses kept inline: the newest ids seen.
-const WINDOW: usize = 16;
+const WINDOW: usize = 8;
 /// Free places the window keeps after the id it moves for.
 const AHEAD: usize = 4;
 /// Blocks whose announcers are remembered (the latest announced).
