@@ -263,8 +263,14 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     fn handle(&mut self, t: SimTime, item: Pending<N::Msg>) {
         debug_assert!(t >= self.world.now, "time never goes back");
         self.until_warm = self.until_warm.saturating_sub(1);
-        if self.warms && self.until_warm == 0 {
-            self.warm_ahead();
+        if self.warms {
+            if self.until_warm == 0 {
+                self.warm_ahead();
+            }
+        } else {
+            // Nodes small enough not to be warmed still wait for their
+            // events' items: fetch the one a batch ahead.
+            self.world.queue.prefetch_ahead(WARM_BATCH);
         }
         self.world.now = t;
         self.world.stats.events += 1;

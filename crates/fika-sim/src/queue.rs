@@ -571,6 +571,22 @@ impl<T> EventQueue<T> {
         self.items.get((key.slot & !CANCELLABLE) as usize)?.as_ref()
     }
 
+    /// Prefetches the slot of the item `ahead` places behind the next one in
+    /// the run being consumed, without reading it (see [`Self::peek_ahead`]).
+    #[inline]
+    pub fn prefetch_ahead(&self, ahead: usize) {
+        let Some(i) = self.order.len().checked_sub(ahead + 1) else {
+            return;
+        };
+        if let Some(slot) = self
+            .run
+            .get(!self.order[i] as u32 as usize)
+            .and_then(|key| self.items.get((key.slot & !CANCELLABLE) as usize))
+        {
+            fika_core::hint::prefetch(slot);
+        }
+    }
+
     /// The earliest key of the run.
     #[inline]
     fn run_front(&self) -> Option<Key> {
