@@ -109,10 +109,11 @@ struct World<M, S> {
     /// Whether a node has ever crashed; until then every node is up in
     /// epoch 0 and `state` need not be read.
     crashed: bool,
-    /// Whether a message the receiver would ignore may be resolved when it
-    /// is sent: only in runs without faults, where nothing between sending
-    /// and arrival (a crash, a partition) could change its fate.
-    resolve_at_send: bool,
+    /// Times of the faults not applied yet, latest first: a message the
+    /// receiver would ignore is resolved when it is sent only if it arrives
+    /// before the next fault, so that nothing between sending and arrival
+    /// (a crash, a partition) can change its fate.
+    pending_faults: Vec<u64>,
 }
 
 impl<M, S> World<M, S> {
@@ -165,7 +166,8 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
             queue.push(f.at, Pending::Fault(i as u32));
         }
         let warms = nodes.iter().any(Node::warms);
-        let resolve_at_send = faults.is_empty();
+        let mut pending_faults: Vec<u64> = faults.iter().map(|f| f.at.as_nanos()).collect();
+        pending_faults.sort_unstable_by(|a, b| b.cmp(a));
         Simulation {
             nodes,
             rngs,
@@ -181,7 +183,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 faults,
                 state: vec![NodeState { epoch: 0, up: true }; n],
                 crashed: false,
-                resolve_at_send,
+                pending_faults,
             },
         }
     }
@@ -347,6 +349,8 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     }
 
     fn apply_fault(&mut self, i: usize) {
+        // Faults are applied in time order: this is the earliest pending.
+        self.world.pending_faults.pop();
         let action = self.world.faults[i].action.clone();
         let now = self.world.now;
         match action {
@@ -514,7 +518,9 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         let linked = to.0 == last || to.0 == self.reply.from;
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
-                if w.resolve_at_send
+                let before_fault = w.pending_faults.last().is_none_or(|&f| at < f);
+                if before_fault
+                    && (!w.crashed || w.state[to.index()].up)
                     && self.others.get(to.0).is_some_and(|n| n.ignores(NodeId(self.id), &msg))
                 {
                     stats.events += 1;
