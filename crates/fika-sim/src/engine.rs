@@ -109,11 +109,12 @@ struct World<M, S> {
     /// Whether a node has ever crashed; until then every node is up in
     /// epoch 0 and `state` need not be read.
     crashed: bool,
-    /// Times of the faults not applied yet, latest first: a message the
-    /// receiver would ignore is resolved when it is sent only if it arrives
-    /// before the next fault, so that nothing between sending and arrival
-    /// (a crash, a partition) can change its fate.
-    pending_faults: Vec<u64>,
+    /// How many faults were applied; `faults` is in time order, so the next
+    /// one is `faults[applied]`. A message the receiver would ignore is
+    /// resolved when it is sent only if it arrives before that fault, so
+    /// that nothing between sending and arrival (a crash, a partition) can
+    /// change its fate.
+    applied: usize,
 }
 
 impl<M, S> World<M, S> {
@@ -125,6 +126,18 @@ impl<M, S> World<M, S> {
         }
         let s = self.state[i as usize];
         s.up && s.epoch == epoch
+    }
+
+    /// Whether node `i` is running now.
+    #[inline]
+    fn is_up(&self, i: u32) -> bool {
+        !self.crashed || self.state.get(i as usize).is_some_and(|s| s.up)
+    }
+
+    /// The time of the next fault to apply, if any is left.
+    #[inline]
+    fn next_fault(&self) -> Option<SimTime> {
+        self.faults.get(self.applied).map(|f| f.at)
     }
 
     /// The epoch of node `i`.
@@ -154,7 +167,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     /// Builds a simulation; every node starts at time zero, in id order.
     ///
     /// `net` must have as many nodes as `nodes`. Faults are scheduled now.
-    pub fn new(seed: u64, nodes: Vec<N>, net: Net, faults: Vec<Fault>, sink: S) -> Self {
+    pub fn new(seed: u64, nodes: Vec<N>, net: Net, mut faults: Vec<Fault>, sink: S) -> Self {
         assert_eq!(nodes.len(), net.len(), "one network slot per node");
         let n = nodes.len();
         let rngs = (0..n).map(|i| derive_rng(seed, "node", i as u64)).collect();
@@ -162,12 +175,13 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         for i in 0..nodes.len() {
             queue.push(SimTime::ZERO, Pending::Start(i as u32));
         }
+        // In time order (stable: simultaneous faults keep theirs), which is
+        // the order the queue applies them in.
+        faults.sort_by_key(|f| f.at);
         for (i, f) in faults.iter().enumerate() {
             queue.push(f.at, Pending::Fault(i as u32));
         }
         let warms = nodes.iter().any(Node::warms);
-        let mut pending_faults: Vec<u64> = faults.iter().map(|f| f.at.as_nanos()).collect();
-        pending_faults.sort_unstable_by(|a, b| b.cmp(a));
         Simulation {
             nodes,
             rngs,
@@ -183,7 +197,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 faults,
                 state: vec![NodeState { epoch: 0, up: true }; n],
                 crashed: false,
-                pending_faults,
+                applied: 0,
             },
         }
     }
@@ -225,7 +239,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
 
     /// Whether node `id` is running.
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.world.state.get(id.index()).is_some_and(|s| s.up)
+        id.index() < self.nodes.len() && self.world.is_up(id.0)
     }
 
     /// Consumes the simulation, returning nodes, sink and counters.
@@ -349,8 +363,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     }
 
     fn apply_fault(&mut self, i: usize) {
-        // Faults are applied in time order: this is the earliest pending.
-        self.world.pending_faults.pop();
+        self.world.applied += 1;
         let action = self.world.faults[i].action.clone();
         let now = self.world.now;
         match action {
@@ -474,6 +487,10 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
     }
     fn send(&mut self, to: NodeId, msg: N::Msg) {
         let w = &mut *self.world;
+        // Whether a delivery the receiver ignores can be resolved now: see
+        // `World::applied`.
+        let receiver_up = w.is_up(to.0);
+        let next_fault = w.next_fault();
         let bytes = msg.wire_size();
         let stats = &mut w.stats;
         stats.messages_sent += 1;
@@ -518,9 +535,8 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         let linked = to.0 == last || to.0 == self.reply.from;
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
-                let before_fault = w.pending_faults.last().is_none_or(|&f| at < f);
-                if before_fault
-                    && (!w.crashed || w.state[to.index()].up)
+                if receiver_up
+                    && next_fault.is_none_or(|f| at < f.as_nanos())
                     && self.others.get(to.0).is_some_and(|n| n.ignores(NodeId(self.id), &msg))
                 {
                     stats.events += 1;

@@ -566,23 +566,23 @@ impl<T> EventQueue<T> {
     /// is live. For reading ahead only: items pushed later may come first.
     #[inline]
     pub fn peek_ahead(&self, ahead: usize) -> Option<&T> {
+        self.slot_ahead(ahead)?.as_ref()
+    }
+
+    /// The slot of the item `ahead` places behind the next one in the run
+    /// being consumed, if the run holds that many.
+    #[inline]
+    fn slot_ahead(&self, ahead: usize) -> Option<&Option<T>> {
         let i = self.order.len().checked_sub(ahead + 1)?;
         let key = self.run.get(!self.order[i] as u32 as usize)?;
-        self.items.get((key.slot & !CANCELLABLE) as usize)?.as_ref()
+        self.items.get((key.slot & !CANCELLABLE) as usize)
     }
 
     /// Prefetches the slot of the item `ahead` places behind the next one in
     /// the run being consumed, without reading it (see [`Self::peek_ahead`]).
     #[inline]
     pub fn prefetch_ahead(&self, ahead: usize) {
-        let Some(i) = self.order.len().checked_sub(ahead + 1) else {
-            return;
-        };
-        if let Some(slot) = self
-            .run
-            .get(!self.order[i] as u32 as usize)
-            .and_then(|key| self.items.get((key.slot & !CANCELLABLE) as usize))
-        {
+        if let Some(slot) = self.slot_ahead(ahead) {
             fika_core::hint::prefetch(slot);
         }
     }
