@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash, OutPoint, ScriptBuf, Transaction};
-use fika_core::{Context, Event, NodeId, SimTime, TimerId, TimerKey};
+use fika_core::{Context, Event, NodeId, Offer, SimTime, TimerId, TimerKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -312,6 +312,7 @@ impl FullNode {
         let mut hot = hot::Hot::default();
         hot.set_status(0, HAVE);
         hot.compact = cfg.compact_blocks;
+        hot.set_start_unix(cfg.start_unix);
         FullNode {
             hot,
             db,
@@ -402,7 +403,7 @@ impl FullNode {
     }
 
     fn now_unix(&self, cx: &dyn Context<BtcMsg>) -> u32 {
-        self.cfg.start_unix.saturating_add((cx.now().as_nanos() / 1_000_000_000) as u32)
+        self.unix_now(cx.now())
     }
 
     // ----- blocks ---------------------------------------------------------
@@ -636,6 +637,11 @@ impl FullNode {
             return;
         }
         let hash = self.db.borrow().rec(id).data.hash;
+        // Built once and copied whole to each send: the engine reads a
+        // message with wide loads, which a message built field by field
+        // just before would stall until every earlier store (some of them
+        // to the previous receiver, missing the cache) is done.
+        let inv = std::hint::black_box(BtcMsg::Inv(Invs::One(Inv::Block(hash))));
         let (wallets, filtered, compact) = (!self.wallets.is_empty(), self.hot.filtered, self.hot.compact);
         for k in 0..cx.peer_count() {
             let p = cx.peer(k);
@@ -650,7 +656,7 @@ impl FullNode {
                 let data = Arc::clone(&self.db.borrow().rec(id).data);
                 cx.send(p, BtcMsg::CmpctBlock(data));
             } else {
-                cx.send(p, BtcMsg::Inv(Invs::One(Inv::Block(hash))));
+                cx.send(p, inv.clone());
             }
         }
     }
@@ -1096,6 +1102,7 @@ impl FullNode {
 
     /// Handles a message.
     pub fn message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
+        self.record_early(cx.now());
         let msg = if self.hot.filtered && self.cut_off(cx.now(), from) {
             match Self::filter_from_victim(msg) {
                 Some(m) => m,
@@ -1256,6 +1263,7 @@ impl FullNode {
 
     /// Handles a timer.
     pub fn timer(&mut self, cx: &mut dyn Context<BtcMsg>, timer: TimerId) {
+        self.record_early(cx.now());
         match timer {
             TIMER_MINE => self.mine(cx),
             TIMER_TRICKLE => self.flush_invs(cx),
@@ -1280,8 +1288,51 @@ impl FullNode {
         self.mining = None;
         self.mining_key = None;
         self.hb_to.clear();
+        // With those taken early, which arrived before the crash.
         self.hot.forget_announcers();
         self.wallets.clear();
+    }
+
+    /// Takes an announcement when it is sent if its arrival would only
+    /// record the announcer: every item is a block the node holds, has
+    /// found invalid, or has asked for and will not drop (its timestamp is
+    /// within the future limit already, and the node's clock only
+    /// advances). The announcer is recorded once the arrival time has come
+    /// (see [`FullNode::record_early`]). An eclipse attacker's filter, a
+    /// transaction or an unknown block refuses it.
+    pub fn absorb(&mut self, offer: Offer<'_, BtcMsg>) -> bool {
+        let (BtcMsg::Inv(Invs::One(Inv::Block(hash) | Inv::CmpctBlock(hash))), Some(peer)) =
+            (offer.msg, offer.from_index)
+        else {
+            return false;
+        };
+        if self.hot.filtered {
+            return false;
+        }
+        let Ok(db) = self.db.try_borrow() else {
+            return false;
+        };
+        let Some(id) = db.id_of(hash) else {
+            return false;
+        };
+        let taken = match self.hot.status(id) {
+            HAVE | INVALID => true,
+            REQUESTED => {
+                let clock = unix_at(self.hot.start_unix(), offer.now);
+                u64::from(db.rec(id).data.block.header.time)
+                    <= u64::from(clock) + db.params().max_future_block_time_secs
+            }
+            _ => false,
+        };
+        taken && self.hot.take_early(id, peer, offer.now.as_nanos(), offer.at.as_nanos())
+    }
+
+    /// Records the announcers taken early (see [`FullNode::absorb`]) whose
+    /// announcements have arrived by `now`: before anything else happens
+    /// at `now`, as handling them on arrival would have.
+    #[inline]
+    fn record_early(&mut self, now: SimTime) {
+        self.hot.record_early(now.as_nanos());
     }
 
     /// The best chain's blocks, genesis first.
@@ -1501,11 +1552,17 @@ impl fika_core::Node for BtcNode {
     fn warms(&self) -> bool {
         true
     }
+    fn absorb(&mut self, offer: Offer<'_, BtcMsg>) -> bool {
+        match self {
+            BtcNode::Full(n) => n.absorb(offer),
+            BtcNode::Wallet(_) => false,
+        }
+    }
     fn warm(&self) {
-        // A full node's first line is what every announcement reads (see
-        // `FullNode`); the variant is not looked at, since reading it would
-        // wait for the very line being warmed.
-        fika_core::hint::prefetch(self);
+        // A full node's first two lines are what every announcement reads
+        // (see `FullNode`); the variant is not looked at, since reading it
+        // would wait for the very lines being warmed.
+        fika_core::hint::prefetch_front(self);
     }
     fn warm_message(&self, msg: &BtcMsg) {
         match msg {
@@ -1532,5 +1589,9 @@ mod layout {
         assert_eq!(std::mem::size_of::<BtcNode>() % 64, 0);
         assert!(start + std::mem::offset_of!(FullNode, db) + 8 <= 64);
         assert!(start + std::mem::offset_of!(FullNode, hot) + hot::HOT_BYTES <= 64);
+        // What an offer reads besides: the second line.
+        let (early, size) = hot::EARLY_AT;
+        assert_eq!(start + std::mem::offset_of!(FullNode, hot) + early, 64);
+        assert_eq!(size, 64);
     }
 }

@@ -388,3 +388,102 @@ fn a_node_with_its_own_store_holds_blocks_until_their_parent_arrives() {
     });
     assert!(asked);
 }
+
+/// A node that never takes a message before it arrives: every message it
+/// is sent goes through the simulator's queue.
+struct Unoffered(AnyNode);
+
+impl Node for Unoffered {
+    type Msg = BtcMsg;
+    fn on_start(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.0.on_start(cx);
+    }
+    fn on_message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
+        self.0.on_message(cx, from, msg);
+    }
+    fn on_timer(&mut self, cx: &mut dyn Context<BtcMsg>, timer: TimerId) {
+        self.0.on_timer(cx, timer);
+    }
+    fn on_crash(&mut self) {
+        self.0.on_crash();
+    }
+    fn on_restart(&mut self, cx: &mut dyn Context<BtcMsg>) {
+        self.0.on_restart(cx);
+    }
+}
+
+/// A 40-node random network with jittery links and a block every 2 s on
+/// average, so that several blocks are announced at once and forks happen;
+/// with `faults`, crashes, restarts and a partition. Returns the trace and
+/// the counters.
+fn relay_run(take_early: bool, seed: u64, faults: bool, compact: bool) -> (Events, fika_sim::SimStats) {
+    use fika_sim::{Fault, FaultAction};
+    let n = 40u32;
+    let db: SharedDb = Rc::new(RefCell::new(BlockDb::new(params(), &[])));
+    let cfg = Rc::new(RelayConfig { compact_blocks: compact, stop_height: 80, ..RelayConfig::default() });
+    let h = rate_for(&db, 2.0) / f64::from(n);
+    let nodes: Vec<AnyNode> = (0..n)
+        .map(|_| {
+            let node = full(&db, &cfg, h);
+            if take_early { node } else { Box::new(Unoffered(node)) as AnyNode }
+        })
+        .collect();
+    let mut pick = fika_core::derive_rng(seed, "links", 0);
+    let mut adj = vec![Vec::new(); n as usize];
+    for a in 0..n {
+        for _ in 0..4 {
+            let b = rand::Rng::gen_range(&mut pick, 0..n);
+            if a != b && !adj[a as usize].contains(&b) {
+                adj[a as usize].push(b);
+                adj[b as usize].push(a);
+            }
+        }
+    }
+    for l in &mut adj {
+        l.sort_unstable();
+    }
+    let model = NetworkModel {
+        latency: LatencyModel::Pareto { mean_ms: 400.0, spread_ms: 150.0 },
+        ..NetworkModel::default()
+    };
+    let net = Net::new(&adj, Vec::new(), model, fika_core::derive_rng(seed, "net", 0));
+    let mut plan = Vec::new();
+    if faults {
+        for k in 0..12u64 {
+            let node = NodeId(rand::Rng::gen_range(&mut pick, 0..n));
+            plan.push(Fault {
+                at: SimTime::from_millis(9_000 * k + 1_000),
+                action: FaultAction::Crash(node),
+            });
+            plan.push(Fault {
+                at: SimTime::from_millis(9_000 * k + 4_000),
+                action: FaultAction::Restart(node),
+            });
+        }
+        let island = (0..8).map(|_| NodeId(rand::Rng::gen_range(&mut pick, 0..n))).collect();
+        plan.push(Fault { at: SimTime::from_secs(50), action: FaultAction::Partition(vec![island]) });
+        plan.push(Fault { at: SimTime::from_secs(70), action: FaultAction::Heal });
+    }
+    let mut s = Simulation::new(seed, nodes, net, plan, Events::new());
+    s.run_until(SimTime::from_secs(200), &mut |_| {});
+    let (_, events, stats) = s.into_parts();
+    (events, stats)
+}
+
+#[test]
+fn announcements_taken_early_change_nothing() {
+    for (seed, faults, compact) in [(1, false, false), (2, true, false), (3, false, true), (4, true, true)] {
+        let (want, want_stats) = relay_run(false, seed, faults, compact);
+        let (got, got_stats) = relay_run(true, seed, faults, compact);
+        let case = format!("seed {seed}, faults {faults}, compact {compact}");
+        assert_eq!(want_stats.resolved_at_send, 0, "{case}");
+        assert!(got_stats.resolved_at_send > got_stats.messages_delivered / 5, "{case}: {got_stats:?}");
+        assert!(want.iter().filter(|(_, _, e)| e.kind == "btc.reorg").count() > 0, "{case}: forks happen");
+        let same = fika_sim::SimStats { resolved_at_send: 0, ..got_stats };
+        assert_eq!(same, want_stats, "{case}");
+        assert_eq!(got.len(), want.len(), "{case}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{case}");
+        }
+    }
+}

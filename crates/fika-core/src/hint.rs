@@ -23,6 +23,18 @@ pub fn prefetch_all<T>(value: &T) {
     }
 }
 
+/// As [`prefetch`], for the first two cache lines of `*value` (or its
+/// only one): where nodes keep what a message offered to them reads (see
+/// `Node::absorb`) and what most messages read.
+#[inline(always)]
+pub fn prefetch_front<T>(value: &T) {
+    let p = (value as *const T).cast::<u8>();
+    prefetch_at(p);
+    if std::mem::size_of::<T>() > 64 {
+        prefetch_at(p.wrapping_add(64));
+    }
+}
+
 #[inline(always)]
 fn prefetch_at(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
@@ -50,6 +62,8 @@ mod tests {
         }
         super::prefetch(&v[..]);
         super::prefetch_all(&[0u8; 1000]);
+        super::prefetch_front(&[0u8; 1000]);
+        super::prefetch_front(&0u8);
         assert!(v.iter().all(|&x| x == 7));
     }
 }

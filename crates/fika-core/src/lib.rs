@@ -15,6 +15,6 @@ pub mod time;
 
 pub use compose::{SubContext, split_timer};
 pub use event::{Event, EventSink, TraceDigest, Value};
-pub use node::{Context, Message, Node, NodeId, TimerId, TimerKey};
+pub use node::{Context, Message, Node, NodeId, Offer, TimerId, TimerKey};
 pub use rng::{NodeRng, derive_rng};
 pub use time::SimTime;

@@ -107,17 +107,41 @@ pub trait Node {
         self.warm();
     }
 
-    /// Whether this node would ignore `msg` from `from` if it arrived now or
-    /// at any later time before a crash: handling it would change no state,
-    /// send nothing, set no timer and emit nothing. A simulator may then
-    /// resolve the delivery when the message is sent instead of queueing it
-    /// (the sender's bandwidth and the message counters are charged all the
-    /// same), which is how floods of redundant announcements stay cheap.
-    /// Must answer `false` when unsure; the default always does.
-    fn ignores(&self, from: NodeId, msg: &Self::Msg) -> bool {
-        let _ = (from, msg);
+    /// Offered a message when it is sent rather than when it arrives:
+    /// whether the node takes it now. Taking it is a promise about the
+    /// message's arrival at `offer.at`: handling it then would send nothing,
+    /// set no timer and emit nothing, and whatever it would change, the
+    /// node changes itself — dated `offer.at`, so that no handler before
+    /// that time sees it. The usual case is an announcement of something
+    /// the node holds or has asked for already, which at most records who
+    /// announced it.
+    ///
+    /// A runtime offers a message only when nothing (a crash, a partition)
+    /// can stop its delivery; a message refused is then delivered at
+    /// `offer.at` for sure. The simulator counts a message taken as one
+    /// delivered, and charges bandwidth and counters as for any other, so
+    /// floods of redundant announcements cost no queue traffic; the
+    /// emulator never offers. Refuse when unsure; the default always does.
+    fn absorb(&mut self, offer: Offer<'_, Self::Msg>) -> bool {
+        let _ = offer;
         false
     }
+}
+
+/// A message offered to its receiver when it is sent (see [`Node::absorb`]).
+#[derive(Debug)]
+pub struct Offer<'a, M> {
+    /// The sender.
+    pub from: NodeId,
+    /// The sender's index among the receiver's peers, as
+    /// [`Context::peer_index`] would answer, if the runtime knows it.
+    pub from_index: Option<usize>,
+    /// The message.
+    pub msg: &'a M,
+    /// When it is sent: the current time.
+    pub now: SimTime,
+    /// When it arrives.
+    pub at: SimTime,
 }
 
 /// What a node may do to the world.
@@ -175,7 +199,7 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     fn warm_message(&self, msg: &M) {
         (**self).warm_message(msg);
     }
-    fn ignores(&self, from: NodeId, msg: &M) -> bool {
-        (**self).ignores(from, msg)
+    fn absorb(&mut self, offer: Offer<'_, M>) -> bool {
+        (**self).absorb(offer)
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fika_core::{Context, Event, Message, Node, NodeId, SimTime, TimerId, TimerKey};
+use fika_core::{Context, Event, Message, Node, NodeId, Offer, SimTime, TimerId, TimerKey};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of a Bitcoin P2P message header (magic, command, length, checksum).
@@ -100,48 +100,43 @@ pub struct Origination {
     pub size: u32,
 }
 
-/// Announcers kept inside a [`PendingRequest`] before spilling to the heap.
-const INLINE_OTHERS: usize = 10;
+/// A peer that announced an item being requested, and when its
+/// announcement arrives (nanoseconds): announcements are recorded when they
+/// arrive or, taken early (see [`Node::absorb`]), when they are sent.
+#[derive(Clone, Copy, Debug)]
+struct Announcer {
+    at: u64,
+    peer: NodeId,
+}
 
 /// An outstanding request: the item asked for, the timer that will retry
-/// it, and the peers that announced it since, in order (the first
-/// [`INLINE_OTHERS`] inline, the rest in `spill`).
+/// it and when it fires, and the peers that announced the item since.
 #[repr(C)]
 struct PendingRequest {
     id: u32,
-    /// Number of announcers recorded.
-    len: u32,
-    inline: [NodeId; INLINE_OTHERS],
     timer: TimerKey,
-    spill: Vec<NodeId>,
+    /// When `timer` fires, in nanoseconds.
+    deadline: u64,
+    /// In the order recorded, which need not be the order of arrival; the
+    /// buffer is kept from one request to the next.
+    others: Vec<Announcer>,
 }
 
 impl PendingRequest {
-    fn new(id: u32, timer: TimerKey) -> Self {
-        PendingRequest { id, len: 0, timer, inline: [NodeId(0); INLINE_OTHERS], spill: Vec::new() }
+    fn new(id: u32, timer: TimerKey, deadline: u64) -> Self {
+        PendingRequest { id, timer, deadline, others: Vec::new() }
     }
 
-    /// Records one more announcer.
-    fn push_other(&mut self, peer: NodeId) {
-        match self.inline.get_mut(self.len as usize) {
-            Some(slot) => *slot = peer,
-            None => self.spill.push(peer),
-        }
-        self.len += 1;
+    /// Records that `peer`'s announcement arrives (or arrived) at `at`.
+    fn push_other(&mut self, at: u64, peer: NodeId) {
+        self.others.push(Announcer { at, peer });
     }
 
-    /// Takes the earliest announcer out.
+    /// Takes out the announcer whose announcement arrived first (the first
+    /// recorded of equal times).
     fn pop_other(&mut self) -> Option<NodeId> {
-        if self.len == 0 {
-            return None;
-        }
-        let first = self.inline[0];
-        self.inline.copy_within(1.., 0);
-        if !self.spill.is_empty() {
-            self.inline[INLINE_OTHERS - 1] = self.spill.remove(0);
-        }
-        self.len -= 1;
-        Some(first)
+        let (i, _) = self.others.iter().enumerate().min_by_key(|(_, a)| a.at)?;
+        Some(self.others.remove(i).peer)
     }
 }
 
@@ -187,7 +182,7 @@ impl GossipNode {
             have_bits: 0,
             have_base: 0,
             active: 0,
-            first: PendingRequest::new(0, TimerKey { slot: 0, generation: 0 }),
+            first: PendingRequest::new(0, TimerKey { slot: 0, generation: 0 }, 0),
             items: Box::default(),
             timeout_ns: u64::try_from(config.request_timeout.as_nanos()).unwrap_or(u64::MAX),
             cold: Box::new(Cold { config, schedule, more: Vec::new() }),
@@ -224,13 +219,14 @@ impl GossipNode {
         self.cold.more.iter_mut().find(|p| p.id == id)
     }
 
-    /// Adds an outstanding request for `id`.
-    fn add_pending(&mut self, id: u32, timer: TimerKey) {
+    /// Adds an outstanding request for `id`, retried at `deadline`.
+    fn add_pending(&mut self, id: u32, timer: TimerKey, deadline: u64) {
         if self.active == 0 {
             self.first.id = id;
             self.first.timer = timer;
+            self.first.deadline = deadline;
         } else {
-            self.cold.more.push(PendingRequest::new(id, timer));
+            self.cold.more.push(PendingRequest::new(id, timer, deadline));
         }
         self.active += 1;
     }
@@ -245,10 +241,7 @@ impl GossipNode {
             // `cold.more` holds `active - 1` requests: only look if any.
             match if self.active > 1 { self.cold.more.pop() } else { None } {
                 Some(p) => self.first = p,
-                None => {
-                    self.first.len = 0;
-                    self.first.spill.clear();
-                }
+                None => self.first.others.clear(),
             }
             timer
         } else {
@@ -342,14 +335,16 @@ impl Node for GossipNode {
                 if self.has(id) {
                     return;
                 }
+                let now = cx.now();
                 if let Some(p) = self.pending(id) {
-                    p.push_other(from);
+                    p.push_other(now.as_nanos(), from);
                     return;
                 }
                 // Built before the timer's stores (see `accept`).
                 let request = std::hint::black_box(GossipMsg::Request(id)).clone();
-                let timer = cx.set_timer(self.timeout(), u64::from(id));
-                self.add_pending(id, timer);
+                let timeout = self.timeout();
+                let timer = cx.set_timer(timeout, u64::from(id));
+                self.add_pending(id, timer, (now + timeout).as_nanos());
                 cx.send(from, request);
             }
             GossipMsg::Request(id) => {
@@ -389,16 +384,32 @@ impl Node for GossipNode {
             return;
         };
         p.timer = cx.set_timer(timeout, u64::from(id));
+        p.deadline = (cx.now() + timeout).as_nanos();
         cx.emit(Event::new("gossip.retry").with("item", id).with("peer", next.0));
         cx.send(next, GossipMsg::Request(id));
     }
 
-    fn ignores(&self, _: NodeId, msg: &GossipMsg) -> bool {
-        // Held items are never forgotten, so an announcement or a copy of
-        // one stays redundant.
-        match msg {
-            GossipMsg::Announce(id) => self.has(*id),
+    fn absorb(&mut self, offer: Offer<'_, GossipMsg>) -> bool {
+        match offer.msg {
+            // Held items are never forgotten, so an announcement or a copy
+            // of one stays redundant.
+            GossipMsg::Announce(id) if self.has(*id) => true,
             GossipMsg::Deliver(item) => self.has(item.id),
+            // An announcement of an item asked for: until the request is
+            // retried it is only recorded, and if the item comes first it
+            // is ignored (delivery drops the record with the request). So
+            // it is recorded now, with its arrival time, if it arrives
+            // before the retry.
+            GossipMsg::Announce(id) => {
+                let at = offer.at.as_nanos();
+                match self.pending(*id) {
+                    Some(p) if at < p.deadline => {
+                        p.push_other(at, offer.from);
+                        true
+                    }
+                    _ => false,
+                }
+            }
             GossipMsg::Request(_) => false,
         }
     }
@@ -406,8 +417,7 @@ impl Node for GossipNode {
     fn on_crash(&mut self) {
         // Requests in flight are forgotten; held items are kept (persisted).
         self.active = 0;
-        self.first.len = 0;
-        self.first.spill.clear();
+        self.first.others.clear();
         self.cold.more.clear();
     }
 }
@@ -422,8 +432,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<GossipNode>(), 128);
         let first = offset_of!(GossipNode, first);
         assert!(offset_of!(GossipNode, have_bits) < 64 && offset_of!(GossipNode, active) < 64);
-        assert!(first + offset_of!(PendingRequest, id) < 64);
-        assert_eq!(first + offset_of!(PendingRequest, inline) + 4 * INLINE_OTHERS, 64);
+        assert!(first + offset_of!(PendingRequest, deadline) + 8 <= 64);
+        assert!(first + offset_of!(PendingRequest, others) + std::mem::size_of::<Vec<Announcer>>() <= 64);
     }
 
     #[test]
@@ -435,20 +445,20 @@ mod tests {
     }
 
     #[test]
-    fn announcers_keep_their_order_past_the_inline_ones() {
-        let mut p = PendingRequest::new(7, TimerKey { slot: 1, generation: 2 });
-        for i in 0..25 {
-            p.push_other(NodeId(i));
+    fn announcers_come_out_in_order_of_arrival_not_of_recording() {
+        let mut p = PendingRequest::new(7, TimerKey { slot: 1, generation: 2 }, 0);
+        // Peer i's announcement arrives at time (i * 7) mod 30, recorded
+        // out of order; equal times keep the order recorded.
+        for i in 0..30 {
+            p.push_other((i * 7 % 30) / 2, NodeId(i as u32));
         }
+        let mut want: Vec<(u64, u32)> = (0..30).map(|i| ((i * 7 % 30) / 2, i as u32)).collect();
+        want.sort_by_key(|(at, _)| *at);
         let mut got = Vec::new();
-        for i in 25..30 {
-            got.extend(p.pop_other());
-            p.push_other(NodeId(i));
-        }
         while let Some(n) = p.pop_other() {
             got.push(n);
         }
-        assert_eq!(got, (0..30).map(NodeId).collect::<Vec<_>>());
+        assert_eq!(got, want.iter().map(|(_, i)| NodeId(*i)).collect::<Vec<_>>());
     }
 
     /// The node as first written (one state byte, one item slot and one
@@ -670,8 +680,8 @@ mod tests {
             let (want, want_stats, want_nodes) = run(seed, true, reference::RefNode::new);
             let (got, got_stats, got_nodes) = run(seed, true, GossipNode::new);
             assert!(want.iter().any(|(_, _, e)| e.kind == "gossip.retry"), "retries are exercised");
-            // Between faults the simulator resolves what `GossipNode` ignores
-            // when it is sent; the reference node never claims to ignore.
+            // Between faults the simulator offers messages to their
+            // receivers when they are sent; the reference node never takes one.
             assert!(got_stats.resolved_at_send > 0, "seed {seed}");
             assert_eq!(without_resolved(&got_stats), without_resolved(&want_stats), "seed {seed}");
             assert_eq!(got.len(), want.len(), "seed {seed}");
@@ -689,13 +699,15 @@ mod tests {
 
     #[test]
     fn announcements_resolved_when_sent_change_nothing() {
-        // The reference node never claims to ignore a message, so every one
-        // of its messages goes through the queue; without faults the
-        // simulator resolves the ones `GossipNode::ignores` names at send.
+        // The reference node never takes a message early, so every one of
+        // its messages goes through the queue; without faults the simulator
+        // resolves at send every one `GossipNode::absorb` takes. Lost
+        // requests are retried with the announcers recorded early.
         for seed in 0..4 {
             let (want, want_stats, want_nodes) = run(seed, false, reference::RefNode::new);
             let (got, got_stats, got_nodes) = run(seed, false, GossipNode::new);
             assert_eq!(want_stats.resolved_at_send, 0);
+            assert!(want.iter().any(|(_, _, e)| e.kind == "gossip.retry"), "retries are exercised");
             assert!(
                 got_stats.resolved_at_send > got_stats.messages_delivered / 8,
                 "seed {seed}: {got_stats:?}"

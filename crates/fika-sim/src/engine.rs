@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use fika_core::{
-    Context, Event, EventSink, Message, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng,
+    Context, Event, EventSink, Message, Node, NodeId, NodeRng, Offer, SimTime, TimerId, TimerKey, derive_rng,
 };
 
 use crate::fault::{Fault, FaultAction};
@@ -60,8 +60,8 @@ pub struct SimStats {
     /// Timers fired.
     pub timers: u64,
     /// Deliveries resolved when the message was sent, because the receiver
-    /// would ignore the message (see [`Node::ignores`]); counted in
-    /// `events` and `messages_delivered` as any delivery.
+    /// took it then (see [`Node::absorb`]); counted in `events` and
+    /// `messages_delivered` as any delivery.
     pub resolved_at_send: u64,
     /// Messages sent, per message kind, in first-seen order.
     pub by_kind: Vec<KindStats>,
@@ -110,11 +110,14 @@ struct World<M, S> {
     /// epoch 0 and `state` need not be read.
     crashed: bool,
     /// How many faults were applied; `faults` is in time order, so the next
-    /// one is `faults[applied]`. A message the receiver would ignore is
-    /// resolved when it is sent only if it arrives before that fault, so
-    /// that nothing between sending and arrival (a crash, a partition) can
-    /// change its fate.
+    /// one is `faults[applied]`. A message is offered to its receiver when
+    /// it is sent (see [`Node::absorb`]) only if it arrives before that
+    /// fault, so that nothing between sending and arrival (a crash, a
+    /// partition) can change its fate.
     applied: usize,
+    /// The end of the current `run_until`: a message is offered only if it
+    /// arrives by then, so that every delivery counted happens in the run.
+    horizon: SimTime,
 }
 
 impl<M, S> World<M, S> {
@@ -163,6 +166,10 @@ pub struct Simulation<N: Node, S: EventSink> {
 /// independent, so they wait on memory together.
 const WARM_BATCH: usize = 8;
 
+/// How many peers ahead of the one asked for (`Context::peer`) the engine
+/// fetches the receiver's first cache lines.
+const PEER_AHEAD: usize = 4;
+
 impl<N: Node, S: EventSink> Simulation<N, S> {
     /// Builds a simulation; every node starts at time zero, in id order.
     ///
@@ -198,6 +205,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                 state: vec![NodeState { epoch: 0, up: true }; n],
                 crashed: false,
                 applied: 0,
+                horizon: SimTime::ZERO,
             },
         }
     }
@@ -252,6 +260,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     /// `progress` is called about every 2¹⁶ events.
     pub fn run_until(&mut self, until: SimTime, progress: &mut dyn FnMut(Progress)) {
         let mut next_report = self.world.stats.events + (1 << 16);
+        self.world.horizon = until;
         while let Some((t, item)) = self.world.queue.pop_until(until) {
             self.handle(t, item);
             if self.world.stats.events >= next_report {
@@ -270,6 +279,8 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
         let Some((t, item)) = self.world.queue.pop() else {
             return false;
         };
+        // No run end is known: nothing is offered early.
+        self.world.horizon = SimTime::ZERO;
         self.handle(t, item);
         true
     }
@@ -411,12 +422,12 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
     }
 }
 
-/// Every node but the one handling an event, for [`Node::ignores`].
+/// Every node but the one handling an event, for [`Node::absorb`].
 struct Others<'a, N> {
     /// Nodes `0 .. id`.
-    before: &'a [N],
+    before: &'a mut [N],
     /// Nodes `id + 1 ..`.
-    after: &'a [N],
+    after: &'a mut [N],
 }
 
 impl<N> Others<'_, N> {
@@ -428,6 +439,17 @@ impl<N> Others<'_, N> {
             None => self.before.get(i),
             Some(0) => None,
             Some(k) => self.after.get(k - 1),
+        }
+    }
+
+    /// As [`Others::get`], to change the node.
+    #[inline]
+    fn get_mut(&mut self, i: u32) -> Option<&mut N> {
+        let i = i as usize;
+        match i.checked_sub(self.before.len()) {
+            None => self.before.get_mut(i),
+            Some(0) => None,
+            Some(k) => self.after.get_mut(k - 1),
         }
     }
 }
@@ -474,8 +496,18 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         self.world.net.peers(self.id).len()
     }
     fn peer(&self, i: usize) -> NodeId {
-        let p = self.world.net.peers(self.id)[i];
+        let peers = self.world.net.peers(self.id);
+        let p = peers[i];
         self.last_peer.set((p, i as u32));
+        // Peers are usually asked for in order, each to be sent a message
+        // offered to it (see `Node::absorb`): fetch the receivers a few
+        // sends ahead, so that their first lines come in together.
+        let ahead = if i == 0 { 1..PEER_AHEAD + 1 } else { i + PEER_AHEAD..i + PEER_AHEAD + 1 };
+        for &q in peers.get(ahead).unwrap_or(&[]) {
+            if let Some(n) = self.others.get(q) {
+                fika_core::hint::prefetch_front(n);
+            }
+        }
         NodeId(p)
     }
     fn peer_index(&self, peer: NodeId) -> Option<usize> {
@@ -487,10 +519,11 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
     }
     fn send(&mut self, to: NodeId, msg: N::Msg) {
         let w = &mut *self.world;
-        // Whether a delivery the receiver ignores can be resolved now: see
+        // Whether the message may be offered to its receiver now: see
         // `World::applied`.
         let receiver_up = w.is_up(to.0);
-        let next_fault = w.next_fault();
+        // Offered only if arriving by the run's end and before the next fault.
+        let (horizon, next_fault) = (w.horizon.as_nanos(), w.next_fault());
         let bytes = msg.wire_size();
         let stats = &mut w.stats;
         stats.messages_sent += 1;
@@ -536,8 +569,17 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
             Route::Arrives(at) => {
                 if receiver_up
+                    && at <= horizon
                     && next_fault.is_none_or(|f| at < f.as_nanos())
-                    && self.others.get(to.0).is_some_and(|n| n.ignores(NodeId(self.id), &msg))
+                    && self.others.get_mut(to.0).is_some_and(|n| {
+                        n.absorb(Offer {
+                            from: NodeId(self.id),
+                            from_index: (back != u32::MAX).then_some(back as usize),
+                            msg: &msg,
+                            now: w.now,
+                            at: SimTime(at),
+                        })
+                    })
                 {
                     stats.events += 1;
                     stats.messages_delivered += 1;
