@@ -168,7 +168,7 @@ const WARM_BATCH: usize = 8;
 
 /// How many peers ahead of the one asked for (`Context::peer`) the engine
 /// fetches the receiver's first cache lines.
-const PEER_AHEAD: usize = 4;
+const PEER_AHEAD: usize = 8;
 
 impl<N: Node, S: EventSink> Simulation<N, S> {
     /// Builds a simulation; every node starts at time zero, in id order.

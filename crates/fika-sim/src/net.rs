@@ -5,6 +5,12 @@
 //! it for `size · 8 / min(upload(a), download(b))`, then travels for the
 //! link's latency plus fixed per-message costs. Everything random is drawn
 //! from the network's own stream, in event order, so runs are reproducible.
+//!
+//! Pareto latencies are drawn a batch at a time per pair of regions (see
+//! [`Batch`]): each message still gets an independent draw from its pair's
+//! law, and the batch's draws, which do not depend on one another, are
+//! computed together instead of one long chain of floating-point
+//! operations on every message's path.
 
 use std::collections::BTreeMap;
 
@@ -222,8 +228,9 @@ pub struct LinkOverride {
 enum PairLatency {
     /// Always this many milliseconds, no draw.
     Fixed(f64),
-    /// [`pareto_ms`] with its constants computed: `scale / u^exponent`.
-    Pareto { scale: f64, exponent: f64 },
+    /// [`pareto_ms`] with its constants computed: `scale / u^exponent`,
+    /// drawn ahead into `Net::batches[batch]`.
+    Pareto { scale: f64, exponent: f64, batch: u32 },
     /// Drawn by [`Net::model_latency_ms`] (uniform draws, missing regions).
     Model,
 }
@@ -236,8 +243,19 @@ impl PairLatency {
             return PairLatency::Fixed(mean_ms);
         }
         let shape = mean_ms / spread_ms;
-        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape }
+        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape, batch: 0 }
     }
+}
+
+/// Latencies drawn per batch.
+const BATCH: usize = 32;
+
+/// Delays (nanoseconds, with the model's fixed costs) drawn ahead for one
+/// pair of regions; `next == BATCH` when used up.
+#[derive(Clone, Debug)]
+struct Batch {
+    next: usize,
+    ns: [u64; BATCH],
 }
 
 /// Constants of messages from one region to another.
@@ -270,6 +288,8 @@ pub struct Net {
     /// Whether every link goes both ways.
     symmetric: bool,
     regions: usize,
+    /// Pareto delays drawn ahead, one batch per pair of regions.
+    batches: Vec<Batch>,
     rng: NodeRng,
 }
 
@@ -341,6 +361,7 @@ impl Net {
             pairs: Vec::new(),
             symmetric: false,
             regions,
+            batches: Vec::new(),
             rng,
         };
         net.symmetric = (0..n as u32).all(|a| net.peers(a).iter().all(|&b| net.is_peer(b, a)));
@@ -352,6 +373,12 @@ impl Net {
         }
         net.pairs =
             (0..regions * regions).map(|k| net.pair((k / regions) as u8, (k % regions) as u8)).collect();
+        for pair in &mut net.pairs {
+            if let PairLatency::Pareto { batch, .. } = &mut pair.latency {
+                *batch = net.batches.len() as u32;
+                net.batches.push(Batch { next: BATCH, ns: [0; BATCH] });
+            }
+        }
         net
     }
 
@@ -527,17 +554,50 @@ impl Net {
         if loss > 0.0 && self.rng.r#gen::<f64>() < loss {
             return Route::Lost;
         }
-        let (extra, processing) = (self.model.extra_latency_ms, self.model.processing_ms);
-        let delay_ns = |latency: f64| round_to_u64((latency + extra + processing) * 1e6);
         let ns = match (over.and_then(|o| o.latency_ms), pair.latency) {
-            (Some(ms), _) => delay_ns(ms),
-            (None, PairLatency::Fixed(ms)) => delay_ns(ms),
-            (None, PairLatency::Pareto { scale, exponent }) => {
-                delay_ns(scale * pareto_factor(&mut self.rng, exponent))
+            (Some(ms), _) => self.delay_ns(ms),
+            (None, PairLatency::Fixed(ms)) => self.delay_ns(ms),
+            (None, PairLatency::Pareto { scale, exponent, batch }) => {
+                match self.batches.get_mut(batch as usize) {
+                    Some(b) if b.next < BATCH => {
+                        b.next += 1;
+                        b.ns[b.next - 1]
+                    }
+                    _ => self.refill(batch as usize, scale, exponent),
+                }
             }
-            (None, PairLatency::Model) => delay_ns(self.model_latency_ms(from, to)),
+            (None, PairLatency::Model) => {
+                let ms = self.model_latency_ms(from, to);
+                self.delay_ns(ms)
+            }
         };
         Route::Arrives(finish + ns)
+    }
+
+    /// The delay of a message whose latency is `latency_ms`: with the
+    /// model's fixed costs, in nanoseconds.
+    #[inline]
+    fn delay_ns(&self, latency_ms: f64) -> u64 {
+        round_to_u64((latency_ms + self.model.extra_latency_ms + self.model.processing_ms) * 1e6)
+    }
+
+    /// Draws batch `k` anew and takes its first delay. The draws are
+    /// independent, so the processor overlaps them.
+    #[cold]
+    fn refill(&mut self, k: usize, scale: f64, exponent: f64) -> u64 {
+        let mut ns = [0; BATCH];
+        for d in &mut ns {
+            let ms = scale * pareto_factor(&mut self.rng, exponent);
+            *d = self.delay_ns(ms);
+        }
+        match self.batches.get_mut(k) {
+            Some(b) => {
+                *b = Batch { next: 1, ns };
+                ns[0]
+            }
+            // Not reached: every Pareto pair has its batch.
+            None => ns[0],
+        }
     }
 }
 
@@ -607,10 +667,14 @@ mod tests {
     }
 
     /// `route` as it was first written, for the regions model: binary
-    /// search, `u128` transfer time, `pareto_ms` and `f64::round`.
+    /// search, `u128` transfer time, `pareto_ms` and `f64::round`; the
+    /// latencies of each pair of regions drawn `BATCH` at a time, in order,
+    /// into `ahead` (the draws not used yet, per pair).
+    #[allow(clippy::too_many_arguments)]
     fn reference_route(
         net: &Net,
         rng: &mut NodeRng,
+        ahead: &mut [std::collections::VecDeque<f64>],
         busy: &mut [u64],
         now: u64,
         from: u32,
@@ -625,9 +689,11 @@ mod tests {
         let finish = start + (u128::from(bytes) * 8_000_000_000 / u128::from(bw)) as u64;
         busy[from as usize] = finish;
         let LatencyModel::Regions { spread_ms } = net.model.latency else { panic!("regions model") };
-        let ms = pareto_ms(rng, t.latency_ms[rf][rt], spread_ms)
-            + net.model.extra_latency_ms
-            + net.model.processing_ms;
+        let pair = &mut ahead[rf * t.len() + rt];
+        if pair.is_empty() {
+            pair.extend((0..BATCH).map(|_| pareto_ms(rng, t.latency_ms[rf][rt], spread_ms)));
+        }
+        let ms = pair.pop_front().expect("drawn") + net.model.extra_latency_ms + net.model.processing_ms;
         Some(finish + (ms * 1e6).round() as u64)
     }
 
@@ -653,6 +719,7 @@ mod tests {
         assert!(net.symmetric());
         let mut rng = derive_rng(9, "net", 0);
         let mut busy = vec![0; n as usize];
+        let mut ahead = vec![std::collections::VecDeque::new(); regions * regions];
         let mut pick = derive_rng(10, "test", 0);
         let mut now = 0;
         for i in 0..300_000u64 {
@@ -660,7 +727,7 @@ mod tests {
             let from = pick.gen_range(0..n);
             let to = pick.gen_range(0..n);
             let bytes = if i % 7 == 0 { 535_024 } else { 61 };
-            let want = reference_route(&net, &mut rng, &mut busy, now, from, to, bytes);
+            let want = reference_route(&net, &mut rng, &mut ahead, &mut busy, now, from, to, bytes);
             let got = match net.route(now, from, to, bytes, false) {
                 Route::Arrives(at) => Some(at),
                 Route::NotLinked => None,
