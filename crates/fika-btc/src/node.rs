@@ -1294,12 +1294,14 @@ impl FullNode {
     }
 
     /// Takes an announcement when it is sent if its arrival would only
-    /// record the announcer: every item is a block the node holds, has
-    /// found invalid, or has asked for and will not drop (its timestamp is
-    /// within the future limit already, and the node's clock only
-    /// advances). The announcer is recorded once the arrival time has come
-    /// (see [`FullNode::record_early`]). An eclipse attacker's filter, a
-    /// transaction or an unknown block refuses it.
+    /// record the announcer: the block is one the node holds, has found
+    /// invalid, or will have asked for by then and will not drop (its
+    /// timestamp is within the future limit already, and the node's clock
+    /// only advances) — asked for now, or to be asked for on an earlier
+    /// announcement that was refused, and so will surely arrive. The
+    /// announcer is recorded once the arrival time has come (see
+    /// [`FullNode::record_early`]). An eclipse attacker's filter, a
+    /// transaction or a block not in the store refuses it.
     pub fn absorb(&mut self, offer: Offer<'_, BtcMsg>) -> bool {
         let (BtcMsg::Inv(Invs::One(Inv::Block(hash) | Inv::CmpctBlock(hash))), Some(peer)) =
             (offer.msg, offer.from_index)
@@ -1315,16 +1317,27 @@ impl FullNode {
         let Some(id) = db.id_of(hash) else {
             return false;
         };
-        let taken = match self.hot.status(id) {
-            HAVE | INVALID => true,
-            REQUESTED => {
-                let clock = unix_at(self.hot.start_unix(), offer.now);
-                u64::from(db.rec(id).data.block.header.time)
-                    <= u64::from(clock) + db.params().max_future_block_time_secs
-            }
-            _ => false,
+        let (now, at) = (offer.now.as_nanos(), offer.at.as_nanos());
+        // A block asked for is dropped again only if its timestamp is too
+        // far ahead of the node's clock; one that is not now never will be.
+        let in_time = || {
+            let clock = unix_at(self.hot.start_unix(), offer.now);
+            u64::from(db.rec(id).data.block.header.time)
+                <= u64::from(clock) + db.params().max_future_block_time_secs
         };
-        taken && self.hot.take_early(id, peer, offer.now.as_nanos(), offer.at.as_nanos())
+        match self.hot.status(id) {
+            HAVE | INVALID => self.hot.take_early(id, peer, now, at, true),
+            REQUESTED => in_time() && self.hot.take_early(id, peer, now, at, true),
+            // Unknown now, but asked for by `at` if an announcement refused
+            // before arrives earlier.
+            _ if self.hot.announced_before(id, at) && in_time() => {
+                self.hot.take_early(id, peer, now, at, false)
+            }
+            _ => {
+                self.hot.expect_announcement(id, at);
+                false
+            }
+        }
     }
 
     /// Records the announcers taken early (see [`FullNode::absorb`]) whose

@@ -342,9 +342,7 @@ impl<N: Node, S: EventSink> Simulation<N, S> {
                     Some(m) => node.warm_message(m),
                     None => node.warm(),
                 }
-                if let Some(p) = self.world.net.peers(n).first() {
-                    fika_core::hint::prefetch(p);
-                }
+                self.world.net.prefetch_row(n);
             }
         }
     }

@@ -416,6 +416,19 @@ impl Net {
         self.reverse.get(k).copied().unwrap_or(u32::MAX)
     }
 
+    /// Fetches what sending to `a`'s peers in order reads: the first lines
+    /// of its peer list and of its row of reverse indexes (a hint).
+    #[inline]
+    pub fn prefetch_row(&self, a: u32) {
+        let k = self.offsets.get(a as usize).map_or(usize::MAX, |o| *o as usize);
+        if let Some(p) = self.neighbours.get(k) {
+            fika_core::hint::prefetch(p);
+        }
+        if let Some(r) = self.reverse.get(k) {
+            fika_core::hint::prefetch(r);
+        }
+    }
+
     /// Whether `b` is a peer of `a`.
     pub fn is_peer(&self, a: u32, b: u32) -> bool {
         (a as usize) < self.len() && self.peers(a).binary_search(&b).is_ok()

@@ -178,6 +178,7 @@ impl Hot {
         self.spill.clear();
         self.spilled = false;
         self.early.len = 0;
+        self.early.expected = false;
     }
 
     /// The node's clock origin (Unix seconds at virtual time zero).
@@ -193,20 +194,24 @@ impl Hot {
 
     /// Keeps an announcement of block `id` by the peer with index `peer`,
     /// offered at `now` and arriving at `at` (nanoseconds), to be recorded
-    /// by [`Hot::record_early`] once its time has come. Refused (`false`)
-    /// if the inline room is used up, if another block's announcements are
-    /// waiting, or if the peer's index or the arrival time does not fit.
+    /// by [`Hot::record_early`] once its time has come. `known`: the node
+    /// knows the block now (else it relies on [`Hot::announced_before`]).
+    /// Refused (`false`) if the inline room is used up, if another block's
+    /// announcements are waiting, or if the peer's index or the arrival
+    /// time does not fit.
     #[inline]
-    pub fn take_early(&mut self, id: BlockId, peer: usize, now: u64, at: u64) -> bool {
+    pub fn take_early(&mut self, id: BlockId, peer: usize, now: u64, at: u64, known: bool) -> bool {
         let e = &mut self.early;
         let len = usize::from(e.len);
         if len == EARLY || (len > 0 && e.id != id) {
             return false;
         }
-        if len == 0 {
+        if len == 0 && known {
             // Every later arrival is after `now`: offsets stay positive.
+            // The block is known, so the expected announcement is moot.
             e.base = now;
             e.id = id;
+            e.expected = false;
         }
         let (Ok(peer), Some(Ok(delta))) = (u8::try_from(peer), at.checked_sub(e.base).map(u32::try_from))
         else {
@@ -216,6 +221,26 @@ impl Hot {
         e.delta[len] = delta;
         e.len += 1;
         true
+    }
+
+    /// Remembers that an announcement of block `id` which the node refused
+    /// to take (it did not know the block) arrives at `at`: a refused offer
+    /// is delivered for sure, so from then on the node will have asked for
+    /// the block. Kept only while no announcement is kept, and the earliest.
+    #[inline]
+    pub fn expect_announcement(&mut self, id: BlockId, at: u64) {
+        let e = &mut self.early;
+        if e.len == 0 && !(e.expected && e.id == id && e.base <= at) {
+            (e.base, e.id, e.expected) = (at, id, true);
+        }
+    }
+
+    /// Whether an announcement of `id` refused earlier (see
+    /// [`Hot::expect_announcement`]) arrives strictly before `at`.
+    #[inline]
+    pub fn announced_before(&self, id: BlockId, at: u64) -> bool {
+        let e = &self.early;
+        e.expected && e.id == id && e.base < at
     }
 
     /// Records the announcers taken early whose announcements have arrived
@@ -248,7 +273,8 @@ impl Hot {
 #[repr(C)]
 #[derive(Clone, Debug, Default)]
 struct Early {
-    /// The time (nanoseconds) the first of them was offered.
+    /// The time (nanoseconds) the first of them was offered, or, if
+    /// `expected`, when an announcement refused arrives.
     base: u64,
     /// The block announced.
     id: BlockId,
@@ -256,6 +282,9 @@ struct Early {
     start_unix: u32,
     /// How many are kept.
     len: u8,
+    /// An announcement of `id` refused (the block was unknown) arrives at
+    /// `base`; see [`Hot::expect_announcement`].
+    expected: bool,
     peers: [u8; EARLY],
     /// Arrival times minus `base`.
     delta: [u32; EARLY],
@@ -326,7 +355,7 @@ mod tests {
                     due.retain(|d| d.0 > now);
                 } else {
                     let (len, base) = (hot.early.len as usize, hot.early.base);
-                    if hot.take_early(id, peer, now, now + delay) {
+                    if hot.take_early(id, peer, now, now + delay, true) {
                         due.push((now + delay, id, peer));
                     } else {
                         let from = if len == 0 { now } else { base };
