@@ -412,11 +412,18 @@ impl Node for Unoffered {
     }
 }
 
-/// A 40-node random network with jittery links and a block every 2 s on
-/// average, so that several blocks are announced at once and forks happen;
-/// with `faults`, crashes, restarts and a partition. Returns the trace and
-/// the counters.
-fn relay_run(take_early: bool, seed: u64, faults: bool, compact: bool) -> (Events, fika_sim::SimStats) {
+/// A 40-node random network with jittery links (heavy-tailed with a large
+/// `spread_ms`, so that announcements overtake one another) and a block
+/// every 2 s on average, so that several blocks are announced at once and
+/// forks happen; with `faults`, crashes, restarts and a partition. Returns
+/// the trace and the counters.
+fn relay_run(
+    take_early: bool,
+    seed: u64,
+    faults: bool,
+    compact: bool,
+    spread_ms: f64,
+) -> (Events, fika_sim::SimStats) {
     use fika_sim::{Fault, FaultAction};
     let n = 40u32;
     let db: SharedDb = Rc::new(RefCell::new(BlockDb::new(params(), &[])));
@@ -443,7 +450,7 @@ fn relay_run(take_early: bool, seed: u64, faults: bool, compact: bool) -> (Event
         l.sort_unstable();
     }
     let model = NetworkModel {
-        latency: LatencyModel::Pareto { mean_ms: 400.0, spread_ms: 150.0 },
+        latency: LatencyModel::Pareto { mean_ms: 400.0, spread_ms },
         ..NetworkModel::default()
     };
     let net = Net::new(&adj, Vec::new(), model, fika_core::derive_rng(seed, "net", 0));
@@ -472,10 +479,18 @@ fn relay_run(take_early: bool, seed: u64, faults: bool, compact: bool) -> (Event
 
 #[test]
 fn announcements_taken_early_change_nothing() {
-    for (seed, faults, compact) in [(1, false, false), (2, true, false), (3, false, true), (4, true, true)] {
-        let (want, want_stats) = relay_run(false, seed, faults, compact);
-        let (got, got_stats) = relay_run(true, seed, faults, compact);
-        let case = format!("seed {seed}, faults {faults}, compact {compact}");
+    let cases = [
+        (1, false, false, 150.0),
+        (2, true, false, 150.0),
+        (3, false, true, 150.0),
+        (4, true, true, 150.0),
+        (5, false, false, 350.0),
+        (6, true, false, 350.0),
+    ];
+    for (seed, faults, compact, spread) in cases {
+        let (want, want_stats) = relay_run(false, seed, faults, compact, spread);
+        let (got, got_stats) = relay_run(true, seed, faults, compact, spread);
+        let case = format!("seed {seed}, faults {faults}, compact {compact}, spread {spread}");
         assert_eq!(want_stats.resolved_at_send, 0, "{case}");
         assert!(got_stats.resolved_at_send > got_stats.messages_delivered / 5, "{case}: {got_stats:?}");
         assert!(want.iter().filter(|(_, _, e)| e.kind == "btc.reorg").count() > 0, "{case}: forks happen");
