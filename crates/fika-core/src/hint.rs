@@ -27,11 +27,17 @@ pub fn prefetch_all<T>(value: &T) {
 /// only one): where nodes keep what a message offered to them reads (see
 /// `Node::absorb`) and what most messages read.
 #[inline(always)]
-pub fn prefetch_front<T>(value: &T) {
+pub fn prefetch_front<T: ?Sized>(value: &T) {
+    prefetch_lines(value, 2);
+}
+
+/// As [`prefetch`], for the first `lines` cache lines of `*value` (or as
+/// many as it has).
+#[inline(always)]
+pub fn prefetch_lines<T: ?Sized>(value: &T, lines: usize) {
     let p = (value as *const T).cast::<u8>();
-    prefetch_at(p);
-    if std::mem::size_of::<T>() > 64 {
-        prefetch_at(p.wrapping_add(64));
+    for offset in (0..std::mem::size_of_val(value).min(64 * lines)).step_by(64) {
+        prefetch_at(p.wrapping_add(offset));
     }
 }
 
@@ -64,6 +70,7 @@ mod tests {
         super::prefetch_all(&[0u8; 1000]);
         super::prefetch_front(&[0u8; 1000]);
         super::prefetch_front(&0u8);
+        super::prefetch_lines(&[0u8; 1000], 3);
         assert!(v.iter().all(|&x| x == 7));
     }
 }

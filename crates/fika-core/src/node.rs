@@ -107,6 +107,13 @@ pub trait Node {
         self.warm();
     }
 
+    /// A hint that a message is offered to this node soon (see
+    /// [`Node::absorb`]): read what taking one reads. Changes nothing; the
+    /// default fetches the node's first two cache lines.
+    fn warm_offer(&self) {
+        crate::hint::prefetch_front(self);
+    }
+
     /// Offered a message when it is sent rather than when it arrives:
     /// whether the node takes it now. Taking it is a promise about the
     /// message's arrival at `offer.at`: handling it then would send nothing,
@@ -201,5 +208,8 @@ impl<M: Message> Node for Box<dyn Node<Msg = M>> {
     }
     fn absorb(&mut self, offer: Offer<'_, M>) -> bool {
         (**self).absorb(offer)
+    }
+    fn warm_offer(&self) {
+        (**self).warm_offer();
     }
 }

@@ -503,7 +503,7 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         let ahead = if i == 0 { 1..PEER_AHEAD + 1 } else { i + PEER_AHEAD..i + PEER_AHEAD + 1 };
         for &q in peers.get(ahead).unwrap_or(&[]) {
             if let Some(n) = self.others.get(q) {
-                fika_core::hint::prefetch_front(n);
+                n.warm_offer();
             }
         }
         NodeId(p)

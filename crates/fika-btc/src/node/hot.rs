@@ -19,7 +19,7 @@ const KEEP: usize = 4;
 /// Peers by index below this are remembered in a bit set, the rest in a list.
 const BITS: usize = 32;
 /// Announcements taken early (see [`Early`]) kept at most.
-const EARLY: usize = 9;
+const EARLY: usize = 22;
 
 /// The hot state of a full node: a filter flag, per-block statuses, and who
 /// announced the last few blocks.
@@ -47,7 +47,7 @@ pub(super) struct Hot {
     ids: [BlockId; KEEP],
     /// For each of `ids`, the announcing peers with an index below [`BITS`].
     bits: [u32; KEEP],
-    /// Announcements taken before they arrive, in the line after.
+    /// Announcements taken before they arrive, in the two lines after.
     early: Early,
     /// Statuses of ids below `base` (`older.len() == base`).
     older: Vec<u8>,
@@ -269,7 +269,7 @@ impl Hot {
 /// Announcements of one block taken before they arrive (see
 /// `Node::absorb`): the announcing peers' indexes and their arrival times,
 /// as offsets from `base`. With the node's clock origin, what an offer
-/// reads besides the statuses, this fills one cache line.
+/// reads besides the statuses, this fills two cache lines.
 #[repr(C)]
 #[derive(Clone, Debug, Default)]
 struct Early {
