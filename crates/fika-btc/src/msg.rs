@@ -18,7 +18,13 @@ pub const INV_ENTRY_BYTES: u32 = 36;
 pub const SHORT_ID_BYTES: u32 = 6;
 
 /// An inventory entry: what a peer has or wants.
+///
+/// The tag is a word, so that the hash starts at a word boundary: a message
+/// copied with word-sized moves is then read back by loads that each match
+/// one store, which the processor forwards without waiting for the stores
+/// before them to reach the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u64)]
 pub enum Inv {
     /// A block (`MSG_BLOCK`).
     Block(BlockHash),
