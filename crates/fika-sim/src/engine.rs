@@ -500,8 +500,9 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         // Peers are usually asked for in order, each to be sent a message
         // offered to it (see `Node::absorb`): fetch the receivers a few
         // sends ahead, so that their first lines come in together.
-        let ahead = if i == 0 { 1..PEER_AHEAD + 1 } else { i + PEER_AHEAD..i + PEER_AHEAD + 1 };
-        for &q in peers.get(ahead).unwrap_or(&[]) {
+        let (start, end) = if i == 0 { (1, PEER_AHEAD + 1) } else { (i + PEER_AHEAD, i + PEER_AHEAD + 1) };
+        let end = end.min(peers.len());
+        for &q in peers.get(start.min(end)..end).unwrap_or(&[]) {
             if let Some(n) = self.others.get(q) {
                 n.warm_offer();
             }
