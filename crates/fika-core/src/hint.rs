@@ -16,11 +16,8 @@ pub fn prefetch<T: ?Sized>(value: &T) {
 /// As [`prefetch`], for every cache line of `*value`: for a node whose
 /// handling of a message reads much of its state.
 #[inline(always)]
-pub fn prefetch_all<T>(value: &T) {
-    let p = (value as *const T).cast::<u8>();
-    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
-        prefetch_at(p.wrapping_add(offset));
-    }
+pub fn prefetch_all<T: ?Sized>(value: &T) {
+    prefetch_lines(value, usize::MAX);
 }
 
 /// As [`prefetch`], for the first two cache lines of `*value` (or its
@@ -36,7 +33,7 @@ pub fn prefetch_front<T: ?Sized>(value: &T) {
 #[inline(always)]
 pub fn prefetch_lines<T: ?Sized>(value: &T, lines: usize) {
     let p = (value as *const T).cast::<u8>();
-    for offset in (0..std::mem::size_of_val(value).min(64 * lines)).step_by(64) {
+    for offset in (0..std::mem::size_of_val(value).min(lines.saturating_mul(64))).step_by(64) {
         prefetch_at(p.wrapping_add(offset));
     }
 }

@@ -404,11 +404,8 @@ impl Node for GossipNode {
                     return;
                 }
                 let now = cx.now();
-                if self.pending(id).is_some() {
-                    let index = cx.peer_index(from);
-                    if let Some(p) = self.pending(id) {
-                        p.push_other(now.as_nanos(), from, index);
-                    }
+                if let Some(p) = self.pending(id) {
+                    p.push_other(now.as_nanos(), from, cx.peer_index(from));
                     return;
                 }
                 // Built before the timer's stores (see `accept`).

@@ -251,14 +251,15 @@ impl Hot {
         if self.early.len == 0 {
             return;
         }
-        let e = self.early.clone();
+        let (id, base) = (self.early.id, self.early.base);
         let mut kept = 0;
-        for k in 0..usize::from(e.len) {
-            if e.base + u64::from(e.delta[k]) <= now {
-                self.note_announcer(e.id, usize::from(e.peers[k]));
+        for k in 0..usize::from(self.early.len) {
+            let (peer, delta) = (self.early.peers[k], self.early.delta[k]);
+            if base + u64::from(delta) <= now {
+                self.note_announcer(id, usize::from(peer));
             } else {
-                self.early.peers[kept] = e.peers[k];
-                self.early.delta[kept] = e.delta[k];
+                self.early.peers[kept] = peer;
+                self.early.delta[kept] = delta;
                 kept += 1;
             }
         }
