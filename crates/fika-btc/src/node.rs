@@ -303,6 +303,8 @@ pub struct FullNode {
     attack: Option<attacks::Attack>,
     /// Honest nodes' γ rule for ties with an attacker's block.
     tie_break: Option<crate::attack::TieBreak>,
+    /// The peers a block announcement goes to (kept to reuse its room).
+    fan_out: Vec<u32>,
 }
 
 impl FullNode {
@@ -337,6 +339,7 @@ impl FullNode {
             journal: Journal::default(),
             attack: None,
             tie_break: None,
+            fan_out: Vec::new(),
         }
     }
 
@@ -637,28 +640,39 @@ impl FullNode {
             return;
         }
         let hash = self.db.borrow().rec(id).data.hash;
-        // Built once and copied whole to each send: the engine reads a
-        // message with wide loads, which a message built field by field
-        // just before would stall until every earlier store (some of them
-        // to the previous receiver, missing the cache) is done.
-        let inv = std::hint::black_box(BtcMsg::Inv(Invs::One(Inv::Block(hash))));
-        let (wallets, filtered, compact) = (!self.wallets.is_empty(), self.hot.filtered, self.hot.compact);
+        let inv = BtcMsg::Inv(Invs::One(Inv::Block(hash)));
+        let from = from.and_then(|p| cx.peer_index(p));
+        // Peers that need a look beyond their index: light wallets, an
+        // eclipse attacker's victims, high-bandwidth compact-block peers.
+        let (wallets, filtered) = (!self.wallets.is_empty(), self.hot.filtered);
+        let compact = self.hot.compact && !self.hb_to.is_empty();
+        let mut run = std::mem::take(&mut self.fan_out);
+        run.clear();
+        let announcers = self.hot.announcers(id);
         for k in 0..cx.peer_count() {
-            let p = cx.peer(k);
-            if Some(p) == from
-                || self.hot.announced_by(id, k)
-                || (wallets && self.wallets.iter().any(|(w, _)| *w == p))
-                || (filtered && self.cut_off(cx.now(), p))
-            {
+            if Some(k) == from || announcers.contains(k) {
                 continue;
             }
-            if compact && self.hb_to.contains(&p) {
-                let data = Arc::clone(&self.db.borrow().rec(id).data);
-                cx.send(p, BtcMsg::CmpctBlock(data));
-            } else {
-                cx.send(p, inv.clone());
+            if wallets || filtered || compact {
+                let p = cx.peer(k);
+                if (wallets && self.wallets.iter().any(|(w, _)| *w == p))
+                    || (filtered && self.cut_off(cx.now(), p))
+                {
+                    continue;
+                }
+                if compact && self.hb_to.contains(&p) {
+                    // In peer order: the `inv`s to the peers before it first.
+                    cx.send_to_peers(&run, inv.clone());
+                    run.clear();
+                    let data = Arc::clone(&self.db.borrow().rec(id).data);
+                    cx.send(p, BtcMsg::CmpctBlock(data));
+                    continue;
+                }
             }
+            run.push(k as u32);
         }
+        cx.send_to_peers(&run, inv);
+        self.fan_out = run;
     }
 
     fn serve_wallets(&mut self, cx: &mut dyn Context<BtcMsg>, connected: &[BlockId]) {

@@ -495,6 +495,108 @@ struct Cx<'a, N: Node, S> {
     reply: Via,
 }
 
+impl<N: Node, S: EventSink> Cx<'_, N, S> {
+    /// Counts `n` messages like `msg` as sent; returns its wire size.
+    #[inline]
+    fn count_sent(&mut self, msg: &N::Msg, n: u64) -> u32 {
+        let w = &mut *self.world;
+        let bytes = msg.wire_size();
+        let stats = &mut w.stats;
+        stats.messages_sent += n;
+        stats.bytes_sent += n * u64::from(bytes);
+        let kind = msg.kind();
+        // Kinds have distinct names, so the entry found by address (the
+        // usual case, and first the one used last) is the one found by name.
+        let k = match stats.by_kind.get(w.last_kind) {
+            Some(k) if std::ptr::eq(k.kind, kind) => Some(w.last_kind),
+            _ => stats
+                .by_kind
+                .iter()
+                .position(|k| std::ptr::eq(k.kind, kind))
+                .or_else(|| stats.by_kind.iter().position(|k| k.kind == kind)),
+        };
+        match k {
+            Some(i) => {
+                w.last_kind = i;
+                let k = &mut stats.by_kind[i];
+                k.count += n;
+                k.bytes += n * u64::from(bytes);
+            }
+            None => {
+                w.last_kind = stats.by_kind.len();
+                stats.by_kind.push(KindStats { kind, count: n, bytes: n * u64::from(bytes) });
+            }
+        }
+        bytes
+    }
+
+    /// Fetches the first lines of the receiver that is this node's peer `k`.
+    #[inline]
+    fn warm_peer(&self, k: u32) {
+        if let Some(n) = self.world.net.peers(self.id).get(k as usize).and_then(|&q| self.others.get(q)) {
+            n.warm_offer();
+        }
+    }
+
+    /// Routes a message of `bytes` to node `to` (`back`: this node's index
+    /// among its peers, `u32::MAX` if unknown; `linked`: `to` is known to
+    /// be a peer) and offers it to its receiver. `Some(at)`: it was not
+    /// taken and must be queued to arrive at `at`.
+    #[inline(always)]
+    fn route_and_offer(&mut self, to: u32, back: u32, linked: bool, bytes: u32, msg: &N::Msg) -> Option<u64> {
+        let w = &mut *self.world;
+        match w.net.route(w.now.as_nanos(), self.id, to, bytes, linked) {
+            Route::Arrives(at) => {
+                // Offered only to a running receiver, if it arrives by the
+                // run's end and before the next fault (see `World::applied`).
+                let offered = w.is_up(to)
+                    && at <= w.horizon.as_nanos()
+                    && w.next_fault().is_none_or(|f| at < f.as_nanos())
+                    && self.others.get_mut(to).is_some_and(|n| {
+                        n.absorb(Offer {
+                            from: NodeId(self.id),
+                            from_index: (back != u32::MAX).then_some(back as usize),
+                            msg,
+                            now: w.now,
+                            at: SimTime(at),
+                        })
+                    });
+                if offered {
+                    let stats = &mut w.stats;
+                    stats.events += 1;
+                    stats.messages_delivered += 1;
+                    stats.resolved_at_send += 1;
+                    return None;
+                }
+                Some(at)
+            }
+            Route::NotLinked => {
+                w.stats.dropped_unlinked += 1;
+                None
+            }
+            Route::Partitioned => {
+                w.stats.dropped_partition += 1;
+                None
+            }
+            Route::Lost => {
+                w.stats.dropped_loss += 1;
+                None
+            }
+        }
+    }
+
+    /// Queues `msg` to arrive at node `to` at `at`, over link (`link`, `back`).
+    #[inline]
+    fn queue(&mut self, at: u64, to: u32, link: u32, back: u32, msg: N::Msg) {
+        let w = &mut *self.world;
+        // The receiver's epoch is checked again at arrival: a crash in
+        // between loses the message.
+        let epoch = w.epoch(to);
+        let from = self.id;
+        w.queue.push_with(SimTime(at), || Pending::Deliver { from, to, epoch, link, back, msg });
+    }
+}
+
 impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
     fn id(&self) -> NodeId {
         NodeId(self.id)
@@ -532,41 +634,10 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         self.world.net.peers(self.id).binary_search(&peer.0).ok()
     }
     fn send(&mut self, to: NodeId, msg: N::Msg) {
-        let w = &mut *self.world;
-        // Whether the message may be offered to its receiver now: see
-        // `World::applied`.
-        let receiver_up = w.is_up(to.0);
-        // Offered only if arriving by the run's end and before the next fault.
-        let (horizon, next_fault) = (w.horizon.as_nanos(), w.next_fault());
-        let bytes = msg.wire_size();
-        let stats = &mut w.stats;
-        stats.messages_sent += 1;
-        stats.bytes_sent += u64::from(bytes);
-        let kind = msg.kind();
-        // Kinds have distinct names, so the entry found by address (the
-        // usual case, and first the one used last) is the one found by name.
-        let k = match stats.by_kind.get(w.last_kind) {
-            Some(k) if std::ptr::eq(k.kind, kind) => Some(w.last_kind),
-            _ => stats
-                .by_kind
-                .iter()
-                .position(|k| std::ptr::eq(k.kind, kind))
-                .or_else(|| stats.by_kind.iter().position(|k| k.kind == kind)),
-        };
-        match k {
-            Some(i) => {
-                w.last_kind = i;
-                let k = &mut stats.by_kind[i];
-                k.count += 1;
-                k.bytes += u64::from(bytes);
-            }
-            None => {
-                w.last_kind = stats.by_kind.len();
-                stats.by_kind.push(KindStats { kind, count: 1, bytes: u64::from(bytes) });
-            }
-        }
+        let bytes = self.count_sent(&msg, 1);
+        let w = &*self.world;
         if to.index() >= w.net.len() {
-            stats.dropped_unlinked += 1;
+            self.world.stats.dropped_unlinked += 1;
             return;
         }
         // The sender of a delivered message had `self` among its peers.
@@ -580,42 +651,36 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
             (u32::MAX, u32::MAX)
         };
         let linked = to.0 == last || to.0 == self.reply.from;
-        match w.net.route(w.now.as_nanos(), self.id, to.0, bytes, linked) {
-            Route::Arrives(at) => {
-                if receiver_up
-                    && at <= horizon
-                    && next_fault.is_none_or(|f| at < f.as_nanos())
-                    && self.others.get_mut(to.0).is_some_and(|n| {
-                        n.absorb(Offer {
-                            from: NodeId(self.id),
-                            from_index: (back != u32::MAX).then_some(back as usize),
-                            msg: &msg,
-                            now: w.now,
-                            at: SimTime(at),
-                        })
-                    })
-                {
-                    stats.events += 1;
-                    stats.messages_delivered += 1;
-                    stats.resolved_at_send += 1;
-                    return;
-                }
-                // The receiver's epoch is checked again at arrival: a crash
-                // in between loses the message.
-                let epoch = w.epoch(to.0);
-                let from = self.id;
-                w.queue.push_with(SimTime(at), || Pending::Deliver {
-                    from,
-                    to: to.0,
-                    epoch,
-                    link,
-                    back,
-                    msg,
-                });
+        if let Some(at) = self.route_and_offer(to.0, back, linked, bytes, &msg) {
+            self.queue(at, to.0, link, back, msg);
+        }
+    }
+    fn send_to_peers(&mut self, peers: &[u32], msg: N::Msg) {
+        let row = self.world.net.peers(self.id).len();
+        let Some(valid) = peers.iter().rposition(|&k| (k as usize) < row) else {
+            return;
+        };
+        if peers.iter().any(|&k| k as usize >= row) {
+            // Not reached by well-behaved nodes: skip what does not exist.
+            let valid: Vec<u32> = peers.iter().copied().filter(|&k| (k as usize) < row).collect();
+            return self.send_to_peers(&valid, msg);
+        }
+        let peers = &peers[..=valid];
+        let bytes = self.count_sent(&msg, peers.len() as u64);
+        // Receivers are fetched a few sends ahead, so that their first
+        // lines come in together.
+        for &k in peers.iter().take(PEER_AHEAD) {
+            self.warm_peer(k);
+        }
+        for (i, &k) in peers.iter().enumerate() {
+            if let Some(&ahead) = peers.get(i + PEER_AHEAD) {
+                self.warm_peer(ahead);
             }
-            Route::NotLinked => stats.dropped_unlinked += 1,
-            Route::Partitioned => stats.dropped_partition += 1,
-            Route::Lost => stats.dropped_loss += 1,
+            let net = &self.world.net;
+            let (to, back) = (net.peers(self.id)[k as usize], net.reverse_index(self.id, k));
+            if let Some(at) = self.route_and_offer(to, back, true, bytes, &msg) {
+                self.queue(at, to, k, back, msg.clone());
+            }
         }
     }
     fn set_timer(&mut self, after: Duration, timer: TimerId) -> TimerKey {
@@ -628,7 +693,7 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         self.world.queue.cancel(key);
     }
     fn emit(&mut self, event: Event) {
-        self.world.sink.record(self.world.now, Some(NodeId(self.id)), &event);
+        self.world.sink.take(self.world.now, Some(NodeId(self.id)), event);
     }
 }
 
@@ -728,6 +793,84 @@ mod tests {
         let mut s = sim();
         while s.step() {}
         assert_eq!(counts(&s), (3, 0));
+    }
+
+    /// Each node, at start and on each of its first few messages, sends
+    /// one message to a chosen set of its peers: with one `send_to_peers`
+    /// (`fan_out`) or one `send` each. It takes every third offer, and
+    /// records what it is handed.
+    struct Spreader {
+        fan_out: bool,
+        sent: u32,
+        offers: u32,
+        got: Vec<(SimTime, NodeId)>,
+    }
+
+    impl Spreader {
+        fn spread(&mut self, cx: &mut dyn Context<Ping>) {
+            if self.sent == 4 {
+                return;
+            }
+            self.sent += 1;
+            let (n, me) = (cx.peer_count() as u32, cx.id().0);
+            // Skip some peers, and name one index past the end.
+            let chosen: Vec<u32> = (0..=n).filter(|k| (k + me + self.sent) % 3 != 0).collect();
+            let msg = Ping(self.sent % 2 == 0);
+            if self.fan_out {
+                cx.send_to_peers(&chosen, msg);
+            } else {
+                for &k in chosen.iter().filter(|&&k| k < n) {
+                    let to = cx.peer(k as usize);
+                    cx.send(to, msg.clone());
+                }
+            }
+        }
+    }
+
+    impl Node for Spreader {
+        type Msg = Ping;
+        fn on_start(&mut self, cx: &mut dyn Context<Ping>) {
+            self.spread(cx);
+        }
+        fn absorb(&mut self, _: Offer<'_, Ping>) -> bool {
+            self.offers += 1;
+            self.offers % 3 == 0
+        }
+        fn on_message(&mut self, cx: &mut dyn Context<Ping>, from: NodeId, _: Ping) {
+            self.got.push((cx.now(), from));
+            self.spread(cx);
+        }
+        fn on_timer(&mut self, _: &mut dyn Context<Ping>, _: TimerId) {}
+    }
+
+    #[test]
+    fn a_fan_out_is_exactly_one_send_per_peer_in_order() {
+        // Heavy-tailed latencies drawn ahead and limited bandwidth: a send
+        // out of order would draw another delay and queue behind another
+        // upload.
+        let model = NetworkModel {
+            latency: crate::net::LatencyModel::Pareto { mean_ms: 80.0, spread_ms: 20.0 },
+            bandwidth: crate::net::BandwidthModel::Uniform { upload_bps: 8_000, download_bps: 8_000 },
+            ..NetworkModel::default()
+        };
+        let n = 40u32;
+        let adjacency: Vec<Vec<u32>> =
+            (0..n).map(|a| (0..n).filter(|&b| b != a && (a * b + a + b) % 4 != 0).collect()).collect();
+        let run = |fan_out: bool| {
+            let net = Net::new(&adjacency, vec![0; n as usize], model.clone(), derive_rng(3, "net", 0));
+            let nodes = (0..n).map(|_| Spreader { fan_out, sent: 0, offers: 0, got: Vec::new() }).collect();
+            let mut sim = Simulation::new(3, nodes, net, vec![], Vec::new());
+            sim.run_until(SimTime::from_secs(600), &mut |_| {});
+            let got: Vec<_> = sim.nodes().iter().map(|s| (s.offers, s.got.clone())).collect();
+            (sim.stats().clone(), got)
+        };
+        let (loop_stats, loop_got) = run(false);
+        let (fan_stats, fan_got) = run(true);
+        assert!(
+            loop_stats.resolved_at_send > 0 && loop_stats.messages_delivered > loop_stats.resolved_at_send
+        );
+        assert_eq!(fan_stats, loop_stats);
+        assert_eq!(fan_got, loop_got);
     }
 
     #[test]

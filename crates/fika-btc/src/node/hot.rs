@@ -164,12 +164,22 @@ impl Hot {
     /// Whether the peer with index `peer` announced block `id` (as far as
     /// remembered).
     #[inline]
+    #[cfg(test)]
     pub fn announced_by(&self, id: BlockId, peer: usize) -> bool {
+        self.announcers(id).contains(peer)
+    }
+
+    /// The peers remembered to have announced block `id`, for tests of
+    /// many peers in a row (see [`Hot::announced_by`]).
+    #[inline]
+    pub fn announcers(&self, id: BlockId) -> Announcers<'_> {
         let len = usize::from(self.len);
-        let Some(k) = self.ids[..len].iter().position(|b| *b == id) else {
-            return false;
-        };
-        if peer < BITS { self.bits[k] & (1 << peer) != 0 } else { self.spill.contains(&(id, peer as u32)) }
+        match self.ids[..len].iter().position(|b| *b == id) {
+            Some(k) => {
+                Announcers { id, bits: self.bits[k], spill: if self.spilled { &self.spill } else { &[] } }
+            }
+            None => Announcers { id, bits: 0, spill: &[] },
+        }
     }
 
     /// Forgets every announcer (a crash), with those taken early.
@@ -264,6 +274,23 @@ impl Hot {
             }
         }
         self.early.len = kept as u8;
+    }
+}
+
+/// The peers known to have announced one block (see [`Hot::announcers`]).
+pub(super) struct Announcers<'a> {
+    id: BlockId,
+    /// Announcers with an index below [`BITS`].
+    bits: u32,
+    /// Every spilled announcer, of any block.
+    spill: &'a [(BlockId, u32)],
+}
+
+impl Announcers<'_> {
+    /// Whether the peer with index `peer` announced the block.
+    #[inline]
+    pub fn contains(&self, peer: usize) -> bool {
+        if peer < BITS { self.bits & (1 << peer) != 0 } else { self.spill.contains(&(self.id, peer as u32)) }
     }
 }
 
