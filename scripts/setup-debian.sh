@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages fika's build needs on a Debian machine that
-# already has Rust: a C/C++ compiler for the crates that build C (secp256k1)
-# and C++ (Bitcoin Core's script engine), and iproute2 (`ip`, `tc`) for
-# `fika emulate --netns`. Does nothing when they are present.
+# already has Rust: a C/C++ compiler for the crates that build C (secp256k1,
+# the mimalloc allocator) and C++ (Bitcoin Core's script engine), and
+# iproute2 (`ip`, `tc`) for `fika emulate --netns`. Does nothing when they are present.
 set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(gcc)

@@ -169,11 +169,19 @@ fn json_str(s: &str, out: &mut String) {
 pub trait EventSink {
     /// Records one event.
     fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event);
+    /// Records one event the sink may keep, so that it need not copy it
+    /// (the runtime's path for what nodes emit). By default, `record`.
+    fn take(&mut self, at: SimTime, node: Option<NodeId>, event: Event) {
+        self.record(at, node, &event);
+    }
 }
 
 impl EventSink for Vec<(SimTime, Option<NodeId>, Event)> {
     fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event) {
         self.push((at, node, event.clone()));
+    }
+    fn take(&mut self, at: SimTime, node: Option<NodeId>, event: Event) {
+        self.push((at, node, event));
     }
 }
 

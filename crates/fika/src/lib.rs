@@ -6,6 +6,7 @@
 
 pub mod bitcoin;
 pub mod client;
+mod offload;
 pub mod powpeg;
 pub mod sweep;
 
@@ -385,12 +386,15 @@ fn drive<N: fika_core::Node>(
     sinks: Sinks,
     progress: &mut dyn FnMut(Progress),
 ) -> Driven<N> {
+    // The events are recorded on a thread of their own, in order.
+    let sinks = offload::Offloaded::start(sinks);
     let mut sim = Simulation::new(s.seed, nodes, net, layout.faults.clone(), sinks);
     let started = Instant::now();
     sim.run_until(SimTime::ZERO + s.duration, progress);
-    let wall = started.elapsed();
     let now = sim.now();
     let (nodes, sinks, stats) = sim.into_parts();
+    let sinks = sinks.finish();
+    let wall = started.elapsed();
     Driven { nodes, sinks, stats, now, wall }
 }
 

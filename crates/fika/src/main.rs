@@ -6,6 +6,27 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: a large run makes and frees millions of small objects
+/// (requests in flight, events), which it serves faster than the system
+/// allocator, and with two threads (the run and its event recorder) without
+/// locking. See [`keep_freed_memory`].
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (its position in `mi_option_t`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps memory freed during a run for reuse rather than handing it back to
+/// the system after a delay: a run frees and makes objects in bursts (one
+/// per block), and every page handed back is paid for again by a page fault
+/// in the next burst (about 5 % of a large run).
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: sets one of mimalloc's options to a documented value (-1: never
+    // purge); no memory is touched.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
 use fika::{RunOptions, run};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -117,6 +138,7 @@ const EXIT_RUN_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { scenario } => match fika_scenario::load_file(&scenario) {
