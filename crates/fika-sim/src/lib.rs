@@ -7,9 +7,11 @@
 //! - [`topology`] and [`regions`]: graph generators, degree tables and the
 //!   published region tables;
 //! - [`fault`]: crashes, restarts, partitions and link changes on a schedule;
-//! - `fastmath`: the inline `exp` of the latency draw;
+//! - `fastmath`: the inline `exp` of the latency draw, and `ahead`: the
+//!   heavy-tailed delays drawn ahead, on a second thread for large networks;
 //! - [`engine`]: the runtime that drives `fika_core::Node`s in virtual time.
 
+mod ahead;
 pub mod engine;
 mod fastmath;
 pub mod fault;

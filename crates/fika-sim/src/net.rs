@@ -4,21 +4,24 @@
 //! time per node, first come first served, as SimBlock models it), occupies
 //! it for `size · 8 / min(upload(a), download(b))`, then travels for the
 //! link's latency plus fixed per-message costs. Everything random is drawn
-//! from the network's own stream, in event order, so runs are reproducible.
+//! from the network's own streams, in event order, so runs are reproducible.
 //!
-//! Pareto latencies are drawn a batch at a time per pair of regions (see
-//! [`Batch`]): each message still gets an independent draw from its pair's
-//! law, and the batch's draws, which do not depend on one another, are
-//! computed together instead of one long chain of floating-point
-//! operations on every message's path.
+//! Pareto latencies between two regions come from a stream of the pair's
+//! own, derived from the network's, so each pair's delays are one fixed
+//! sequence that can be drawn ahead: on a second thread in networks of
+//! [`DRAW_AHEAD_NODES`] nodes or more, where the draws would be a tenth of
+//! the run's work (see `ahead`). Each message still gets an independent
+//! draw from its pair's law.
 
 use std::collections::BTreeMap;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::ahead::{Draws, Law};
 use crate::regions::RegionTable;
 use fika_core::NodeRng;
+use rand::SeedableRng;
 
 /// How one-way latency is drawn for a message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,7 +211,7 @@ pub fn pareto_ms(rng: &mut NodeRng, mean_ms: f64, spread_ms: f64) -> f64 {
 /// `fastmath`), so the bits do not depend on the platform's C library. This is
 /// the simulator's hottest floating-point code: one draw per message.
 #[inline]
-fn pareto_factor(rng: &mut NodeRng, exponent: f64) -> f64 {
+pub(crate) fn pareto_factor(rng: &mut NodeRng, exponent: f64) -> f64 {
     let e: f64 = rng.sample(rand_distr::Exp1);
     crate::fastmath::exp(exponent * e)
 }
@@ -229,8 +232,8 @@ enum PairLatency {
     /// Always this many milliseconds, no draw.
     Fixed(f64),
     /// [`pareto_ms`] with its constants computed: `scale / u^exponent`,
-    /// drawn ahead into `Net::batches[batch]`.
-    Pareto { scale: f64, exponent: f64, batch: u32 },
+    /// drawn ahead as law `law` of `Net::draws`.
+    Pareto { scale: f64, exponent: f64, law: u32 },
     /// Drawn by [`Net::model_latency_ms`] (uniform draws, missing regions).
     Model,
 }
@@ -243,20 +246,14 @@ impl PairLatency {
             return PairLatency::Fixed(mean_ms);
         }
         let shape = mean_ms / spread_ms;
-        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape, batch: 0 }
+        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape, law: 0 }
     }
 }
 
-/// Latencies drawn per batch.
-const BATCH: usize = 32;
-
-/// Delays (nanoseconds, with the model's fixed costs) drawn ahead for one
-/// pair of regions; `next == BATCH` when used up.
-#[derive(Clone, Debug)]
-struct Batch {
-    next: usize,
-    ns: [u64; BATCH],
-}
+/// Networks of at least this many nodes draw their heavy-tailed delays on
+/// a second thread (smaller ones send too few messages to gain from it);
+/// the delays are the same either way.
+pub const DRAW_AHEAD_NODES: usize = 1024;
 
 /// Constants of messages from one region to another.
 #[derive(Clone, Copy, Debug)]
@@ -288,8 +285,8 @@ pub struct Net {
     /// Whether every link goes both ways.
     symmetric: bool,
     regions: usize,
-    /// Pareto delays drawn ahead, one batch per pair of regions.
-    batches: Vec<Batch>,
+    /// Pareto delays drawn ahead, one law per pair of regions.
+    draws: Draws,
     rng: NodeRng,
 }
 
@@ -312,7 +309,7 @@ const FAST_BYTES: u32 = (u64::MAX / 8_000_000_000) as u32;
 /// for `0 ≤ x < 2⁵²` the fraction `x − ⌊x⌋` is exact, and rounding half
 /// away from zero adds one when it is at least one half.
 #[inline]
-fn round_to_u64(x: f64) -> u64 {
+pub(crate) fn round_to_u64(x: f64) -> u64 {
     if (0.0..4_503_599_627_370_496.0).contains(&x) {
         // In range for `i64`, whose conversions are single instructions.
         let i = x as i64;
@@ -361,7 +358,7 @@ impl Net {
             pairs: Vec::new(),
             symmetric: false,
             regions,
-            batches: Vec::new(),
+            draws: Draws::inline(Vec::new()),
             rng,
         };
         net.symmetric = (0..n as u32).all(|a| net.peers(a).iter().all(|&b| net.is_peer(b, a)));
@@ -373,12 +370,21 @@ impl Net {
         }
         net.pairs =
             (0..regions * regions).map(|k| net.pair((k / regions) as u8, (k % regions) as u8)).collect();
+        // Each Pareto pair's stream is seeded from the network's, in pair order.
+        let mut laws = Vec::new();
         for pair in &mut net.pairs {
-            if let PairLatency::Pareto { batch, .. } = &mut pair.latency {
-                *batch = net.batches.len() as u32;
-                net.batches.push(Batch { next: BATCH, ns: [0; BATCH] });
+            if let PairLatency::Pareto { scale, exponent, law } = &mut pair.latency {
+                *law = laws.len() as u32;
+                let fixed_ms = [net.model.extra_latency_ms, net.model.processing_ms];
+                let rng = NodeRng::seed_from_u64(net.rng.r#gen());
+                laws.push(Law { scale: *scale, exponent: *exponent, fixed_ms, rng });
             }
         }
+        net.draws = if n >= DRAW_AHEAD_NODES && !laws.is_empty() {
+            Draws::threaded(laws)
+        } else {
+            Draws::inline(laws)
+        };
         net
     }
 
@@ -570,15 +576,7 @@ impl Net {
         let ns = match (over.and_then(|o| o.latency_ms), pair.latency) {
             (Some(ms), _) => self.delay_ns(ms),
             (None, PairLatency::Fixed(ms)) => self.delay_ns(ms),
-            (None, PairLatency::Pareto { scale, exponent, batch }) => {
-                match self.batches.get_mut(batch as usize) {
-                    Some(b) if b.next < BATCH => {
-                        b.next += 1;
-                        b.ns[b.next - 1]
-                    }
-                    _ => self.refill(batch as usize, scale, exponent),
-                }
-            }
+            (None, PairLatency::Pareto { law, .. }) => self.draws.next(law as usize),
             (None, PairLatency::Model) => {
                 let ms = self.model_latency_ms(from, to);
                 self.delay_ns(ms)
@@ -592,25 +590,6 @@ impl Net {
     #[inline]
     fn delay_ns(&self, latency_ms: f64) -> u64 {
         round_to_u64((latency_ms + self.model.extra_latency_ms + self.model.processing_ms) * 1e6)
-    }
-
-    /// Draws batch `k` anew and takes its first delay. The draws are
-    /// independent, so the processor overlaps them.
-    #[cold]
-    fn refill(&mut self, k: usize, scale: f64, exponent: f64) -> u64 {
-        let mut ns = [0; BATCH];
-        for d in &mut ns {
-            let ms = scale * pareto_factor(&mut self.rng, exponent);
-            *d = self.delay_ns(ms);
-        }
-        match self.batches.get_mut(k) {
-            Some(b) => {
-                *b = Batch { next: 1, ns };
-                ns[0]
-            }
-            // Not reached: every Pareto pair has its batch.
-            None => ns[0],
-        }
     }
 }
 
@@ -679,15 +658,12 @@ mod tests {
         }
     }
 
-    /// `route` as it was first written, for the regions model: binary
-    /// search, `u128` transfer time, `pareto_ms` and `f64::round`; the
-    /// latencies of each pair of regions drawn `BATCH` at a time, in order,
-    /// into `ahead` (the draws not used yet, per pair).
-    #[allow(clippy::too_many_arguments)]
+    /// What `Net::route` must give, from the plain formulas: SimBlock's
+    /// bandwidth and Pareto draw, each pair of regions drawing from its own
+    /// stream, seeded from the network's in pair order.
     fn reference_route(
         net: &Net,
-        rng: &mut NodeRng,
-        ahead: &mut [std::collections::VecDeque<f64>],
+        streams: &mut [NodeRng],
         busy: &mut [u64],
         now: u64,
         from: u32,
@@ -702,16 +678,16 @@ mod tests {
         let finish = start + (u128::from(bytes) * 8_000_000_000 / u128::from(bw)) as u64;
         busy[from as usize] = finish;
         let LatencyModel::Regions { spread_ms } = net.model.latency else { panic!("regions model") };
-        let pair = &mut ahead[rf * t.len() + rt];
-        if pair.is_empty() {
-            pair.extend((0..BATCH).map(|_| pareto_ms(rng, t.latency_ms[rf][rt], spread_ms)));
-        }
-        let ms = pair.pop_front().expect("drawn") + net.model.extra_latency_ms + net.model.processing_ms;
+        let drawn = pareto_ms(&mut streams[rf * t.len() + rt], t.latency_ms[rf][rt], spread_ms);
+        let ms = drawn + net.model.extra_latency_ms + net.model.processing_ms;
         Some(finish + (ms * 1e6).round() as u64)
     }
 
-    #[test]
-    fn routes_exactly_as_the_plain_formulas() {
+    /// Routes 300,000 random sends on a network of `n` nodes spread over
+    /// SimBlock's regions, each linked to the `span` nodes on either side,
+    /// against [`reference_route`].
+    #[track_caller]
+    fn check_routes(n: u32, span: u32) {
         let table = RegionTable::preset("simblock-2019").expect("preset");
         let regions = table.len();
         let model = NetworkModel {
@@ -722,25 +698,24 @@ mod tests {
             loss: 0.0,
             regions: Some(table),
         };
-        // Two nodes per region, all linked but node 0 to the last.
-        let n = 2 * regions as u32;
-        let adjacency: Vec<Vec<u32>> = (0..n)
-            .map(|a| (0..n).filter(|&b| b != a && (a, b) != (0, n - 1) && (a, b) != (n - 1, 0)).collect())
-            .collect();
+        let linked = |a: u32, b: u32| a != b && ((b + n - a) % n <= span || (a + n - b) % n <= span);
+        let adjacency: Vec<Vec<u32>> = (0..n).map(|a| (0..n).filter(|&b| linked(a, b)).collect()).collect();
         let region: Vec<u8> = (0..n).map(|i| (i as usize % regions) as u8).collect();
         let mut net = Net::new(&adjacency, region, model, derive_rng(9, "net", 0));
         assert!(net.symmetric());
-        let mut rng = derive_rng(9, "net", 0);
+        let mut seeds = derive_rng(9, "net", 0);
+        let mut streams: Vec<NodeRng> =
+            (0..regions * regions).map(|_| NodeRng::seed_from_u64(seeds.r#gen())).collect();
         let mut busy = vec![0; n as usize];
-        let mut ahead = vec![std::collections::VecDeque::new(); regions * regions];
         let mut pick = derive_rng(10, "test", 0);
         let mut now = 0;
         for i in 0..300_000u64 {
             now += pick.gen_range(0..2_000_000);
             let from = pick.gen_range(0..n);
-            let to = pick.gen_range(0..n);
+            // Mostly peers, sometimes not.
+            let to = if i % 5 == 0 { pick.gen_range(0..n) } else { (from + pick.gen_range(1..=span)) % n };
             let bytes = if i % 7 == 0 { 535_024 } else { 61 };
-            let want = reference_route(&net, &mut rng, &mut ahead, &mut busy, now, from, to, bytes);
+            let want = reference_route(&net, &mut streams, &mut busy, now, from, to, bytes);
             let got = match net.route(now, from, to, bytes, false) {
                 Route::Arrives(at) => Some(at),
                 Route::NotLinked => None,
@@ -748,5 +723,13 @@ mod tests {
             };
             assert_eq!(got, want, "send {i}: {from} → {to}");
         }
+    }
+
+    #[test]
+    fn routes_exactly_as_the_plain_formulas() {
+        // Drawn as needed.
+        check_routes(12, 10);
+        // Drawn ahead on the latency thread.
+        check_routes(DRAW_AHEAD_NODES as u32, 12);
     }
 }
