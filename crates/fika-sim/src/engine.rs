@@ -657,15 +657,14 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
     }
     fn send_to_peers(&mut self, peers: &[u32], msg: N::Msg) {
         let row = self.world.net.peers(self.id).len();
-        let Some(valid) = peers.iter().rposition(|&k| (k as usize) < row) else {
-            return;
-        };
         if peers.iter().any(|&k| k as usize >= row) {
             // Not reached by well-behaved nodes: skip what does not exist.
             let valid: Vec<u32> = peers.iter().copied().filter(|&k| (k as usize) < row).collect();
             return self.send_to_peers(&valid, msg);
         }
-        let peers = &peers[..=valid];
+        if peers.is_empty() {
+            return;
+        }
         let bytes = self.count_sent(&msg, peers.len() as u64);
         // Receivers are fetched a few sends ahead, so that their first
         // lines come in together.

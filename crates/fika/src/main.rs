@@ -6,11 +6,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use fika::{RunOptions, run};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// mimalloc: a large run makes and frees millions of small objects
 /// (requests in flight, events), which it serves faster than the system
 /// allocator, and with two threads (the run and its event recorder) without
-/// locking. See [`keep_freed_memory`].
+/// locking. See [`keep_freed_memory`]. (`fika-node`, an emulated node's
+/// process, keeps the system allocator.)
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,8 +30,6 @@ fn keep_freed_memory() {
     // purge); no memory is touched.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
-use fika::{RunOptions, run};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// fika — a laboratory for cryptocurrency networks and the bridges between them.
 #[derive(Parser, Debug)]
