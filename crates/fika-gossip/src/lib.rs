@@ -214,6 +214,8 @@ struct Cold {
     config: GossipConfig,
     schedule: Vec<Origination>,
     more: Vec<PendingRequest>,
+    /// The peers an announcement goes to (kept to reuse its room).
+    fan_out: Vec<u32>,
 }
 
 /// A gossiping node.
@@ -254,7 +256,7 @@ impl GossipNode {
             first: PendingRequest::new(0, TimerKey { slot: 0, generation: 0 }, 0, 0),
             items: Box::default(),
             timeout_ns: u64::try_from(config.request_timeout.as_nanos()).unwrap_or(u64::MAX),
-            cold: Box::new(Cold { config, schedule, more: Vec::new() }),
+            cold: Box::new(Cold { config, schedule, more: Vec::new(), fan_out: Vec::new() }),
         }
     }
 
@@ -367,21 +369,18 @@ impl GossipNode {
         // Emitted first for the same reason (nothing is emitted in between
         // either way).
         cx.emit(Event::new("gossip.have").with("item", id));
-        // The first peer now: its list is fetched from memory while the
-        // bookkeeping below runs (asking has no effect).
-        let peers = cx.peer_count();
-        let first = if peers > 0 { Some(cx.peer(0)) } else { None };
+        // Every peer but the sender, in peer order, in one call.
+        let skip = from.and_then(|p| cx.peer_index(p));
+        let mut to = std::mem::take(&mut self.cold.fan_out);
+        to.clear();
+        to.extend((0..cx.peer_count() as u32).filter(|&k| Some(k as usize) != skip));
         self.store(item);
         self.set_have(id);
         if let Some(timer) = self.remove_pending(id) {
             cx.cancel_timer(timer);
         }
-        for k in 0..peers {
-            let peer = if k == 0 { first } else { None }.unwrap_or_else(|| cx.peer(k));
-            if Some(peer) != from {
-                cx.send(peer, announce.clone());
-            }
-        }
+        cx.send_to_peers(&to, announce);
+        self.cold.fan_out = to;
     }
 }
 
