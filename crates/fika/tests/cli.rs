@@ -14,11 +14,10 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fika-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+/// A fresh directory, removed with everything in it when dropped (also
+/// when the test fails).
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("fika-test-{name}-")).tempdir().expect("temp dir")
 }
 
 const SMALL: &str = r#"
@@ -84,9 +83,9 @@ fn every_flood_reaches_every_node_without_faults() {
 #[test]
 fn run_writes_outputs_and_the_resolved_scenario_reproduces_the_run() {
     let dir = tmp("outputs");
-    let file = dir.join("small.toml");
+    let file = dir.path().join("small.toml");
     std::fs::write(&file, SMALL).expect("write scenario");
-    let out = dir.join("run");
+    let out = dir.path().join("run");
     let o = fika(&[
         "run",
         file.to_str().unwrap_or_default(),
@@ -122,7 +121,7 @@ fn run_writes_outputs_and_the_resolved_scenario_reproduces_the_run() {
         resolved.to_str().unwrap_or_default(),
         "--quiet",
         "--out",
-        dir.join("again").to_str().unwrap_or_default(),
+        dir.path().join("again").to_str().unwrap_or_default(),
     ]);
     assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
     assert_eq!(String::from_utf8_lossy(&o2.stdout).trim(), format!("digest {first}"));
@@ -131,7 +130,7 @@ fn run_writes_outputs_and_the_resolved_scenario_reproduces_the_run() {
 #[test]
 fn a_wrong_field_exits_2_naming_every_bad_field() {
     let dir = tmp("invalid");
-    let file = dir.join("bad.toml");
+    let file = dir.path().join("bad.toml");
     let bad = SMALL
         .replace("size_bytes = 200000", "size_bytes = \"big\"")
         .replace("kind = \"random\"\n", "kind = \"random\"\nspeed = 3\n")
@@ -164,7 +163,7 @@ fn bad_command_lines_and_files_exit_2() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does/not/exist.toml"));
     let dir = tmp("syntax");
-    let f = dir.join("broken.toml");
+    let f = dir.path().join("broken.toml");
     std::fs::write(&f, "name = \"x\"\n[network\n").expect("write");
     let o = fika(&["validate", f.to_str().unwrap_or_default()]);
     assert_eq!(o.status.code(), Some(2));

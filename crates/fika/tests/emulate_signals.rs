@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 #[test]
 fn sigint_stops_every_node_and_keeps_the_events() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::env::temp_dir().join(format!("fika-test-{}-sigint", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    // Removed with everything in it at the end, also when the test fails.
+    let dir = tempfile::Builder::new().prefix("fika-test-sigint-").tempdir().expect("temp dir");
+    let out = dir.path().to_path_buf();
     let child = Command::new(env!("CARGO_BIN_EXE_fika"))
         .args(["emulate", "scenarios/thesis-demo.toml", "--speed", "5", "--duration", "3600", "--out"])
         .arg(&out)
@@ -53,5 +54,4 @@ fn sigint_stops_every_node_and_keeps_the_events() {
     }
     let events = std::fs::read_to_string(out.join("events.jsonl")).expect("merged events");
     assert_eq!(events.matches("\"emu.stop\"").count(), 5, "every node's stop event merged");
-    let _ = std::fs::remove_dir_all(&out);
 }

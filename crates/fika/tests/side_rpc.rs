@@ -90,8 +90,9 @@ fn word(address: &[u8; 20]) -> String {
 fn sidechain_transactions_over_eth_rpc_are_mined_in_emulation() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let scenario = repo.join("scenarios/tests/powpeg-emu.toml");
-    let out: PathBuf = std::env::temp_dir().join(format!("fika-side-rpc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    // Removed with everything in it at the end, also when the test fails.
+    let dir = tempfile::Builder::new().prefix("fika-side-rpc-").tempdir().expect("temp dir");
+    let out: PathBuf = dir.path().to_path_buf();
     let out_s = out.to_string_lossy().into_owned();
     let child = Command::new(env!("CARGO_BIN_EXE_fika"))
         .args([
