@@ -197,12 +197,21 @@ impl NetworkModel {
 /// SimBlock's Pareto draw: minimum `mean − spread`, shape `mean / spread`.
 /// Falls back to the mean when the shape would not give a finite mean.
 pub fn pareto_ms(rng: &mut NodeRng, mean_ms: f64, spread_ms: f64) -> f64 {
+    match pareto_constants(mean_ms, spread_ms) {
+        Some((scale, exponent)) => scale * pareto_factor(rng, exponent),
+        None => mean_ms,
+    }
+}
+
+/// The minimum and `1 / shape` of SimBlock's Pareto law for `mean_ms` and
+/// `spread_ms`; `None` when the shape would not give a finite mean (then
+/// every draw is the mean).
+fn pareto_constants(mean_ms: f64, spread_ms: f64) -> Option<(f64, f64)> {
     if spread_ms <= 0.0 || mean_ms <= spread_ms {
-        return mean_ms;
+        return None;
     }
     let shape = mean_ms / spread_ms;
-    let scale = mean_ms - spread_ms;
-    scale * pareto_factor(rng, 1.0 / shape)
+    Some((mean_ms - spread_ms, 1.0 / shape))
 }
 
 /// A Pareto factor `U^(−exponent)` for `U` uniform in (0, 1], drawn as
@@ -240,13 +249,12 @@ enum PairLatency {
 
 impl PairLatency {
     /// The draw [`pareto_ms`] makes for `mean_ms` and `spread_ms`, with the
-    /// same floating-point operations in the same order.
+    /// same constants.
     fn pareto(mean_ms: f64, spread_ms: f64) -> Self {
-        if spread_ms <= 0.0 || mean_ms <= spread_ms {
-            return PairLatency::Fixed(mean_ms);
+        match pareto_constants(mean_ms, spread_ms) {
+            Some((scale, exponent)) => PairLatency::Pareto { scale, exponent, law: 0 },
+            None => PairLatency::Fixed(mean_ms),
         }
-        let shape = mean_ms / spread_ms;
-        PairLatency::Pareto { scale: mean_ms - spread_ms, exponent: 1.0 / shape, law: 0 }
     }
 }
 
