@@ -129,8 +129,12 @@ fn tx_bytes(tx: &Transaction) -> u32 {
 
 impl Message for BtcMsg {
     fn warm(&self) {
-        if let BtcMsg::Inv(Invs::Many(items)) = self {
-            std::hint::black_box(items.first().map(|i| matches!(i, Inv::Tx(_))));
+        // The items of a request or a long announcement live apart from
+        // the message, made long before it arrives.
+        match self {
+            BtcMsg::Inv(Invs::Many(items)) => fika_core::hint::prefetch(&items[..]),
+            BtcMsg::GetData(items) => fika_core::hint::prefetch(&items[..]),
+            _ => {}
         }
     }
     fn wire_size(&self) -> u32 {
