@@ -90,9 +90,26 @@ const TX_DONE: u8 = 3;
 /// Most blocks held waiting for a parent the store lacks.
 const MAX_DETACHED: usize = 64;
 
+/// Most announcers of blocks not in the store kept (see
+/// `FullNode::unstored_announcers`); the oldest go first.
+const MAX_UNSTORED_ANNOUNCERS: usize = 256;
+
 const TIMER_MINE: TimerId = 1;
 const TIMER_TRICKLE: TimerId = 2;
 const TIMER_SAMPLE: TimerId = 3;
+
+/// Remembers in `list` that the peer with index `peer` announced block
+/// `hash`, which the store does not have yet (a node with a store of its own).
+fn note_unstored(list: &mut Vec<(BlockHash, u32)>, hash: BlockHash, peer: usize) {
+    let entry = (hash, peer as u32);
+    if list.contains(&entry) {
+        return;
+    }
+    if list.len() >= MAX_UNSTORED_ANNOUNCERS {
+        list.remove(0);
+    }
+    list.push(entry);
+}
 
 /// `block` with `seal` as an extra coinbase output (merkle root and
 /// witness commitment recomputed).
@@ -284,6 +301,10 @@ pub struct FullNode {
     /// Blocks whose parent the store does not have yet (emulation only: in
     /// simulation the shared store has every block).
     detached: Vec<Arc<SimBlock>>,
+    /// Announcers of blocks not in the store yet (emulation only), by peer
+    /// index: remembered once the block is stored, so that it is not
+    /// announced back to them.
+    unstored_announcers: Vec<(BlockHash, u32)>,
     /// Light wallets and the scripts they watch.
     wallets: Vec<(NodeId, Vec<ScriptBuf>)>,
     hashrate: f64,
@@ -327,6 +348,7 @@ impl FullNode {
             trickle: None,
             hb_to: Vec::new(),
             detached: Vec::new(),
+            unstored_announcers: Vec::new(),
             wallets: Vec::new(),
             hashrate,
             payout,
@@ -443,6 +465,9 @@ impl FullNode {
                 return;
             }
         };
+        if !self.unstored_announcers.is_empty() {
+            self.note_stored_announcers(id, data.hash);
+        }
         // A block held for this one can now enter the store too.
         if let Some(i) = self.detached.iter().position(|b| b.block.header.prev_blockhash == data.hash) {
             let child = self.detached.remove(i);
@@ -535,6 +560,18 @@ impl FullNode {
         if best != self.tip {
             self.set_tip(cx, best, from);
         }
+    }
+
+    /// Block `hash` is now stored as `id`: its announcers become known.
+    #[cold]
+    fn note_stored_announcers(&mut self, id: BlockId, hash: BlockHash) {
+        let hot = &mut self.hot;
+        self.unstored_announcers.retain(|&(h, k)| {
+            if h == hash {
+                hot.note_announcer(id, k as usize);
+            }
+            h != hash
+        });
     }
 
     fn set_tip(&mut self, cx: &mut dyn Context<BtcMsg>, new: BlockId, from: Option<NodeId>) {
@@ -1156,8 +1193,10 @@ impl FullNode {
                             Inv::Block(h) | Inv::CmpctBlock(h) => {
                                 let ask = if self.hot.compact { Inv::CmpctBlock(h) } else { Inv::Block(h) };
                                 let id = db.id_of(&h);
-                                if let (Some(id), Some(k)) = (id, cx.peer_index(from)) {
-                                    self.hot.note_announcer(id, k);
+                                match (id, cx.peer_index(from)) {
+                                    (Some(id), Some(k)) => self.hot.note_announcer(id, k),
+                                    (None, Some(k)) => note_unstored(&mut self.unstored_announcers, h, k),
+                                    _ => {}
                                 }
                                 match id {
                                     Some(id) if self.hot.status(id) != UNKNOWN => {}
@@ -1304,6 +1343,7 @@ impl FullNode {
         self.hb_to.clear();
         // With those taken early, which arrived before the crash.
         self.hot.forget_announcers();
+        self.unstored_announcers.clear();
         self.wallets.clear();
     }
 
