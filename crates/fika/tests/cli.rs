@@ -66,6 +66,16 @@ fn one_seed_one_digest_another_seed_another() {
 }
 
 #[test]
+fn one_seed_one_digest_with_delays_drawn_ahead_too() {
+    // Large enough that the latency thread draws the delays, and the events
+    // are recorded on their own thread: neither may change the trace.
+    let large = SMALL.replace("count = 300", &format!("count = {}", fika_sim::net::DRAW_AHEAD_NODES + 76));
+    let a = digest(&large, None);
+    assert_eq!(a, digest(&large, None), "same scenario, same seed");
+    assert_ne!(a, digest(&large, Some(8)), "another seed");
+}
+
+#[test]
 fn every_flood_reaches_every_node_without_faults() {
     let text = SMALL.split("[[faults]]").next().unwrap_or(SMALL);
     let s = fika_scenario::load_str(text, "inline").expect("valid");
