@@ -54,7 +54,7 @@ use bitcoin::secp256k1::SecretKey;
 use bitcoin::{Amount, ScriptBuf, Transaction, Txid};
 use fika_btc::msg::{BtcMsg, FilteredBlock};
 use fika_btc::node::{BtcNode, FullNode};
-use fika_core::{Context, Event, Message, Node, NodeId, SubContext, TimerId, split_timer};
+use fika_core::{Context, Event, Message, Node, NodeId, Offer, SubContext, TimerId, split_timer};
 use fika_side::{ChainConfig, MergeMiningProof, SideBlock, SideChain, SideHeader, SignedTx, UnsignedTx};
 use rand::Rng;
 
@@ -1509,6 +1509,27 @@ impl Node for PegNode {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A Bitcoin message to a Bitcoin node or a pool goes to its Bitcoin
+    /// part and nowhere else, so that part may take it when it is sent (see
+    /// `FullNode::absorb`), with the sender's index among its own peers.
+    fn absorb(&mut self, offer: Offer<'_, PegMsg>) -> bool {
+        let PegMsg::Btc(msg) = offer.msg else {
+            return false;
+        };
+        let inner = |peers: &[NodeId]| Offer {
+            from: offer.from,
+            from_index: peers.iter().position(|p| *p == offer.from),
+            msg,
+            now: offer.now,
+            at: offer.at,
+        };
+        match self {
+            PegNode::Btc(n, peers) => n.absorb(inner(peers)),
+            PegNode::Miner(m, peers, _) => m.btc.absorb(inner(&peers.btc)),
+            _ => false,
         }
     }
 
