@@ -16,9 +16,13 @@ use fika_core::NodeRng;
 
 use crate::net::pareto_factor;
 
-/// Delays per chunk: few enough hand-overs that waking the thread costs
-/// little.
+/// Delays per chunk drawn on the thread: few enough hand-overs that waking
+/// the thread costs little.
 const CHUNK: usize = 4096;
+
+/// Delays per chunk drawn inline: enough for the processor to overlap the
+/// draws, few enough that a small network draws little it will not use.
+const INLINE_CHUNK: usize = 64;
 
 /// Delays per cache line.
 const LINE: usize = 64 / std::mem::size_of::<u64>();
@@ -144,8 +148,8 @@ impl Draws {
         };
         match &mut self.source {
             Source::Inline(laws) => {
-                if chunk.len() != CHUNK {
-                    *chunk = vec![0; CHUNK].into_boxed_slice();
+                if chunk.len() != INLINE_CHUNK {
+                    *chunk = vec![0; INLINE_CHUNK].into_boxed_slice();
                 }
                 laws[k].fill(chunk);
             }
