@@ -15,56 +15,79 @@ use fika_core::{Event, EventSink, NodeId, SimTime};
 /// One event as the runtime stamps it.
 type Stamped = (SimTime, Option<NodeId>, Event);
 
-/// Events handed over at once: few enough that a batch stays well below
-/// the allocator's threshold for mapping memory of its own.
+/// Events handed over at once (about 56 kB).
 const BATCH: usize = 1024;
 
 /// Batches in flight at most; beyond them the run waits for the sink, so
 /// memory stays bounded when the sink is the slower.
 const IN_FLIGHT: usize = 16;
 
-/// A sink of type `S` running on a thread of its own.
+/// A sink of type `S` running on a thread of its own (or, if no thread
+/// could be started, on the run's: the same records either way).
 pub struct Offloaded<S> {
     batch: Vec<Stamped>,
     to_sink: Option<SyncSender<Vec<Stamped>>>,
     /// Recorded batches coming back, to be emptied and filled again.
-    recycled: Receiver<Vec<Stamped>>,
-    worker: Option<JoinHandle<S>>,
+    recycled: Option<Receiver<Vec<Stamped>>>,
+    worker: Option<JoinHandle<Option<S>>>,
+    /// The sink itself when no thread could be started.
+    inline: Option<S>,
 }
 
 impl<S: EventSink + Send + 'static> Offloaded<S> {
     /// Starts the thread that records into `sink`.
-    pub fn start(mut sink: S) -> Self {
+    pub fn start(sink: S) -> Self {
         let (to_sink, from_run) = sync_channel::<Vec<Stamped>>(IN_FLIGHT);
         let (give_back, recycled) = sync_channel(IN_FLIGHT + 1);
-        let worker = std::thread::Builder::new()
-            .name("fika-events".into())
-            .spawn(move || {
-                for batch in from_run {
-                    for (at, node, event) in &batch {
-                        sink.record(*at, *node, event);
-                    }
-                    // Freed where they were made, so that the run's thread
-                    // keeps reusing its own memory (the allocator locks
-                    // what one thread frees of another's). The run may have
-                    // finished already: then nobody wants them back.
-                    let _ = give_back.try_send(batch);
+        // The sink goes over only once the thread runs, so that it stays
+        // here if none can be started.
+        let (hand_sink, take_sink) = sync_channel::<S>(1);
+        let spawned = std::thread::Builder::new().name("fika-events".into()).spawn(move || {
+            let mut sink = take_sink.recv().ok()?;
+            for batch in from_run {
+                for (at, node, event) in &batch {
+                    sink.record(*at, *node, event);
                 }
-                sink
-            })
-            // Without a thread, the run cannot record its events at all.
-            .expect("spawning the event-recording thread");
-        Offloaded { batch: Vec::with_capacity(BATCH), to_sink: Some(to_sink), recycled, worker: Some(worker) }
+                // Freed where they were made, so that the run's thread
+                // keeps reusing its own memory. The run may have finished
+                // already: then nobody wants them back.
+                let _ = give_back.try_send(batch);
+            }
+            Some(sink)
+        });
+        let Ok(worker) = spawned else {
+            return Self::inline(sink);
+        };
+        if let Err(back) = hand_sink.send(sink) {
+            // Not reached: the thread waits for the sink first.
+            return Self::inline(back.0);
+        }
+        Offloaded {
+            batch: Vec::with_capacity(BATCH),
+            to_sink: Some(to_sink),
+            recycled: Some(recycled),
+            worker: Some(worker),
+            inline: None,
+        }
+    }
+
+    /// Records into `sink` on the run's thread (what `start` falls back to).
+    pub fn inline(sink: S) -> Self {
+        Offloaded { batch: Vec::new(), to_sink: None, recycled: None, worker: None, inline: Some(sink) }
     }
 
     /// Hands over the events recorded so far and waits for the sink to
     /// have recorded them; returns the sink.
     pub fn finish(mut self) -> S {
+        if let Some(sink) = self.inline.take() {
+            return sink;
+        }
         self.hand_over();
         drop(self.to_sink.take());
-        let worker = self.worker.take().expect("finish runs once");
+        let worker = self.worker.take().expect("a sink is inline or on its thread");
         match worker.join() {
-            Ok(sink) => sink,
+            Ok(Some(sink)) => sink,
+            Ok(None) => unreachable!("the thread got the sink before the run began"),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
@@ -73,12 +96,12 @@ impl<S: EventSink + Send + 'static> Offloaded<S> {
         if self.batch.is_empty() {
             return;
         }
-        let next = match self.recycled.try_recv() {
-            Ok(mut v) => {
+        let next = match self.recycled.as_ref().map(Receiver::try_recv) {
+            Some(Ok(mut v)) => {
                 v.clear();
                 v
             }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => Vec::with_capacity(BATCH),
+            Some(Err(TryRecvError::Empty | TryRecvError::Disconnected)) | None => Vec::with_capacity(BATCH),
         };
         let full = std::mem::replace(&mut self.batch, next);
         if let Some(tx) = &self.to_sink {
@@ -92,10 +115,16 @@ impl<S: EventSink + Send + 'static> Offloaded<S> {
 
 impl<S: EventSink + Send + 'static> EventSink for Offloaded<S> {
     fn record(&mut self, at: SimTime, node: Option<NodeId>, event: &Event) {
-        self.take(at, node, event.clone());
+        match &mut self.inline {
+            Some(sink) => sink.record(at, node, event),
+            None => self.take(at, node, event.clone()),
+        }
     }
 
     fn take(&mut self, at: SimTime, node: Option<NodeId>, event: Event) {
+        if let Some(sink) = &mut self.inline {
+            return sink.take(at, node, event);
+        }
         self.batch.push((at, node, event));
         if self.batch.len() >= BATCH {
             self.hand_over();
@@ -119,8 +148,13 @@ mod tests {
 
     #[test]
     fn the_sink_gets_every_event_in_order() {
+        check_in_order(Offloaded::start(Vec::new()));
+        check_in_order(Offloaded::inline(Vec::new()));
+    }
+
+    #[track_caller]
+    fn check_in_order(mut off: Offloaded<Vec<Stamped>>) {
         let mut direct: Vec<Stamped> = Vec::new();
-        let mut off = Offloaded::start(Vec::<Stamped>::new());
         for i in 0..(3 * BATCH as u64 + 17) {
             let ev = Event::new("test.tick").with("i", i);
             let node = (i % 3 != 0).then_some(NodeId(i as u32 % 7));
