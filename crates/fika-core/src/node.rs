@@ -172,10 +172,10 @@ pub trait Context<M> {
     /// Sends `msg` to peer `to`. Delivery follows the link model (latency,
     /// bandwidth, loss, partitions); a message to a non-peer is dropped.
     fn send(&mut self, to: NodeId, msg: M);
-    /// Sends a copy of `msg` to each peer whose index is in `peers`
-    /// (increasing, each `< peer_count()`; others are skipped), in that
-    /// order: exactly `send(peer(k), msg.clone())` for each `k`, which is
-    /// what it does by default. An announcement goes to most of a node's
+    /// Sends a copy of `msg` to each peer whose index is in `peers` (each
+    /// `< peer_count()`; others are skipped), in the order given: exactly
+    /// `send(peer(k), msg.clone())` for each `k`, which is what it does by
+    /// default. An announcement goes to most of a node's
     /// peers at once; a simulation does the fan-out with less work per
     /// peer than one `send` each.
     fn send_to_peers(&mut self, peers: &[u32], msg: M)
