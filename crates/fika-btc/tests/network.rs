@@ -16,6 +16,7 @@ use fika_btc::blockdb::{BlockDb, BlockId, SimBlock, Status};
 use fika_btc::msg::BtcMsg;
 use fika_btc::node::{BtcNode, FullNode, Payout, RelayConfig, SharedDb};
 use fika_btc::template::{assemble_block, coinbase_tx};
+use fika_core::testing::Unoffered;
 use fika_core::{Context, Event, Node, NodeId, SimTime, TimerId};
 use fika_sim::{LatencyModel, Net, NetworkModel, Simulation};
 
@@ -387,29 +388,6 @@ fn a_node_with_its_own_store_holds_blocks_until_their_parent_arrives() {
         *n == Some(NodeId(0)) && e.field("kind") == Some(&fika_core::Value::Str("getdata".into()))
     });
     assert!(asked);
-}
-
-/// A node that never takes a message before it arrives: every message it
-/// is sent goes through the simulator's queue.
-struct Unoffered(AnyNode);
-
-impl Node for Unoffered {
-    type Msg = BtcMsg;
-    fn on_start(&mut self, cx: &mut dyn Context<BtcMsg>) {
-        self.0.on_start(cx);
-    }
-    fn on_message(&mut self, cx: &mut dyn Context<BtcMsg>, from: NodeId, msg: BtcMsg) {
-        self.0.on_message(cx, from, msg);
-    }
-    fn on_timer(&mut self, cx: &mut dyn Context<BtcMsg>, timer: TimerId) {
-        self.0.on_timer(cx, timer);
-    }
-    fn on_crash(&mut self) {
-        self.0.on_crash();
-    }
-    fn on_restart(&mut self, cx: &mut dyn Context<BtcMsg>) {
-        self.0.on_restart(cx);
-    }
 }
 
 /// A 40-node random network with jittery links (heavy-tailed with a large

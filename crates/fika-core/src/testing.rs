@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{Context, Event, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
+use crate::{Context, Event, Node, NodeId, NodeRng, SimTime, TimerId, TimerKey, derive_rng};
 
 /// A recording context for one node with a fixed list of peers.
 pub struct TestContext<M> {
@@ -77,6 +77,30 @@ impl<M> Context<M> for TestContext<M> {
     fn cancel_timer(&mut self, _key: TimerKey) {}
     fn emit(&mut self, event: Event) {
         self.events.push(event);
+    }
+}
+
+/// The node inside, never offered a message when it is sent (its
+/// [`Node::absorb`] refuses): every message goes through the runtime's
+/// queue. The reference a node that takes messages early is compared with.
+pub struct Unoffered<N>(pub N);
+
+impl<N: Node> Node for Unoffered<N> {
+    type Msg = N::Msg;
+    fn on_start(&mut self, cx: &mut dyn Context<N::Msg>) {
+        self.0.on_start(cx);
+    }
+    fn on_message(&mut self, cx: &mut dyn Context<N::Msg>, from: NodeId, msg: N::Msg) {
+        self.0.on_message(cx, from, msg);
+    }
+    fn on_timer(&mut self, cx: &mut dyn Context<N::Msg>, timer: TimerId) {
+        self.0.on_timer(cx, timer);
+    }
+    fn on_crash(&mut self) {
+        self.0.on_crash();
+    }
+    fn on_restart(&mut self, cx: &mut dyn Context<N::Msg>) {
+        self.0.on_restart(cx);
     }
 }
 

@@ -2,34 +2,12 @@
 //! and pools take block announcements when they are sent (`Node::absorb`):
 //! taking one early is only a shortcut, never a change.
 
-use fika_core::{Context, Event, Node, NodeId, SimTime, TimerId, derive_rng};
+use fika_core::testing::Unoffered;
+use fika_core::{Event, Node, NodeId, SimTime, derive_rng};
 use fika_peg::network::{PegMsg, PegNode};
 use fika_sim::{Net, SimStats, Simulation};
 
 type Events = Vec<(SimTime, Option<NodeId>, Event)>;
-
-/// A node that is never offered a message when it is sent: everything but
-/// `absorb` goes to the node inside.
-struct Unoffered(PegNode);
-
-impl Node for Unoffered {
-    type Msg = PegMsg;
-    fn on_start(&mut self, cx: &mut dyn Context<PegMsg>) {
-        self.0.on_start(cx);
-    }
-    fn on_message(&mut self, cx: &mut dyn Context<PegMsg>, from: NodeId, msg: PegMsg) {
-        self.0.on_message(cx, from, msg);
-    }
-    fn on_timer(&mut self, cx: &mut dyn Context<PegMsg>, timer: TimerId) {
-        self.0.on_timer(cx, timer);
-    }
-    fn on_crash(&mut self) {
-        self.0.on_crash();
-    }
-    fn on_restart(&mut self, cx: &mut dyn Context<PegMsg>) {
-        self.0.on_restart(cx);
-    }
-}
 
 /// Runs the bundled scenario `name` with its nodes wrapped by `wrap`.
 #[track_caller]
