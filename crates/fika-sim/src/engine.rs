@@ -166,8 +166,8 @@ pub struct Simulation<N: Node, S: EventSink> {
 /// independent, so they wait on memory together.
 const WARM_BATCH: usize = 8;
 
-/// How many peers ahead of the one asked for (`Context::peer`) the engine
-/// fetches the receiver's first cache lines.
+/// How many receivers ahead of the one sent to (`Context::send_to_peers`)
+/// the engine fetches the receiver's first cache lines.
 const PEER_AHEAD: usize = 8;
 
 impl<N: Node, S: EventSink> Simulation<N, S> {
@@ -611,19 +611,10 @@ impl<N: Node, S: EventSink> Context<N::Msg> for Cx<'_, N, S> {
         self.world.net.peers(self.id).len()
     }
     fn peer(&self, i: usize) -> NodeId {
-        let peers = self.world.net.peers(self.id);
-        let p = peers[i];
+        // Fan-outs go through `send_to_peers`, which fetches receivers
+        // ahead; a single send to this peer needs no link lookup.
+        let p = self.world.net.peers(self.id)[i];
         self.last_peer.set((p, i as u32));
-        // Peers are usually asked for in order, each to be sent a message
-        // offered to it (see `Node::absorb`): fetch the receivers a few
-        // sends ahead, so that their first lines come in together.
-        let (start, end) = if i == 0 { (1, PEER_AHEAD + 1) } else { (i + PEER_AHEAD, i + PEER_AHEAD + 1) };
-        let end = end.min(peers.len());
-        for &q in peers.get(start.min(end)..end).unwrap_or(&[]) {
-            if let Some(n) = self.others.get(q) {
-                n.warm_offer();
-            }
-        }
         NodeId(p)
     }
     fn peer_index(&self, peer: NodeId) -> Option<usize> {
